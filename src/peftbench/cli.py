@@ -1,0 +1,118 @@
+"""Command line: `peftbench run`, `peftbench methods`. Bad input exits 2 with one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .config import PRESETS, DataConfig, GridConfig, TrainConfig, build_section
+from .errors import UserError
+
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+# CLI names that differ from the config field they set.
+OPTION_NAMES = {"source": "--data"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _scalar_type(annotation: Any) -> type:
+    """int for `int | None`, float for `float | None`, and so on."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _add_section(parser: argparse.ArgumentParser, cls: type) -> None:
+    group = parser.add_argument_group(cls.__doc__.splitlines()[0].rstrip(".") if cls.__doc__ else cls.__name__)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        option = OPTION_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        default = f.default if f.default is not dataclasses.MISSING else None
+        group.add_argument(
+            option, dest=f.name, type=_scalar_type(hints[f.name]), default=None,
+            help=f"{f.metadata.get('help', '')} (default: {default})",
+        )  # fmt: skip
+
+
+def _section_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="peftbench", description="Compare fine-tuning methods for a text classifier.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    run = commands.add_parser("run", help="fine-tune with each method and write the comparison")
+    run.add_argument("--model", required=True, help="hub id or local model folder")
+    run.add_argument("--methods", default="seed", help="comma-separated method names, or 'seed' for the reference's five")
+    run.add_argument("--preset", default="seed", choices=sorted(PRESETS), help="protocol to start from (default: seed)")
+    run.add_argument("--out", type=Path, default=Path("peftbench-results"), help="output folder (default: peftbench-results)")
+    run.add_argument("--dry-run", action="store_true", help="build every method and record its parameter counts; no training")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_section(run, DataConfig)
+    _add_section(run, TrainConfig)
+
+    commands.add_parser("methods", help="list the registered methods with their settings")
+    return parser
+
+
+def _grid_from_args(args: argparse.Namespace) -> GridConfig:
+    from .methods import parse_methods
+
+    preset = PRESETS[args.preset]
+    return GridConfig(
+        model=args.model,
+        methods=parse_methods(args.methods),
+        out=args.out,
+        data=build_section(DataConfig, preset["data"], _section_values(args, DataConfig)),
+        train=build_section(TrainConfig, preset["train"], _section_values(args, TrainConfig)),
+        preset=args.preset,
+        dry_run=args.dry_run,
+    )
+
+
+def _print_methods() -> None:
+    from .methods import GROUPS, REGISTRY
+
+    for method in REGISTRY.values():
+        settings = ", ".join(f"{k}={v}" for k, v in method.hyperparameters.items()) or "-"
+        print(f"{method.name:15} lr {method.recommended_lr:<8g} {settings}")
+        print(f"{'':15} {method.summary}")
+    for name, members in GROUPS.items():
+        print(f"group {name}: {', '.join(members)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "methods":
+            _print_methods()
+            return 0
+        from .runner import run_grid
+
+        summary = run_grid(_grid_from_args(args), progress=not args.no_progress)
+    except UserError as exc:
+        print(f"peftbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("peftbench: interrupted; finished runs are saved and are skipped when the command is run again", file=sys.stderr)
+        return 130
+    print(f"{summary.ran} run(s) done, {summary.skipped} skipped, {summary.failed} failed")
+    for path in summary.out_files:
+        print(f"wrote {path}")
+    return EXIT_RUN_FAILED if summary.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

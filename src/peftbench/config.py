@@ -1,0 +1,133 @@
+"""Typed configuration, grouped by concern; each field's `help` is also its CLI help.
+
+A run's settings come from three layers, later ones winning: the dataclass defaults, a preset
+(`PRESETS`), and the options the user typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class DataConfig:
+    """Which data, how it is split and how it is tokenised."""
+
+    source: str = _help(
+        "builtin:chnsenticorp (the reference data, shipped with peftbench) or a CSV, TSV or JSONL file",
+        default="builtin:chnsenticorp",
+    )
+    text_column: str = _help("column holding the text", default="review")
+    label_column: str = _help("column holding the label (integers 0..K-1 or strings)", default="label")
+    test_size: float = _help(
+        "fraction held out for evaluation by datasets' train_test_split (the reference's 0.2)", default=0.2
+    )
+    split_seed: int = _help("seed of the train/eval split (the reference's 123)", default=123)
+    max_length: int | None = _help(
+        "truncate texts to this many tokens (the reference's 86); unset: the tokenizer's model_max_length",
+        default=86,
+    )
+    max_train_samples: int | None = _help("use only the first N training examples (quick runs)", default=None)
+    max_eval_samples: int | None = _help("use only the first N evaluation examples (quick runs)", default=None)
+
+    def validate(self) -> None:
+        if not 0.0 < self.test_size < 1.0:
+            raise UserError(f"--test-size must be between 0 and 1, got {self.test_size}")
+        for name in ("max_length", "max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.max_length is not None and self.max_length < 2:
+            raise UserError(f"--max-length must be at least 2 (room for the special tokens), got {self.max_length}")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation protocol, shared by every method of a grid."""
+
+    epochs: int = _help("passes over the training data, each followed by an evaluation (reference: 3)", default=3)
+    batch_size: int = _help("examples per optimiser step (reference: 64)", default=64)
+    eval_batch_size: int | None = _help("examples per evaluation batch; unset: same as --batch-size", default=None)
+    lr: float | None = _help(
+        "learning rate for every method (reference: 3e-4); unset: each method's recommended rate", default=3e-4
+    )
+    warmup_ratio: float = _help("share of steps with linear warm-up before linear decay (reference: 0.06)", default=0.06)
+    weight_decay: float = _help("AdamW weight decay (0, as in transformers' Trainer)", default=0.0)
+    seed: int = _help("seed for the classifier head's init, dropout and shuffling", default=123)
+    precision: str = _help(
+        "fp32 (the reference), bf16 or fp16 mixed precision via accelerate", default="fp32"
+    )
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise UserError(f"--eval-batch-size must be at least 1, got {self.eval_batch_size}")
+        if self.lr is not None and not (math.isfinite(self.lr) and 0.0 < self.lr < 1.0):
+            raise UserError(f"--lr must be a positive number below 1, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
+            raise UserError(f"--weight-decay must be a non-negative number, got {self.weight_decay}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class GridConfig:
+    """What to compare and where to write it."""
+
+    model: str
+    methods: list[str]
+    out: Path
+    data: DataConfig
+    train: TrainConfig
+    preset: str = "seed"
+    dry_run: bool = False
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.train.validate()
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} exists and is not a folder")
+
+
+# A preset names the values that differ from the dataclass defaults. The defaults already are the
+# reference protocol of SPEC.md, so "seed" changes nothing; it exists so the protocol has a name.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "seed": {"data": {}, "train": {}},
+}
+
+
+def build_section(cls: type, preset_values: dict[str, Any], user_values: dict[str, Any]) -> Any:
+    """Instantiate one config section: defaults, then the preset, then what the user typed."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    merged = {k: v for k, v in preset_values.items() if k in names}
+    merged.update({k: v for k, v in user_values.items() if k in names})
+    return cls(**merged)
+
+
+def as_dict(obj: Any) -> Any:
+    """JSON-ready form of a config (paths become strings)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return [as_dict(v) for v in obj]
+    return obj

@@ -1,0 +1,203 @@
+"""Loading, checking, splitting and tokenising the classification data.
+
+Everything here runs once per grid: every method then trains on the very same tokenised examples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+from dataclasses import dataclass
+from importlib import resources
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import DataConfig
+from .errors import UserError
+
+BUILTIN_PREFIX = "builtin:"
+SUPPORTED_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None}
+
+
+@dataclass
+class LabeledTexts:
+    """Texts with integer labels 0..K-1, in file order (empty texts already dropped)."""
+
+    texts: list[str]
+    labels: list[int]
+    label_names: list[str]
+    source: str
+    sha256: str
+    rows_read: int
+    rows_dropped_empty: int
+
+
+@dataclass
+class SplitTexts:
+    train: LabeledTexts
+    eval: LabeledTexts
+
+
+@dataclass
+class TokenizedData:
+    """Tokenised, unpadded examples ready for a DataLoader with dynamic padding."""
+
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    label_names: list[str]
+    majority_accuracy: float
+    description: dict[str, Any]
+
+
+def builtin_names() -> list[str]:
+    folder = resources.files("peftbench") / "builtin_data"
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def _read_builtin(name: str) -> tuple[bytes, str]:
+    folder = resources.files("peftbench") / "builtin_data"
+    for meta_file in folder.iterdir():
+        if not meta_file.name.endswith(".json"):
+            continue
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        if meta["name"] == name:
+            raw = lzma.decompress((folder / meta["file"]).read_bytes())
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest != meta["sha256_uncompressed"]:
+                raise UserError(
+                    f"builtin dataset {name!r} is corrupted: sha256 {digest} != {meta['sha256_uncompressed']}; reinstall peftbench"
+                )
+            return raw, meta["file"][: -len(".xz")]
+    raise UserError(f"unknown builtin dataset {name!r}; available: {', '.join(BUILTIN_PREFIX + n for n in builtin_names())}")
+
+
+def _parse_table(raw: bytes, suffix: str, where: str) -> pd.DataFrame:
+    try:
+        if suffix == ".jsonl":
+            # dtype=False: keep labels and texts as written instead of letting pandas guess dates etc.
+            return pd.read_json(BytesIO(raw), lines=True, dtype=False)
+        # keep_default_na=False: a review that reads "NA" or "null" is text, not a missing value.
+        return pd.read_csv(BytesIO(raw), sep=SUPPORTED_SUFFIXES[suffix], dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot parse {where} as {suffix[1:].upper()}: {first_line}") from None
+
+
+def _read_source(source: str) -> tuple[pd.DataFrame, str, str]:
+    """The raw table, a description of where it came from, and the sha256 of its bytes."""
+    if source.startswith(BUILTIN_PREFIX):
+        raw, file_name = _read_builtin(source[len(BUILTIN_PREFIX) :])
+        suffix = Path(file_name).suffix
+    else:
+        path = Path(source)
+        suffix = path.suffix.lower()
+        if not path.exists():
+            raise UserError(f"data file not found: {source}")
+        if path.is_dir():
+            raise UserError(f"data path is a folder, not a file: {source}")
+        if suffix not in SUPPORTED_SUFFIXES:
+            raise UserError(f"unsupported data file type {suffix or '(none)'!r} for {source}; use .csv, .tsv or .jsonl")
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise UserError(f"cannot read data file {source}: {exc.strerror}") from None
+        if not raw.strip():
+            raise UserError(f"data file is empty: {source}")
+    return _parse_table(raw, suffix, source), source, hashlib.sha256(raw).hexdigest()
+
+
+def _label_ids(values: list[Any], where: str) -> tuple[list[int], list[str]]:
+    """Map raw labels to ids 0..K-1: integers 0..K-1 keep their value, anything else is sorted and numbered."""
+    as_text = [str(v).strip() for v in values]
+    if any(v == "" for v in as_text):
+        missing = sum(v == "" for v in as_text)
+        raise UserError(f"{where}: {missing} row(s) have an empty label")
+    try:
+        as_int = [int(v) for v in as_text]
+    except ValueError:
+        as_int = None
+    if as_int is not None and sorted(set(as_int)) == list(range(len(set(as_int)))):
+        names = [str(i) for i in range(len(set(as_int)))]
+        return as_int, names
+    names = sorted(set(as_text), key=lambda v: (int(v), v) if v.lstrip("-").isdigit() else (float("inf"), v))
+    index = {name: i for i, name in enumerate(names)}
+    return [index[v] for v in as_text], names
+
+
+def load_labeled_texts(config: DataConfig) -> LabeledTexts:
+    """Read the data, drop rows whose text is empty, map labels to ids; UserError on anything unusable."""
+    frame, where, digest = _read_source(config.source)
+    if len(frame) == 0:
+        raise UserError(f"data has no rows: {where}")
+    missing = [c for c in (config.text_column, config.label_column) if c not in frame.columns]
+    if missing:
+        columns = ", ".join(map(str, frame.columns)) or "(none)"
+        raise UserError(f"{where}: column(s) {', '.join(missing)} not found; the file has: {columns}")
+    texts_raw = frame[config.text_column].tolist()
+    # The reference drops reviews that are empty (one row of ChnSentiCorp_htl_all has none).
+    keep = [t is not None and not (isinstance(t, float) and t != t) and str(t).strip() != "" for t in texts_raw]
+    texts = [str(t) for t, k in zip(texts_raw, keep) if k]
+    if not texts:
+        raise UserError(f"{where}: every row has an empty {config.text_column!r}")
+    labels, names = _label_ids([v for v, k in zip(frame[config.label_column].tolist(), keep) if k], where)
+    if len(names) < 2:
+        raise UserError(f"{where}: only one class ({names[0]!r}) in {config.label_column!r}; classification needs two or more")
+    return LabeledTexts(texts, labels, names, where, digest, rows_read=len(frame), rows_dropped_empty=len(keep) - len(texts))
+
+
+def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
+    """The reference split: datasets' train_test_split on the rows in file order, so indices match it exactly."""
+    from datasets import Dataset
+
+    table = Dataset.from_dict({"text": data.texts, "label": data.labels})
+    if len(table) < 2:
+        raise UserError(f"{data.source}: {len(table)} usable row(s) cannot be split into train and eval")
+    try:
+        parts = table.train_test_split(test_size=config.test_size, seed=config.split_seed)
+    except ValueError as exc:
+        raise UserError(f"cannot split {data.source}: {exc}") from None
+
+    def part(rows: Any, limit: int | None) -> LabeledTexts:
+        n = len(rows) if limit is None else min(limit, len(rows))
+        rows = rows.select(range(n))
+        return LabeledTexts(
+            list(rows["text"]), list(rows["label"]), data.label_names, data.source, data.sha256, data.rows_read, data.rows_dropped_empty
+        )
+
+    return SplitTexts(part(parts["train"], config.max_train_samples), part(parts["test"], config.max_eval_samples))
+
+
+def majority_accuracy(labels: list[int]) -> float:
+    """Accuracy of always predicting the most frequent class: the floor every method must clear."""
+    counts = pd.Series(labels).value_counts()
+    return float(counts.iloc[0] / len(labels))
+
+
+def tokenize(tokenizer: Any, data: LabeledTexts, max_length: int) -> list[dict[str, Any]]:
+    """Truncate without padding: the collator pads each batch to its own longest example."""
+    encoded = tokenizer(data.texts, truncation=True, max_length=max_length)
+    keys = list(encoded.keys())
+    return [{**{k: encoded[k][i] for k in keys}, "labels": data.labels[i]} for i in range(len(data.texts))]
+
+
+def tokenize_split(parts: SplitTexts, tokenizer: Any, max_length: int) -> TokenizedData:
+    return TokenizedData(
+        train=tokenize(tokenizer, parts.train, max_length),
+        eval=tokenize(tokenizer, parts.eval, max_length),
+        label_names=parts.train.label_names,
+        majority_accuracy=majority_accuracy(parts.eval.labels),
+        description={
+            "source": parts.train.source,
+            "sha256": parts.train.sha256,
+            "rows_read": parts.train.rows_read,
+            "rows_dropped_empty_text": parts.train.rows_dropped_empty,
+            "train_examples": len(parts.train.texts),
+            "eval_examples": len(parts.eval.texts),
+            "label_names": parts.train.label_names,
+            "max_length": max_length,
+        },
+    )

@@ -1,0 +1,118 @@
+"""Measurements of a run: parameter counts, peak memory and wall-clock timing, each with how it was taken."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from typing import Any
+
+import torch
+
+# Written into every run JSON so a reader knows what each figure means.
+MEASUREMENT_NOTES = {
+    "total_params": "parameters of the model as deployed, each counted once: tied weights once, and not the "
+    "frozen copy of the classifier head that peft keeps next to the trained one (modules_to_save)",
+    "trainable_params": "parameters with requires_grad after the method is applied",
+    "train_time_s": "wall-clock time of the training steps of all epochs, evaluation excluded",
+    "eval_time_s": "wall-clock time of all evaluations (one after each epoch)",
+    "total_time_s": "train_time_s + eval_time_s (the reference's 'train time' included evaluation)",
+    "train_it_per_s": "optimiser steps per second, the first step of the run (allocation, lazy init) left out",
+    "eval_it_per_s": "evaluation batches per second over all evaluations",
+    "train_samples_per_s": "training examples per second over the same steps as train_it_per_s",
+    "eval_loss": "mean cross-entropy over the evaluation examples (last epoch)",
+    "eval_loss_sum": "sum over evaluation batches of each batch's mean loss, as the reference printed it",
+    "f1_macro": "unweighted mean of per-class F1 (scikit-learn)",
+    "majority_accuracy": "accuracy of always predicting the eval set's most frequent class",
+}
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) with each parameter counted once, peft's frozen head copies left out."""
+    skipped: set[int] = set()
+    for module in model.modules():
+        original = getattr(module, "original_module", None)
+        # peft's ModulesToSaveWrapper keeps the untouched head as `original_module` beside the trained copy.
+        if original is not None and hasattr(module, "modules_to_save"):
+            skipped.update(id(p) for p in original.parameters())
+    total = trainable = 0
+    for parameter in model.parameters():  # parameters() already yields a tied weight once
+        if id(parameter) in skipped:
+            continue
+        total += parameter.numel()
+        if parameter.requires_grad:
+            trainable += parameter.numel()
+    return total, trainable
+
+
+class PeakMemory:
+    """Peak memory of one run, relative to what was in use when it started.
+
+    On CUDA: the caching allocator's peak (reset at start) minus the memory allocated at start.
+    On CPU: the process's peak resident set (VmHWM, reset at start through /proc/self/clear_refs) minus
+    its resident set at start. Where the peak cannot be reset, the lifetime peak (ru_maxrss) is used and
+    the method says so, since it can then only over-state a later run.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.method = ""
+        self._baseline_mb = 0.0
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._baseline_mb = torch.cuda.memory_allocated(self.device) / 2**20
+            self.method = "torch.cuda.max_memory_allocated minus allocated at start"
+            return
+        self._baseline_mb = _proc_status_mb("VmRSS") or 0.0
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")  # 5 = reset the peak RSS (VmHWM) to the current RSS
+            self.method = "growth of process peak RSS (VmHWM, reset at start) over RSS at start"
+        except OSError:
+            self.method = "growth of lifetime peak RSS (ru_maxrss, cannot be reset here) over RSS at start"
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) / 2**20 - self._baseline_mb
+        peak = _proc_status_mb("VmHWM")
+        if peak is None or "ru_maxrss" in self.method:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        return max(0.0, peak - self._baseline_mb)
+
+
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so that a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def device_description(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device), "count": torch.cuda.device_count()}
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"type": "cpu", "name": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}

@@ -1,0 +1,190 @@
+"""A grid: setup once (data, tokenizer, tokenised examples), then setup → train → evaluate → save per run."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import models
+from .config import GridConfig, as_dict
+from .data import TokenizedData, load_labeled_texts, split, tokenize_split
+from .errors import UserError
+from .measure import MEASUREMENT_NOTES, PeakMemory, count_parameters, device_description
+from .methods import REGISTRY, Method
+from .report import render_markdown
+from .results import SCHEMA_VERSION, ResultStore, fingerprint, provenance, run_id, write_atomic
+from .train import train_and_evaluate
+
+PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass
+class PlannedRun:
+    method: Method
+    config: dict[str, Any]
+    fingerprint: str
+    run_id: str
+
+
+@dataclass
+class GridSummary:
+    ran: int
+    skipped: int
+    failed: int
+    out_files: list[str]
+
+
+def _plan(grid: GridConfig, max_length: int) -> list[PlannedRun]:
+    planned = []
+    for name in grid.methods:
+        method = REGISTRY[name]
+        config = {
+            "model": grid.model,
+            "method": name,
+            "method_hyperparameters": method.hyperparameters,
+            "peft_config_class": method.peft_config_class,
+            "lr": grid.train.lr if grid.train.lr is not None else method.recommended_lr,
+            "preset": grid.preset,
+            "data": {**as_dict(grid.data), "max_length": max_length},
+            "train": as_dict(grid.train),
+            "dry_run": grid.dry_run,
+        }
+        planned.append(PlannedRun(method, config, fingerprint(config), run_id(name, grid.train.seed)))
+    return planned
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
+    grid.validate()
+    # Everything that can reject the input happens before the first byte is written to grid.out.
+    parts = split(load_labeled_texts(grid.data), grid.data)
+    model_name = models.resolve(grid.model)
+    tokenizer = models.load_tokenizer(model_name)
+    model_config = models.load_config(model_name)
+    models.configure_padding(tokenizer, model_config.model_type)
+    max_length = models.max_length_for(tokenizer, grid.data.max_length, getattr(model_config, "max_position_embeddings", None))
+    store = ResultStore(grid.out)
+    planned = _plan(grid, max_length)
+    todo = []
+    for run in planned:
+        if grid.dry_run:
+            if not store.has_finished(run.run_id):
+                todo.append(run)
+        elif store.finished(run.run_id, run.fingerprint) is None:  # raises on a finished run of other settings
+            todo.append(run)
+    try:
+        grid.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {grid.out}: {exc.strerror}") from None
+
+    data = tokenize_split(parts, tokenizer, max_length)
+    from accelerate import Accelerator
+    from transformers import DataCollatorWithPadding
+
+    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[grid.train.precision])
+    collator = DataCollatorWithPadding(tokenizer)
+    device = device_description(accelerator.device)
+    skipped = len(planned) - len(todo)
+    if skipped:
+        _log(f"{skipped} run(s) already finished in {grid.out}: skipped")
+    failed = 0
+    for index, run in enumerate(todo, start=1):
+        label = f"[{index}/{len(todo)}] {run.run_id}"
+        _log(f"{label}: {run.method.summary}; lr {run.config['lr']:g}")
+        record = _execute(run, grid, model_name, tokenizer, data, accelerator, collator, progress, label)
+        record.update(provenance=provenance(device))
+        store.save(record)
+        result = record["result"]
+        failed += result["status"] == "failed"
+        _log(f"{label}: {_one_line_result(result)}")
+        write_reports(store)
+    files = write_reports(store)
+    return GridSummary(ran=len(todo), skipped=skipped, failed=failed, out_files=files)
+
+
+def _one_line_result(result: dict[str, Any]) -> str:
+    if result["status"] == "failed":
+        return f"failed: {result['error']}"
+    if result["status"] == "dry_run":
+        return f"{result['trainable_params']:,} of {result['total_params']:,} parameters trainable"
+    return f"{result['status']}, accuracy {result['accuracy']:.4f}, train time {result['train_time_min']:.2f} min"
+
+
+def write_reports(store: ResultStore) -> list[str]:
+    records = store.records()
+    csv_path = store.write_csv(records)
+    report_path = store.root / "report.md"
+    write_atomic(report_path, render_markdown(records))
+    return [str(csv_path), str(report_path)]
+
+
+def _execute(
+    run: PlannedRun, grid: GridConfig, model_name: str, tokenizer: Any, data: TokenizedData,
+    accelerator: Any, collator: Any, progress: bool, label: str,
+) -> dict[str, Any]:  # fmt: skip
+    from transformers import set_seed
+
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run.run_id,
+        "config": run.config,
+        "config_fingerprint": run.fingerprint,
+        "data": data.description,
+        "measurement": MEASUREMENT_NOTES,
+    }
+    result: dict[str, Any] = {"majority_accuracy": data.majority_accuracy}
+    memory = PeakMemory(accelerator.device)
+    model = None
+    try:
+        memory.start()
+        set_seed(grid.train.seed)  # the new classifier head's initial weights depend on it
+        model = models.load_classifier(model_name, len(data.label_names), data.label_names, tokenizer.pad_token_id)
+        model = run.method.build(model)
+        total, trainable = count_parameters(model)
+        result.update(total_params=total, trainable_params=trainable, trainable_pct=100.0 * trainable / total)
+        if grid.dry_run:
+            result.update(status="dry_run")
+        else:
+            outcome = train_and_evaluate(
+                model, data.train, data.eval, collator, grid.train, run.config["lr"], accelerator, progress, label
+            )
+            result.update(
+                status=outcome.status,
+                note=outcome.note,
+                peak_memory_mb=memory.peak_mb(),
+                peak_memory_method=memory.method,
+                train_steps=outcome.train_steps,
+                train_time_s=outcome.train_time_s,
+                eval_time_s=outcome.eval_time_s,
+                total_time_s=outcome.train_time_s + outcome.eval_time_s,
+                train_time_min=outcome.train_time_s / 60,
+                total_time_min=(outcome.train_time_s + outcome.eval_time_s) / 60,
+                train_it_per_s=outcome.train_it_per_s,
+                eval_it_per_s=outcome.eval_it_per_s,
+                train_samples_per_s=outcome.train_samples_per_s,
+                epochs=outcome.epochs,
+            )
+            if outcome.epochs:
+                last = outcome.epochs[-1]
+                result.update({k: last[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
+    except UserError:
+        raise
+    except Exception as exc:  # one broken method must not stop the grid: keep the error and go on
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        result.update(status="failed", error=f"{type(exc).__name__}: {message}", traceback=traceback.format_exc())
+    finally:
+        del model
+        accelerator.free_memory()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    record["result"] = result
+    return record
