@@ -7,6 +7,7 @@ hook it needs after wrapping. Adding a method means adding an entry; tests pick 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,7 +34,10 @@ class Method:
         config_class = getattr(peft, self.peft_config_class)
         config = config_class(task_type=peft.TaskType.SEQ_CLS, **self.hyperparameters)
         # For SEQ_CLS, peft marks the classifier head as modules_to_save, so it is trained and saved.
-        wrapped = peft.get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing`; nothing for a user to act on.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            wrapped = peft.get_peft_model(model, config)
         if self.after_wrap is not None:
             self.after_wrap(wrapped)
         return wrapped

@@ -71,9 +71,11 @@ def load_classifier(name: str, num_labels: int, label_names: list[str], pad_toke
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    # "Some weights were newly initialized" is exactly what we want for a new head; don't alarm users.
+    # "Some weights were newly initialized" is exactly what we want for a new head, and a loading bar per
+    # run drowns the training bars: keep both quiet.
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             name,
@@ -85,5 +87,6 @@ def load_classifier(name: str, num_labels: int, label_names: list[str], pad_toke
         raise _load_error(name, exc) from None
     finally:
         hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()
     model.config.pad_token_id = pad_token_id
     return model

@@ -112,7 +112,7 @@ class ResultStore:
                     continue
                 if record.get("schema_version") == SCHEMA_VERSION:
                     found.append(record)
-        return found
+        return sorted(found, key=_display_order)
 
     def write_csv(self, records: list[dict[str, Any]]) -> Path:
         buffer = io.StringIO()
@@ -123,6 +123,15 @@ class ResultStore:
         path = self.root / "results.csv"
         write_atomic(path, buffer.getvalue())
         return path
+
+
+def _display_order(record: dict[str, Any]) -> tuple:
+    """Registry order (the reference's column order for its five), then seed; unknown methods last."""
+    from .methods import REGISTRY
+
+    method = record["config"]["method"]
+    position = list(REGISTRY).index(method) if method in REGISTRY else len(REGISTRY)
+    return (position, method, record["config"]["train"]["seed"])
 
 
 def csv_row(record: dict[str, Any]) -> dict[str, Any]:

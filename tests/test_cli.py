@@ -1,0 +1,181 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peftbench.cli import main
+from peftbench.results import CSV_COLUMNS
+
+SEED_METHODS = ["full", "prefix-tuning", "prompt-tuning", "p-tuning", "lora"]
+QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress"]
+
+
+def run_cli(*args):
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own errors
+        return exc.code
+
+
+@pytest.fixture(scope="module")
+def seed_grid(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid")
+    code = run_cli("run", "--model", tiny_model, "--methods", "seed", "--epochs", "2", "--out", out, *QUICK)
+    return code, out
+
+
+def test_every_seed_method_trains_end_to_end(seed_grid):
+    code, out = seed_grid
+    assert code == 0
+    for method in SEED_METHODS:
+        record = json.loads((out / "runs" / f"{method}__seed123.json").read_text(encoding="utf-8"))
+        assert record["schema_version"] == 1
+        assert set(record) >= {"config", "result", "provenance", "measurement", "data"}
+        result = record["result"]
+        assert result["status"] in ("ok", "collapsed"), result
+        assert result["train_steps"] == 2 * 4
+        assert len(result["epochs"]) == 2
+        # the loss moved: training changed the model's predictions
+        assert result["epochs"][0]["eval_loss"] != result["epochs"][1]["eval_loss"]
+        assert result["epochs"][0]["train_loss"] != result["epochs"][1]["train_loss"]
+        for key in ("peak_memory_mb", "train_it_per_s", "eval_it_per_s", "train_time_s", "accuracy", "f1_macro"):
+            assert isinstance(result[key], float) and result[key] >= 0, key
+        assert result["eval_loss_sum"] == pytest.approx(sum([result["eval_loss"]] * 2), rel=0.2)  # 2 eval batches
+        assert record["config"]["lr"] == 3e-4 and record["config"]["train"]["batch_size"] == 16
+        assert record["data"]["train_examples"] == 64 and record["data"]["eval_examples"] == 32
+        assert record["provenance"]["packages"]["peft"] and record["provenance"]["device"]["type"] == "cpu"
+    assert not (out / "failed").exists()
+
+
+def test_results_csv_and_report(seed_grid):
+    _, out = seed_grid
+    with open(out / "results.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["method"] for r in rows] == SEED_METHODS
+    assert list(rows[0]) == CSV_COLUMNS
+    for row in rows:
+        assert float(row["majority_accuracy"]) == pytest.approx(float(rows[0]["majority_accuracy"]))
+        assert 0 <= float(row["accuracy"]) <= 1 and int(row["trainable_params"]) <= int(row["total_params"])
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "majority-class accuracy of the eval set" in report
+    assert "| | full | prefix-tuning | prompt-tuning | p-tuning | lora |" in report
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_rerun_skips_finished_runs_and_rebuilds_tables(seed_grid, tiny_model, capsys):
+    _, out = seed_grid
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    (out / "results.csv").unlink()
+    code = run_cli("run", "--model", tiny_model, "--methods", "seed", "--epochs", "2", "--out", out, *QUICK)
+    assert code == 0
+    assert "0 run(s) done, 5 skipped" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == before
+    assert (out / "results.csv").exists()
+
+
+def test_other_settings_under_the_same_name_are_refused(seed_grid, tiny_model, capsys):
+    _, out = seed_grid
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code = run_cli("run", "--model", tiny_model, "--methods", "lora", "--epochs", "3", "--out", out, *QUICK)
+    assert code == 2
+    assert "different settings" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_failing_method_is_recorded_and_the_grid_goes_on(tiny_model, tmp_path, monkeypatch, capsys):
+    from peftbench import methods
+
+    broken = methods.Method("broken", "always fails", 1e-3, peft_config_class="NoSuchConfig")
+    monkeypatch.setitem(methods.REGISTRY, "broken", broken)
+    code = run_cli("run", "--model", tiny_model, "--methods", "broken,lora", "--epochs", "1", "--out", tmp_path, *QUICK)
+    assert code == 1
+    failed = json.loads((tmp_path / "failed" / "broken__seed123.json").read_text(encoding="utf-8"))
+    assert failed["result"]["status"] == "failed" and "NoSuchConfig" in failed["result"]["error"]
+    assert "Traceback" in failed["result"]["traceback"]
+    assert json.loads((tmp_path / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]["status"] != "failed"
+    assert "broken" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_diverged_run_is_flagged(tiny_model, tmp_path):
+    code = run_cli("run", "--model", tiny_model, "--methods", "full", "--epochs", "1", "--lr", "0.9", "--out", tmp_path, *QUICK)
+    record = json.loads((tmp_path / "runs" / "full__seed123.json").read_text(encoding="utf-8"))
+    # lr 0.9 on a full model either blows up (diverged) or pins one class (collapsed); both must be flagged
+    assert code == 0 and record["result"]["status"] in ("diverged", "collapsed")
+
+
+def _bad_inputs(tmp_path: Path, model: Path) -> dict[str, tuple[list, str]]:
+    one_class = tmp_path / "one_class.csv"
+    one_class.write_text("label,review\n1,好\n1,很好\n1,不错\n", encoding="utf-8")
+    no_column = tmp_path / "no_column.csv"
+    no_column.write_text("label,text\n1,好\n0,差\n", encoding="utf-8")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"label,review\n1,\xff\xfe\xfa\n0,\xc3\x28\n")
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x", encoding="utf-8")
+    data = ["--model", model]
+    return {
+        "missing data": (data + ["--data", tmp_path / "nope.csv"], "data file not found"),
+        "data is a folder": (data + ["--data", tmp_path], "is a folder"),
+        "undecodable data": (data + ["--data", binary], "cannot parse"),
+        "empty data": (data + ["--data", empty], "empty"),
+        "unsupported type": (data + ["--data", not_a_folder], "unsupported data file type"),
+        "missing column": (data + ["--data", no_column], "column(s) review not found"),
+        "one class": (data + ["--data", one_class], "only one class"),
+        "unknown method": (data + ["--methods", "lora,superfit"], "unknown method 'superfit'"),
+        "zero batch": (data + ["--batch-size", "0"], "--batch-size"),
+        "negative lr": (data + ["--lr", "-1e-4"], "--lr"),
+        "lr not a number": (data + ["--lr", "fast"], "--lr"),
+        "zero epochs": (data + ["--epochs", "0"], "--epochs"),
+        "zero samples": (data + ["--max-train-samples", "0"], "--max-train-samples"),
+        "test size": (data + ["--test-size", "1.5"], "--test-size"),
+        "too long": (data + ["--max-length", "100000"], "--max-length"),
+        "out is a file": (["--model", model, "--out", not_a_folder], "not a folder"),
+        "missing model": (["--model", tmp_path / "no-such-model"], "no-such-model"),
+        "hub id offline": (["--model", "nobody/no-such-model-anywhere"], "--model /path/to/its/folder"),
+    }
+
+
+BAD_INPUT_CASES = [
+    "missing data", "data is a folder", "undecodable data", "empty data", "unsupported type", "missing column",
+    "one class", "unknown method", "zero batch", "negative lr", "lr not a number", "zero epochs", "zero samples",
+    "test size", "too long", "out is a file", "missing model", "hub id offline",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_INPUT_CASES)
+def test_bad_input_exits_2_with_one_line_and_keeps_results(case, tiny_model, tmp_path, capsys, seed_grid):
+    _, finished = seed_grid
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs").mkdir()
+    (out / "runs" / "lora__seed123.json").write_bytes((finished / "runs" / "lora__seed123.json").read_bytes())
+    (out / "results.csv").write_text("kept\n", encoding="utf-8")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    cases = _bad_inputs(tmp_path, tiny_model)
+    assert sorted(cases) == sorted(BAD_INPUT_CASES)
+    args, message = cases[case]
+    if "--out" not in args:
+        args = args + ["--out", out]
+    capsys.readouterr()
+    code = run_cli("run", *QUICK, *args)  # the bad value comes last, so it wins
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in captured.err, captured.err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_console_script_reports_bad_input_without_traceback(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "peftbench.cli", "run", "--model", str(tmp_path), "--data", str(tmp_path / "none.csv")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"peftbench: error: data file not found: {tmp_path / 'none.csv'}"
