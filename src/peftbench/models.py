@@ -21,7 +21,11 @@ def _load_error(name: str, exc: Exception) -> UserError:
 
 
 def resolve(name: str) -> str:
-    """Hub id or folder to hand to from_pretrained (named aliases plug in here)."""
+    """Hub id or folder to hand to from_pretrained; `e5-small-offline` is converted on first use."""
+    from . import offline
+
+    if name == offline.ALIAS:
+        return str(offline.ensure_converted())
     path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise UserError(f"--model {name} is a file; give a model folder or a hub id")
