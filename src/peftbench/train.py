@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .measure import now, synchronize
 
 COLLAPSE_SHARE = 0.95  # a run predicting one class for >= 95% of eval examples has learnt nothing useful
-LOSS_READ_EVERY = 10  # steps between reads of the loss: each read waits for the device
+LOSS_READ_INTERVAL_S = 1.0  # each read of the loss waits for the device: at most one per second
 
 
 @dataclass
@@ -93,7 +93,7 @@ def train_and_evaluate(
         epoch_loss_sum, epoch_steps = 0.0, 0
         bar = tqdm(train_loader, desc=f"{label} epoch {epoch}/{config.epochs}", leave=False, disable=not progress, dynamic_ncols=True)
         synchronize(device)
-        started = now()
+        started = last_read = now()
         for batch in bar:
             loss = model(**batch).loss
             accelerator.backward(loss)
@@ -107,7 +107,8 @@ def train_and_evaluate(
             if outcome.train_steps == 1:
                 synchronize(device)
                 first_step_s, first_step_samples = now() - started, samples
-            if running_steps == LOSS_READ_EVERY or outcome.train_steps == 1:
+            if outcome.train_steps == 1 or now() - last_read >= LOSS_READ_INTERVAL_S:
+                last_read = now()
                 mean_loss = running.item() / running_steps
                 epoch_loss_sum, epoch_steps = epoch_loss_sum + running.item(), epoch_steps + running_steps
                 running.zero_()
