@@ -14,3 +14,13 @@ from tiny_model import write_tiny_bert  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """accelerate keeps one process-wide state whose precision cannot change; the CLI runs one grid per
+    process, but tests run many grids, with different precisions, in one process."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()

@@ -26,11 +26,20 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _scalar_type(annotation: Any) -> type:
-    """int for `int | None`, float for `float | None`, and so on."""
+def _on_off(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+
+
+def _scalar_type(annotation: Any) -> Any:
+    """int for `int | None`, float for `float | None`, an on/off parser for bool, and so on."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return _on_off if annotation is bool else annotation
 
 
 def _add_section(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -39,8 +48,11 @@ def _add_section(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         option = OPTION_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
         default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            default = "on" if default else "off"
         group.add_argument(
             option, dest=f.name, type=_scalar_type(hints[f.name]), default=None,
+            metavar="on|off" if hints[f.name] is bool else None,
             help=f"{f.metadata.get('help', '')} (default: {default})",
         )  # fmt: skip
 

@@ -57,7 +57,11 @@ class TrainConfig:
 
     epochs: int = _help("passes over the training data, each followed by an evaluation (reference: 3)", default=3)
     batch_size: int = _help("examples per optimiser step (reference: 64)", default=64)
-    eval_batch_size: int | None = _help("examples per evaluation batch; unset: same as --batch-size", default=None)
+    eval_batch_size: int | None = _help(
+        "examples per evaluation batch; unset: 4 × --batch-size (evaluation keeps no activations for backward, "
+        "and eval_loss_sum is still summed over batches of --batch-size, as the reference did)",
+        default=None,
+    )
     lr: float | None = _help(
         "learning rate for every method (reference: 3e-4); unset: each method's recommended rate", default=3e-4
     )
@@ -65,7 +69,19 @@ class TrainConfig:
     weight_decay: float = _help("AdamW weight decay (0, as in transformers' Trainer)", default=0.0)
     seed: int = _help("seed for the classifier head's init, dropout and shuffling", default=123)
     precision: str = _help(
-        "fp32 (the reference), bf16 or fp16 mixed precision via accelerate", default="fp32"
+        "auto: bf16 mixed precision where the hardware computes bf16 natively (CPUs with AVX512-BF16 or AMX, "
+        "Ampere+ GPUs), fp16 on older GPUs, else fp32; or fp32 (the reference's), bf16, fp16",
+        default="auto",
+    )
+    group_by_length: bool = _help(
+        "batch examples of similar length together (groups shuffled, so training stays random): far less "
+        "padding; off gives the reference's uniformly random batches",
+        default=True,
+    )
+    frozen_weights_bf16: bool = _help(
+        "under bf16, store the frozen weights of a PEFT method in bf16 (trainable ones stay fp32): half the "
+        "memory and no cast per step",
+        default=True,
     )
 
     def validate(self) -> None:
@@ -81,8 +97,8 @@ class TrainConfig:
             raise UserError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
             raise UserError(f"--weight-decay must be a non-negative number, got {self.weight_decay}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in PRECISIONS + ("auto",):
+            raise UserError(f"--precision must be auto or one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")

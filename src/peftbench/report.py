@@ -51,7 +51,9 @@ def render_markdown(records: list[dict[str, Any]]) -> str:
         f"- data: `{data.get('source')}`: {data.get('train_examples')} train / {data.get('eval_examples')} eval examples, "
         f"max_length {data.get('max_length')}, classes {', '.join(map(str, data.get('label_names', [])))}",
         f"- protocol: preset `{config['preset']}`, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
-        f"linear schedule with {train['warmup_ratio']:.0%} warm-up, precision {train['precision']}",
+        f"linear schedule with {train['warmup_ratio']:.0%} warm-up",
+        f"- execution: precision {first['result'].get('precision_used', train['precision'])} "
+        f"(asked: {train['precision']}), {'length-grouped' if train.get('group_by_length') else 'uniformly random'} batches",
     ]
     majority = {r["result"].get("majority_accuracy") for r in finished} - {None}
     if majority:

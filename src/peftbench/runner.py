@@ -18,7 +18,8 @@ from .measure import MEASUREMENT_NOTES, PeakMemory, count_parameters, device_des
 from .methods import REGISTRY, Method
 from .report import render_markdown
 from .results import SCHEMA_VERSION, ResultStore, fingerprint, provenance, run_id, write_atomic
-from .train import train_and_evaluate
+from .hardware import resolve_precision
+from .train import store_frozen_weights_in, train_and_evaluate
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -89,7 +90,10 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     from accelerate import Accelerator
     from transformers import DataCollatorWithPadding
 
-    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[grid.train.precision])
+    # accelerate picks the GPU when there is one; the precision must be known before it starts
+    likely_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(grid.train.precision, likely_device)
+    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision])
     collator = DataCollatorWithPadding(tokenizer)
     device = device_description(accelerator.device)
     skipped = len(planned) - len(todo)
@@ -99,7 +103,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     for index, run in enumerate(todo, start=1):
         label = f"[{index}/{len(todo)}] {run.run_id}"
         _log(f"{label}: {run.method.summary}; lr {run.config['lr']:g}")
-        record = _execute(run, grid, model_name, tokenizer, data, accelerator, collator, progress, label)
+        record = _execute(run, grid, model_name, tokenizer, data, accelerator, precision, collator, progress, label)
         record.update(provenance=provenance(device))
         store.save(record)
         result = record["result"]
@@ -130,7 +134,7 @@ def write_reports(store: ResultStore) -> list[str]:
 
 def _execute(
     run: PlannedRun, grid: GridConfig, model_name: str, tokenizer: Any, data: TokenizedData,
-    accelerator: Any, collator: Any, progress: bool, label: str,
+    accelerator: Any, precision: str, collator: Any, progress: bool, label: str,
 ) -> dict[str, Any]:  # fmt: skip
     from transformers import set_seed
 
@@ -142,7 +146,7 @@ def _execute(
         "data": data.description,
         "measurement": MEASUREMENT_NOTES,
     }
-    result: dict[str, Any] = {"majority_accuracy": data.majority_accuracy}
+    result: dict[str, Any] = {"majority_accuracy": data.majority_accuracy, "precision_used": precision}
     memory = PeakMemory(accelerator.device)
     model = None
     try:
@@ -151,6 +155,8 @@ def _execute(
         model = models.load_classifier(model_name, len(data.label_names), data.label_names, tokenizer.pad_token_id)
         model = run.method.build(model)
         total, trainable = count_parameters(model)
+        if precision == "bf16" and grid.train.frozen_weights_bf16:
+            result["frozen_tensors_in_bf16"] = store_frozen_weights_in(model, torch.bfloat16)
         result.update(total_params=total, trainable_params=trainable, trainable_pct=100.0 * trainable / total)
         if grid.dry_run:
             result.update(status="dry_run")

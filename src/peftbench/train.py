@@ -13,6 +13,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .config import TrainConfig
 from .measure import now, synchronize
@@ -35,38 +36,85 @@ class TrainOutcome:
     note: str = ""
 
 
+EXAMPLE_INDEX = "example_index"  # carried through evaluation so results can be put back in file order
+
+
 def build_loaders(train: list, eval_: list, collator: Any, config: TrainConfig) -> tuple[DataLoader, DataLoader]:
     shuffle_generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, collate_fn=collator, generator=shuffle_generator)
-    eval_loader = DataLoader(eval_, batch_size=config.eval_batch_size or config.batch_size, shuffle=False, collate_fn=collator)
+    if config.group_by_length:
+        # transformers' sampler: random mega-batches, each sorted by length, so batches carry little padding
+        sampler = LengthGroupedSampler(config.batch_size, lengths=[len(e["input_ids"]) for e in train], generator=shuffle_generator)
+        train_loader = DataLoader(train, batch_size=config.batch_size, sampler=sampler, collate_fn=collator)
+    else:
+        train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, collate_fn=collator, generator=shuffle_generator)
+    # Evaluation order does not matter (results are put back in file order), so sort by length: least padding.
+    indexed = [{**example, EXAMPLE_INDEX: i} for i, example in enumerate(eval_)]
+    indexed.sort(key=lambda e: len(e["input_ids"]))
+    eval_loader = DataLoader(indexed, batch_size=config.eval_batch_size or 4 * config.batch_size, shuffle=False, collate_fn=collator)
     return train_loader, eval_loader
 
 
-def evaluate(model: Any, loader: DataLoader, accelerator: Any, progress: bool, label: str) -> dict[str, Any]:
+def build_optimizer(model: Any, config: TrainConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, fused into one kernel where torch offers it for this device."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    fused_devices = ("cuda", "cpu")  # torch >= 2.4 has fused AdamW for both
+    if device.type in fused_devices:
+        return torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay, fused=True)
+    return torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay, foreach=True)
+
+
+def store_frozen_weights_in(model: Any, dtype: torch.dtype) -> int:
+    """Cast parameters that are not trained to `dtype`; returns how many were cast.
+
+    Under bf16 autocast every matrix product runs in bf16 anyway, so a frozen fp32 weight is only
+    converted again at every step. Normalisation layers keep fp32, as autocast computes them in fp32.
+    """
+    cast = 0
+    for module in model.modules():
+        if isinstance(module, (torch.nn.LayerNorm,)):
+            continue
+        for parameter in module.parameters(recurse=False):
+            if not parameter.requires_grad and parameter.dtype != dtype and parameter.is_floating_point():
+                parameter.data = parameter.data.to(dtype)
+                cast += 1
+    return cast
+
+
+def evaluate(model: Any, loader: DataLoader, accelerator: Any, progress: bool, label: str, loss_batch_size: int) -> dict[str, Any]:
     model.eval()
-    losses, predictions, references = [], [], []
-    batch_mean_losses = []
+    losses, predictions, references, indices = [], [], [], []
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"{label} eval", leave=False, disable=not progress, dynamic_ncols=True):
             labels = batch.pop("labels")
+            index = batch.pop(EXAMPLE_INDEX)
             logits = model(**batch).logits.float()
             loss = F.cross_entropy(logits, labels, reduction="none")
-            loss, predicted, labels = accelerator.gather_for_metrics((loss, logits.argmax(-1), labels))
-            batch_mean_losses.append(loss.mean())
-            losses.append(loss)
-            predictions.append(predicted)
-            references.append(labels)
-    loss = torch.cat(losses).cpu()
-    predicted = torch.cat(predictions).cpu().numpy()
-    reference = torch.cat(references).cpu().numpy()
+            gathered = accelerator.gather_for_metrics((loss, logits.argmax(-1), labels, index))
+            for store, value in zip((losses, predictions, references, indices), gathered):
+                store.append(value)
+    order = torch.cat(indices).cpu().argsort()
+    loss = torch.cat(losses).cpu()[order]
+    predicted = torch.cat(predictions).cpu()[order].numpy()
+    reference = torch.cat(references).cpu()[order].numpy()
     counts = torch.bincount(torch.from_numpy(predicted))
     return {
         "eval_loss": loss.mean().item(),
-        "eval_loss_sum": torch.stack(batch_mean_losses).sum().item(),
+        # the reference printed the sum of per-batch mean losses over batches of its batch size, in file order
+        "eval_loss_sum": sum(chunk.mean().item() for chunk in loss.split(loss_batch_size)),
         "accuracy": float(accuracy_score(reference, predicted)),
         "f1_macro": float(f1_score(reference, predicted, average="macro")),
         "top_predicted_class_share": counts.max().item() / len(predicted),
     }
+
+
+def train_step(model: Any, batch: dict[str, Any], optimizer: Any, scheduler: Any, accelerator: Any) -> torch.Tensor:
+    """One optimiser step; returns the loss still on the device (reading it would wait for the device)."""
+    loss = model(**batch).loss
+    accelerator.backward(loss)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
 
 
 def train_and_evaluate(
@@ -74,7 +122,7 @@ def train_and_evaluate(
 ) -> TrainOutcome:
     """Train for config.epochs epochs with AdamW and a linear warm-up/decay schedule, evaluating after each."""
     train_loader, eval_loader = build_loaders(train, eval_, collator, config)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config, lr, accelerator.device)
     total_steps = len(train_loader) * config.epochs
     # ceil, as transformers' Trainer rounds warmup_ratio * steps
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
@@ -95,12 +143,7 @@ def train_and_evaluate(
         synchronize(device)
         started = last_read = now()
         for batch in bar:
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running += loss.detach()
+            running += train_step(model, batch, optimizer, scheduler, accelerator)
             running_steps += 1
             outcome.train_steps += 1
             samples += len(batch["labels"])
@@ -127,7 +170,7 @@ def train_and_evaluate(
             outcome.note = f"non-finite training loss in epoch {epoch}"
             break
         eval_started = now()
-        metrics = evaluate(model, eval_loader, accelerator, progress, label)
+        metrics = evaluate(model, eval_loader, accelerator, progress, label, config.batch_size)
         outcome.eval_time_s += now() - eval_started
         outcome.eval_batches += len(eval_loader)
         outcome.epochs.append({"epoch": epoch, "train_loss": train_loss, **metrics})

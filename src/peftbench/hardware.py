@@ -1,0 +1,24 @@
+"""What the hardware computes fast, so that `auto` settings pick the fast path only where it exists."""
+
+from __future__ import annotations
+
+import torch
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 matrix products in hardware: AMX or AVX512-BF16 on CPUs, compute capability 8+ on GPUs."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """`auto` → bf16 where native, fp16 on GPUs without bf16 (with loss scaling), fp32 elsewhere."""
+    if requested != "auto":
+        return requested
+    if native_bf16(device):
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "fp32"
