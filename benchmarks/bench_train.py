@@ -16,9 +16,12 @@ The last line is `speedup: X.XX`, (b)/(a) in training samples/s.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
+import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from peftbench import models  # noqa: E402
 from peftbench.config import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
-from peftbench.hardware import resolve_precision  # noqa: E402
+from peftbench.hardware import resolve_attention, resolve_precision  # noqa: E402
 from peftbench.measure import PeakMemory, count_parameters, synchronize  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
 from peftbench.runner import PRECISION_TO_ACCELERATE  # noqa: E402
@@ -52,53 +55,67 @@ def matmul_peak_flops(dtype: torch.dtype, device: torch.device, size: int, repea
 
 
 @dataclass
-class Variant:
-    name: str
+class Built:
     model: Any
     loader: DataLoader
     eval_loader: DataLoader
     step: Any  # callable(batch) -> None
     context: Any  # callable() -> context manager for evaluation forward passes
+
+
+@dataclass
+class Variant:
+    name: str
+    build: Any  # callable() -> Built; a fresh model each round, so memory is measured from the same baseline
     precision: str
     rounds: list[dict[str, float]] = field(default_factory=list)
 
 
 def run_round(variant: Variant, device: torch.device, warmup_steps: int) -> None:
-    variant.model.train()
-    batches = list(variant.loader)  # collation is cheap; keep it out of the step timing for both alike
-    for batch in batches[:warmup_steps]:
-        variant.step(batch)
-    timed = batches[warmup_steps:]
     meter = PeakMemory(device)
-    meter.start()
+    meter.start()  # before the model exists: the peak covers weights, optimizer state and activations
+    built = variant.build()
+    built.model.train()
+    batches = list(built.loader)  # collation is cheap; it stays out of the step timing for both alike
+    for batch in batches[:warmup_steps]:
+        built.step(batch)
+    timed = batches[warmup_steps:]
     synchronize(device)
     started = time.perf_counter()
     for batch in timed:
-        variant.step(batch)
+        built.step(batch)
     synchronize(device)
     elapsed = time.perf_counter() - started
-    samples = sum(len(b["labels"]) for b in timed)
-    real_tokens = sum(int(b["attention_mask"].sum()) for b in timed)
-    padded_tokens = sum(b["input_ids"].numel() for b in timed)
-    variant.model.eval()
-    eval_batches = list(variant.eval_loader)
+    built.model.eval()
+    eval_batches = list(built.eval_loader)
     synchronize(device)
     eval_started = time.perf_counter()
-    with torch.inference_mode(), variant.context():
+    with torch.inference_mode(), built.context():
         for batch in eval_batches:
-            batch = {k: v for k, v in batch.items() if k not in ("labels", EXAMPLE_INDEX)}
-            variant.model(**batch).logits.float().argmax(-1).tolist()
+            inputs = {k: v for k, v in batch.items() if k not in ("labels", EXAMPLE_INDEX)}
+            built.model(**inputs).logits.float().argmax(-1).tolist()
     synchronize(device)
     eval_elapsed = time.perf_counter() - eval_started
     variant.rounds.append(
         {
-            "samples_per_s": samples / elapsed,
-            "real_tokens_per_s": real_tokens / elapsed,
-            "padded_tokens_per_s": padded_tokens / elapsed,
+            "samples_per_s": sum(len(b["labels"]) for b in timed) / elapsed,
+            "real_tokens_per_s": sum(int(b["attention_mask"].sum()) for b in timed) / elapsed,
+            "padded_tokens_per_s": sum(b["input_ids"].numel() for b in timed) / elapsed,
             "peak_memory_mb": meter.peak_mb(),
             "eval_samples_per_s": sum(len(b["input_ids"]) for b in eval_batches) / eval_elapsed,
         }
     )
+    del built, batches, timed, eval_batches
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _memory_in_own_process(letter: str, args: argparse.Namespace, samples: int) -> float:
+    command = [sys.executable, __file__, "--model", args.model, "--method", args.method, "--batch-size", str(args.batch_size),
+               "--samples", str(min(samples, 4 * args.batch_size)), "--max-length", str(args.max_length), "--memory-of", letter]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1].split()[-1])
 
 
 def main() -> None:
@@ -107,12 +124,13 @@ def main() -> None:
     parser.add_argument("--method", default="lora", choices=sorted(REGISTRY))
     parser.add_argument("--quick", action="store_true", help="fewer samples and one round: under 2 minutes on a 2-core CPU")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--samples", type=int, help="training examples per round (default 640, quick 192)")
+    parser.add_argument("--samples", type=int, help="training examples per round (default 640, quick 256)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per variant (default 3, quick 1)")
     parser.add_argument("--max-length", type=int, default=86)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--memory-of", choices=["a", "b"], help=argparse.SUPPRESS)  # internal: one variant, fresh process
     args = parser.parse_args()
-    samples = args.samples or (192 if args.quick else 640)
+    samples = args.samples or (256 if args.quick else 640)
     rounds = args.rounds or (1 if args.quick else 3)
     warmup_steps = 1 if args.quick else 2
 
@@ -129,79 +147,91 @@ def main() -> None:
     collator = DataCollatorWithPadding(tokenizer)
     method = REGISTRY[args.method]
     labels = parts.train.label_names
-
-    def fresh_model() -> Any:
-        torch.manual_seed(0)
-        return method.build(models.load_classifier(name, len(labels), labels, tokenizer.pad_token_id))
-
-    # (a) the reference loop
-    reference_model = fresh_model().to(device)
-    reference_optimizer = torch.optim.AdamW([p for p in reference_model.parameters() if p.requires_grad], lr=args.lr)
-    generator = torch.Generator().manual_seed(0)
-
-    def reference_step(batch: dict[str, Any]) -> None:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        loss = reference_model(**batch).loss
-        loss.backward()
-        reference_optimizer.step()
-        reference_optimizer.zero_grad()
-        loss.item()  # the post logged the loss of every step
-
-    reference_eval = [{k: v for k, v in e.items()} for e in eval_]
-    from contextlib import nullcontext
-
-    variant_a = Variant(
-        "a: reference loop", reference_model,
-        DataLoader(train, batch_size=args.batch_size, shuffle=True, collate_fn=collator, generator=generator),
-        DataLoader(reference_eval, batch_size=args.batch_size, collate_fn=collator), reference_step, nullcontext, "fp32",
-    )  # fmt: skip
-
-    # (b) peftbench's loop, with its defaults
     config = TrainConfig(batch_size=args.batch_size)
     precision = resolve_precision(config.precision, device)
+    attention = resolve_attention(config.attention, device)
     accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision])
-    fast_model = fresh_model()
-    if precision == "bf16" and config.frozen_weights_bf16:
-        store_frozen_weights_in(fast_model, torch.bfloat16)
-    train_loader, eval_loader = build_loaders(train, eval_, collator, config)
-    optimizer = build_optimizer(fast_model, config, args.lr, accelerator.device)
-    scheduler = get_constant_schedule(optimizer)
-    fast_model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(fast_model, optimizer, train_loader, eval_loader, scheduler)
-    variant_b = Variant(
-        "b: peftbench loop", fast_model, train_loader, eval_loader,
-        lambda batch: train_step(fast_model, batch, optimizer, scheduler, accelerator), accelerator.autocast, precision,
-    )  # fmt: skip
 
-    total, trainable = count_parameters(reference_model)
-    embedding_params = sum(p.numel() for n, p in reference_model.named_parameters() if "embeddings" in n)
-    matmul_params = total - embedding_params
+    def fresh_model(attention_kernel: str | None) -> Any:
+        torch.manual_seed(0)
+        return method.build(models.load_classifier(name, len(labels), labels, tokenizer.pad_token_id, attention_kernel))
+
+    def build_reference() -> Built:
+        """(a) the reference loop: transformers' default attention, fp32, torch's default AdamW."""
+        model = fresh_model(None).to(device)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+
+        def step(batch: dict[str, Any]) -> None:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            loss.item()  # the post logged the loss of every step
+
+        generator = torch.Generator().manual_seed(0)
+        loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, collate_fn=collator, generator=generator)
+        eval_loader = DataLoader(eval_, batch_size=args.batch_size, collate_fn=collator)
+        return Built(model, loader, eval_loader, step, nullcontext)
+
+    def build_peftbench() -> Built:
+        """(b) peftbench's loop: its loaders, optimizer, precision, attention and step, with their defaults."""
+        accelerator.free_memory()
+        model = fresh_model(attention)
+        if precision == "bf16" and config.frozen_weights_bf16:
+            store_frozen_weights_in(model, torch.bfloat16)
+        train_loader, eval_loader = build_loaders(train, eval_, collator, config)
+        optimizer = build_optimizer(model, config, args.lr, accelerator.device)
+        scheduler = get_constant_schedule(optimizer)
+        model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, eval_loader, scheduler)
+        step = lambda batch: train_step(model, batch, optimizer, scheduler, accelerator)  # noqa: E731
+        return Built(model, train_loader, eval_loader, step, accelerator.autocast)
+
+    variants = [Variant("a: reference loop", build_reference, "fp32"), Variant("b: peftbench loop", build_peftbench, precision)]
+    if args.memory_of:
+        # On a CPU the resident-set peak of a process cannot tell apart memory freed by an earlier variant,
+        # so each variant's memory is measured in a process of its own.
+        run_round(variants["ab".index(args.memory_of)], device, warmup_steps)
+        print(f"peak_memory_mb {variants['ab'.index(args.memory_of)].rounds[0]['peak_memory_mb']:.1f}")
+        return
+
+    probe = fresh_model(None)
+    total, trainable = count_parameters(probe)
+    embedding_params = sum(p.numel() for n, p in probe.named_parameters() if "embeddings" in n)
+    del probe
     # Training FLOPs per token: forward 2N; backward 2N for activation gradients, plus 2N for weight
     # gradients only where weights are trained (full fine-tuning). Attention scores are left out.
-    flops_per_token = (6 if trainable > total // 2 else 4) * matmul_params
+    flops_per_token = (6 if trainable > total // 2 else 4) * (total - embedding_params)
     peak_size = 4096 if device.type == "cuda" else 1536
     peaks = {"fp32": matmul_peak_flops(torch.float32, device, peak_size), "bf16": matmul_peak_flops(torch.bfloat16, device, peak_size)}
     peaks["fp16"] = matmul_peak_flops(torch.float16, device, peak_size) if device.type == "cuda" else peaks["fp32"]
 
     print(f"model {args.model} ({total:,} parameters, {trainable:,} trainable with {args.method}), device {device.type}")
+    print(f"peftbench loop: precision {precision}, attention {attention}, length-grouped batches {config.group_by_length}")
     print(f"{samples} training examples per round, batch {args.batch_size}, {rounds} round(s) per variant, {warmup_steps} warm-up step(s)")
     print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     for _ in range(rounds):
-        for variant in (variant_a, variant_b):
+        for variant in variants:  # interleaved, so drift of the machine hits both alike
             run_round(variant, device, warmup_steps)
 
-    print(f"{'variant':22} {'samples/s':>10} {'real tok/s':>11} {'%peak':>7} {'peak MB':>8} {'eval samples/s':>15} precision")
-    summary = {}
-    for variant in (variant_a, variant_b):
+    print(f"{'variant':20} {'samples/s':>10} {'real tok/s':>11} {'%peak':>7} {'peak MB':>8} {'eval samples/s':>15} precision")
+    summary = []
+    for letter, variant in zip("ab", variants):
         median = {k: statistics.median(r[k] for r in variant.rounds) for k in variant.rounds[0]}
-        summary[variant.name] = median
+        median["peak_memory_mb"] = _memory_in_own_process(letter, args, samples)
+        summary.append(median)
         achieved = median["padded_tokens_per_s"] * flops_per_token
         print(
-            f"{variant.name:22} {median['samples_per_s']:10.2f} {median['real_tokens_per_s']:11.0f} "
+            f"{variant.name:20} {median['samples_per_s']:10.2f} {median['real_tokens_per_s']:11.0f} "
             f"{100 * achieved / peaks[variant.precision]:6.1f}% {median['peak_memory_mb']:8.0f} "
             f"{median['eval_samples_per_s']:15.1f} {variant.precision}"
         )
-    a, b = summary[variant_a.name], summary[variant_b.name]
-    print(f"ratio b/a: samples/s {b['samples_per_s'] / a['samples_per_s']:.2f}, eval samples/s {b['eval_samples_per_s'] / a['eval_samples_per_s']:.2f}, peak memory {b['peak_memory_mb'] / max(a['peak_memory_mb'], 1e-9):.2f}")
+    a, b = summary
+    print(
+        f"ratio b/a: samples/s {b['samples_per_s'] / a['samples_per_s']:.2f}, "
+        f"eval samples/s {b['eval_samples_per_s'] / a['eval_samples_per_s']:.2f}, "
+        f"peak memory {b['peak_memory_mb'] / max(a['peak_memory_mb'], 1e-9):.2f}"
+    )
     print(f"speedup: {b['samples_per_s'] / a['samples_per_s']:.2f}")
 
 

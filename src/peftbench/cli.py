@@ -67,11 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="fine-tune with each method and write the comparison")
     run.add_argument("--model", required=True, help="hub id or local model folder")
-    run.add_argument("--methods", default="seed", help="comma-separated method names, or 'seed' for the reference's five")
+    run.add_argument("--methods", default="seed", help="comma-separated method names, 'seed' for the reference's five, 'all' for every method")
     run.add_argument("--preset", default="seed", choices=sorted(PRESETS), help="protocol to start from (default: seed)")
     run.add_argument("--out", type=Path, default=Path("peftbench-results"), help="output folder (default: peftbench-results)")
     run.add_argument("--dry-run", action="store_true", help="build every method and record its parameter counts; no training")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--seeds", help="comma-separated seeds, one run per method and seed (default: --seed)")
     _add_section(run, DataConfig)
     _add_section(run, TrainConfig)
 
@@ -91,7 +92,20 @@ def _grid_from_args(args: argparse.Namespace) -> GridConfig:
         train=build_section(TrainConfig, preset["train"], _section_values(args, TrainConfig)),
         preset=args.preset,
         dry_run=args.dry_run,
+        seeds=_parse_seeds(args.seeds),
     )
+
+
+def _parse_seeds(text: str | None) -> list[int]:
+    if text is None:
+        return []
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise UserError("--seeds names no seed")
+    return list(dict.fromkeys(seeds))
 
 
 def _print_methods() -> None:
@@ -100,7 +114,7 @@ def _print_methods() -> None:
     for method in REGISTRY.values():
         settings = ", ".join(f"{k}={v}" for k, v in method.hyperparameters.items()) or "-"
         print(f"{method.name:15} lr {method.recommended_lr:<8g} {settings}")
-        print(f"{'':15} {method.summary}")
+        print(f"{'':15} {method.summary}" + (f" [lr: {method.source}]" if method.source else ""))
     for name, members in GROUPS.items():
         print(f"group {name}: {', '.join(members)}")
 

@@ -33,6 +33,11 @@ class DataConfig:
         "fraction held out for evaluation by datasets' train_test_split (the reference's 0.2)", default=0.2
     )
     split_seed: int = _help("seed of the train/eval split (the reference's 123)", default=123)
+    dev_size: float | None = _help(
+        "fraction held out as a dev set for choosing epoch and learning rate, taken stratified from the held-out "
+        "part, which then also becomes stratified; unset: no dev set, evaluate on the held-out part (the reference)",
+        default=None,
+    )
     max_length: int | None = _help(
         "truncate texts to this many tokens (the reference's 86); unset: the tokenizer's model_max_length",
         default=86,
@@ -43,6 +48,8 @@ class DataConfig:
     def validate(self) -> None:
         if not 0.0 < self.test_size < 1.0:
             raise UserError(f"--test-size must be between 0 and 1, got {self.test_size}")
+        if self.dev_size is not None and not 0.0 < self.dev_size < self.test_size:
+            raise UserError(f"--dev-size must be between 0 and --test-size ({self.test_size}), got {self.dev_size}")
         for name in ("max_length", "max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -67,7 +74,12 @@ class TrainConfig:
     )
     warmup_ratio: float = _help("share of steps with linear warm-up before linear decay (reference: 0.06)", default=0.06)
     weight_decay: float = _help("AdamW weight decay (0, as in transformers' Trainer)", default=0.0)
-    seed: int = _help("seed for the classifier head's init, dropout and shuffling", default=123)
+    seed: int = _help("seed for the classifier head's init, dropout and shuffling (--seeds runs several)", default=123)
+    lr_grid: str | None = _help(
+        "comma-separated learning rates to try per method (needs a dev set, --dev-size); the best epoch and rate "
+        "on dev are chosen, and the test split is evaluated once, for that choice",
+        default=None,
+    )
     precision: str = _help(
         "auto: bf16 mixed precision where the hardware computes bf16 natively (CPUs with AVX512-BF16 or AMX, "
         "Ampere+ GPUs), fp16 on older GPUs, else fp32; or fp32 (the reference's), bf16, fp16",
@@ -77,6 +89,11 @@ class TrainConfig:
         "batch examples of similar length together (groups shuffled, so training stays random): far less "
         "padding; off gives the reference's uniformly random batches",
         default=True,
+    )
+    attention: str = _help(
+        "attention kernel: auto (eager on CPUs, where torch's fused SDPA backward is slower at these lengths; "
+        "sdpa on GPUs), sdpa or eager",
+        default="auto",
     )
     frozen_weights_bf16: bool = _help(
         "under bf16, store the frozen weights of a PEFT method in bf16 (trainable ones stay fp32): half the "
@@ -97,8 +114,25 @@ class TrainConfig:
             raise UserError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
             raise UserError(f"--weight-decay must be a non-negative number, got {self.weight_decay}")
+        for rate in self.learning_rates() or []:
+            if not (math.isfinite(rate) and 0.0 < rate < 1.0):
+                raise UserError(f"--lr-grid rates must be positive numbers below 1, got {rate}")
+        if self.attention not in ("auto", "sdpa", "eager"):
+            raise UserError(f"--attention must be auto, sdpa or eager, got {self.attention!r}")
         if self.precision not in PRECISIONS + ("auto",):
             raise UserError(f"--precision must be auto or one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+    def learning_rates(self) -> list[float] | None:
+        if self.lr_grid is None:
+            return None
+        try:
+            rates = [float(v) for v in self.lr_grid.split(",") if v.strip()]
+        except ValueError:
+            raise UserError(f"--lr-grid must be comma-separated numbers, got {self.lr_grid!r}") from None
+        if not rates:
+            raise UserError("--lr-grid names no learning rate")
+        return rates
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -115,18 +149,27 @@ class GridConfig:
     train: TrainConfig
     preset: str = "seed"
     dry_run: bool = False
+    seeds: list[int] = field(default_factory=list)  # empty: the one seed of train.seed
+
+    def run_seeds(self) -> list[int]:
+        return self.seeds or [self.train.seed]
 
     def validate(self) -> None:
         self.data.validate()
         self.train.validate()
+        if self.train.lr_grid is not None and self.data.dev_size is None:
+            raise UserError("--lr-grid needs a dev set to choose on: add --dev-size (or use --preset tuned)")
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} exists and is not a folder")
 
 
 # A preset names the values that differ from the dataclass defaults. The defaults already are the
 # reference protocol of SPEC.md, so "seed" changes nothing; it exists so the protocol has a name.
+# "tuned" is how the comparison should be done: a stratified 80/10/10 split, each method at its own
+# recommended learning rate (lr unset), epoch (and rate, with --lr-grid) chosen on dev, test read once.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "seed": {"data": {}, "train": {}},
+    "tuned": {"data": {"test_size": 0.2, "dev_size": 0.1}, "train": {"lr": None}},
 }
 
 

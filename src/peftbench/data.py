@@ -39,7 +39,8 @@ class LabeledTexts:
 @dataclass
 class SplitTexts:
     train: LabeledTexts
-    eval: LabeledTexts
+    eval: LabeledTexts  # what is evaluated after each epoch: the dev set when there is one
+    test: LabeledTexts | None = None  # read once, after the choice on dev; None in the reference protocol
 
 
 @dataclass
@@ -48,6 +49,7 @@ class TokenizedData:
 
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
+    test: list[dict[str, Any]] | None
     label_names: list[str]
     majority_accuracy: float
     description: dict[str, Any]
@@ -156,10 +158,6 @@ def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
     table = Dataset.from_dict({"text": data.texts, "label": data.labels})
     if len(table) < 2:
         raise UserError(f"{data.source}: {len(table)} usable row(s) cannot be split into train and eval")
-    try:
-        parts = table.train_test_split(test_size=config.test_size, seed=config.split_seed)
-    except ValueError as exc:
-        raise UserError(f"cannot split {data.source}: {exc}") from None
 
     def part(rows: Any, limit: int | None) -> LabeledTexts:
         n = len(rows) if limit is None else min(limit, len(rows))
@@ -168,7 +166,22 @@ def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
             list(rows["text"]), list(rows["label"]), data.label_names, data.source, data.sha256, data.rows_read, data.rows_dropped_empty
         )
 
-    return SplitTexts(part(parts["train"], config.max_train_samples), part(parts["test"], config.max_eval_samples))
+    try:
+        if config.dev_size is None:
+            # The reference: an unstratified split of the rows in file order.
+            parts = table.train_test_split(test_size=config.test_size, seed=config.split_seed)
+            return SplitTexts(part(parts["train"], config.max_train_samples), part(parts["test"], config.max_eval_samples))
+        from datasets import ClassLabel
+
+        table = table.cast_column("label", ClassLabel(names=data.label_names))
+        parts = table.train_test_split(test_size=config.test_size, seed=config.split_seed, stratify_by_column="label")
+        held_out = parts["test"].train_test_split(
+            test_size=1.0 - config.dev_size / config.test_size, seed=config.split_seed, stratify_by_column="label"
+        )
+    except ValueError as exc:
+        raise UserError(f"cannot split {data.source}: {exc}") from None
+    limit = config.max_eval_samples
+    return SplitTexts(part(parts["train"], config.max_train_samples), part(held_out["train"], limit), part(held_out["test"], limit))
 
 
 def majority_accuracy(labels: list[int]) -> float:
@@ -188,8 +201,10 @@ def tokenize_split(parts: SplitTexts, tokenizer: Any, max_length: int) -> Tokeni
     return TokenizedData(
         train=tokenize(tokenizer, parts.train, max_length),
         eval=tokenize(tokenizer, parts.eval, max_length),
+        test=tokenize(tokenizer, parts.test, max_length) if parts.test else None,
         label_names=parts.train.label_names,
-        majority_accuracy=majority_accuracy(parts.eval.labels),
+        # the baseline of the split whose accuracy is reported: test when there is one
+        majority_accuracy=majority_accuracy((parts.test or parts.eval).labels),
         description={
             "source": parts.train.source,
             "sha256": parts.train.sha256,
@@ -197,6 +212,8 @@ def tokenize_split(parts: SplitTexts, tokenizer: Any, max_length: int) -> Tokeni
             "rows_dropped_empty_text": parts.train.rows_dropped_empty,
             "train_examples": len(parts.train.texts),
             "eval_examples": len(parts.eval.texts),
+            "dev_examples": len(parts.eval.texts) if parts.test else None,
+            "test_examples": len(parts.test.texts) if parts.test else None,
             "label_names": parts.train.label_names,
             "max_length": max_length,
         },

@@ -22,3 +22,11 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if native_bf16(device):
         return "bf16"
     return "fp16" if device.type == "cuda" else "fp32"
+
+
+def resolve_attention(requested: str, device: torch.device) -> str:
+    """`auto` → eager on CPUs (measured here: a LoRA step of e5-small at 64×86 tokens in bf16 takes 2.1 s
+    with eager attention, 2.9 s with SDPA, whose CPU backward dominates), sdpa on GPUs."""
+    if requested != "auto":
+        return requested
+    return "sdpa" if device.type == "cuda" else "eager"

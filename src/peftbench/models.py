@@ -70,7 +70,7 @@ def max_length_for(tokenizer: Any, requested: int | None, model_max_positions: i
     return requested
 
 
-def load_classifier(name: str, num_labels: int, label_names: list[str], pad_token_id: int) -> Any:
+def load_classifier(name: str, num_labels: int, label_names: list[str], pad_token_id: int, attention: str | None = None) -> Any:
     """A fresh copy of the pretrained model with a newly initialised classification head."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -86,6 +86,7 @@ def load_classifier(name: str, num_labels: int, label_names: list[str], pad_toke
             num_labels=num_labels,
             id2label=dict(enumerate(label_names)),
             label2id={n: i for i, n in enumerate(label_names)},
+            **({"attn_implementation": attention} if attention else {}),
         )
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sys
 import traceback
@@ -11,15 +12,15 @@ from typing import Any
 import torch
 
 from . import models
-from .config import GridConfig, as_dict
+from .config import GridConfig, TrainConfig, as_dict
 from .data import TokenizedData, load_labeled_texts, split, tokenize_split
 from .errors import UserError
 from .measure import MEASUREMENT_NOTES, PeakMemory, count_parameters, device_description
 from .methods import REGISTRY, Method
 from .report import render_markdown
 from .results import SCHEMA_VERSION, ResultStore, fingerprint, provenance, run_id, write_atomic
-from .hardware import resolve_precision
-from .train import store_frozen_weights_in, train_and_evaluate
+from .hardware import resolve_attention, resolve_precision
+from .train import COLLAPSE_SHARE, TrainOutcome, evaluate_once, store_frozen_weights_in, train_and_evaluate
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -27,6 +28,7 @@ PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 @dataclass
 class PlannedRun:
     method: Method
+    train: TrainConfig  # the grid's, with this run's seed
     config: dict[str, Any]
     fingerprint: str
     run_id: str
@@ -42,8 +44,9 @@ class GridSummary:
 
 def _plan(grid: GridConfig, max_length: int) -> list[PlannedRun]:
     planned = []
-    for name in grid.methods:
+    for name, seed in ((n, s) for s in grid.run_seeds() for n in grid.methods):
         method = REGISTRY[name]
+        train = dataclasses.replace(grid.train, seed=seed)
         config = {
             "model": grid.model,
             "method": name,
@@ -52,10 +55,10 @@ def _plan(grid: GridConfig, max_length: int) -> list[PlannedRun]:
             "lr": grid.train.lr if grid.train.lr is not None else method.recommended_lr,
             "preset": grid.preset,
             "data": {**as_dict(grid.data), "max_length": max_length},
-            "train": as_dict(grid.train),
+            "train": as_dict(train),
             "dry_run": grid.dry_run,
         }
-        planned.append(PlannedRun(method, config, fingerprint(config), run_id(name, grid.train.seed)))
+        planned.append(PlannedRun(method, train, config, fingerprint(config), run_id(name, seed)))
     return planned
 
 
@@ -93,6 +96,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     # accelerate picks the GPU when there is one; the precision must be known before it starts
     likely_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(grid.train.precision, likely_device)
+    attention = resolve_attention(grid.train.attention, likely_device)
     accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision])
     collator = DataCollatorWithPadding(tokenizer)
     device = device_description(accelerator.device)
@@ -103,7 +107,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     for index, run in enumerate(todo, start=1):
         label = f"[{index}/{len(todo)}] {run.run_id}"
         _log(f"{label}: {run.method.summary}; lr {run.config['lr']:g}")
-        record = _execute(run, grid, model_name, tokenizer, data, accelerator, precision, collator, progress, label)
+        record = _execute(run, grid, model_name, tokenizer, data, accelerator, precision, attention, collator, progress, label)
         record.update(provenance=provenance(device))
         store.save(record)
         result = record["result"]
@@ -134,7 +138,7 @@ def write_reports(store: ResultStore) -> list[str]:
 
 def _execute(
     run: PlannedRun, grid: GridConfig, model_name: str, tokenizer: Any, data: TokenizedData,
-    accelerator: Any, precision: str, collator: Any, progress: bool, label: str,
+    accelerator: Any, precision: str, attention: str, collator: Any, progress: bool, label: str,
 ) -> dict[str, Any]:  # fmt: skip
     from transformers import set_seed
 
@@ -146,50 +150,76 @@ def _execute(
         "data": data.description,
         "measurement": MEASUREMENT_NOTES,
     }
-    result: dict[str, Any] = {"majority_accuracy": data.majority_accuracy, "precision_used": precision}
+    result: dict[str, Any] = {"majority_accuracy": data.majority_accuracy, "precision_used": precision, "attention_used": attention}
     memory = PeakMemory(accelerator.device)
-    model = None
+    model = best_model = None
+    choose_on_dev = data.test is not None
+    rates = run.train.learning_rates() or [run.config["lr"]]
     try:
         memory.start()
-        set_seed(grid.train.seed)  # the new classifier head's initial weights depend on it
-        model = models.load_classifier(model_name, len(data.label_names), data.label_names, tokenizer.pad_token_id)
-        model = run.method.build(model)
-        total, trainable = count_parameters(model)
-        if precision == "bf16" and grid.train.frozen_weights_bf16:
-            result["frozen_tensors_in_bf16"] = store_frozen_weights_in(model, torch.bfloat16)
-        result.update(total_params=total, trainable_params=trainable, trainable_pct=100.0 * trainable / total)
-        if grid.dry_run:
-            result.update(status="dry_run")
-        else:
+        trials, best = [], None
+        for lr in rates:
+            set_seed(run.train.seed)  # the new classifier head's initial weights depend on it
+            model = models.load_classifier(model_name, len(data.label_names), data.label_names, tokenizer.pad_token_id, attention)
+            model = run.method.build(model)
+            total, trainable = count_parameters(model)
+            result.update(total_params=total, trainable_params=trainable, trainable_pct=100.0 * trainable / total)
+            if precision == "bf16" and run.train.frozen_weights_bf16:
+                result["frozen_tensors_in_bf16"] = store_frozen_weights_in(model, torch.bfloat16)
+            if grid.dry_run:
+                result.update(status="dry_run")
+                break
+            trial_label = label if len(rates) == 1 else f"{label} lr {lr:g}"
             outcome = train_and_evaluate(
-                model, data.train, data.eval, collator, grid.train, run.config["lr"], accelerator, progress, label
+                model, data.train, data.eval, collator, run.train, lr, accelerator, progress, trial_label, keep_best=choose_on_dev
             )
+            trials.append({"lr": lr, "outcome": outcome})
+            score = outcome.epochs[outcome.best_epoch - 1]["accuracy"] if outcome.best_epoch else None
+            if best is None or (score is not None and (best[1] is None or score > best[1])):
+                best_model, best = model, (trials[-1], score)
+            model = None
+        if not grid.dry_run:
+            chosen = best[0]
+            outcome: TrainOutcome = chosen["outcome"]
+            train_time = sum(t["outcome"].train_time_s for t in trials)
+            eval_time = sum(t["outcome"].eval_time_s for t in trials)
             result.update(
                 status=outcome.status,
                 note=outcome.note,
-                peak_memory_mb=memory.peak_mb(),
-                peak_memory_method=memory.method,
-                train_steps=outcome.train_steps,
-                train_time_s=outcome.train_time_s,
-                eval_time_s=outcome.eval_time_s,
-                total_time_s=outcome.train_time_s + outcome.eval_time_s,
-                train_time_min=outcome.train_time_s / 60,
-                total_time_min=(outcome.train_time_s + outcome.eval_time_s) / 60,
+                chosen_lr=chosen["lr"],
+                train_steps=sum(t["outcome"].train_steps for t in trials),
+                train_time_s=train_time,
+                eval_time_s=eval_time,
+                total_time_s=train_time + eval_time,
+                train_time_min=train_time / 60,
+                total_time_min=(train_time + eval_time) / 60,
                 train_it_per_s=outcome.train_it_per_s,
                 eval_it_per_s=outcome.eval_it_per_s,
                 train_samples_per_s=outcome.train_samples_per_s,
                 epochs=outcome.epochs,
             )
-            if outcome.epochs:
+            if len(trials) > 1:
+                result["trials"] = [{"lr": t["lr"], "status": t["outcome"].status, "epochs": t["outcome"].epochs} for t in trials]
+            if choose_on_dev and outcome.best_state is not None:
+                # The test split is read here, once, for the setting chosen on dev.
+                best_model.load_state_dict(outcome.best_state, strict=False)
+                dev = outcome.epochs[outcome.best_epoch - 1]
+                test = evaluate_once(best_model, data.test, collator, run.train, accelerator, progress, f"{label} test")
+                result.update(chosen_epoch=outcome.best_epoch, dev_accuracy=dev["accuracy"], dev_f1_macro=dev["f1_macro"], test=test)
+                result.update({k: test[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
+                if test["top_predicted_class_share"] >= COLLAPSE_SHARE and result["status"] == "ok":
+                    result.update(status="collapsed", note=f"{test['top_predicted_class_share']:.1%} of test predictions are one class")
+            elif outcome.epochs:
                 last = outcome.epochs[-1]
                 result.update({k: last[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
+            result.update(peak_memory_mb=memory.peak_mb(), peak_memory_method=memory.method)
     except UserError:
         raise
     except Exception as exc:  # one broken method must not stop the grid: keep the error and go on
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         result.update(status="failed", error=f"{type(exc).__name__}: {message}", traceback=traceback.format_exc())
     finally:
-        del model
+        del model, best_model
         accelerator.free_memory()
         gc.collect()
         if torch.cuda.is_available():

@@ -34,6 +34,8 @@ class TrainOutcome:
     train_samples_per_s: float | None = None
     eval_it_per_s: float | None = None
     note: str = ""
+    best_epoch: int | None = None  # with keep_best: the epoch of the highest eval (dev) accuracy
+    best_state: dict[str, torch.Tensor] | None = None  # ...and a CPU copy of the trainable weights then
 
 
 EXAMPLE_INDEX = "example_index"  # carried through evaluation so results can be put back in file order
@@ -47,11 +49,14 @@ def build_loaders(train: list, eval_: list, collator: Any, config: TrainConfig) 
         train_loader = DataLoader(train, batch_size=config.batch_size, sampler=sampler, collate_fn=collator)
     else:
         train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, collate_fn=collator, generator=shuffle_generator)
+    return train_loader, build_eval_loader(eval_, collator, config)
+
+
+def build_eval_loader(examples: list, collator: Any, config: TrainConfig) -> DataLoader:
     # Evaluation order does not matter (results are put back in file order), so sort by length: least padding.
-    indexed = [{**example, EXAMPLE_INDEX: i} for i, example in enumerate(eval_)]
+    indexed = [{**example, EXAMPLE_INDEX: i} for i, example in enumerate(examples)]
     indexed.sort(key=lambda e: len(e["input_ids"]))
-    eval_loader = DataLoader(indexed, batch_size=config.eval_batch_size or 4 * config.batch_size, shuffle=False, collate_fn=collator)
-    return train_loader, eval_loader
+    return DataLoader(indexed, batch_size=config.eval_batch_size or 4 * config.batch_size, shuffle=False, collate_fn=collator)
 
 
 def build_optimizer(model: Any, config: TrainConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -117,10 +122,25 @@ def train_step(model: Any, batch: dict[str, Any], optimizer: Any, scheduler: Any
     return loss.detach()
 
 
+def evaluate_once(model: Any, examples: list, collator: Any, config: TrainConfig, accelerator: Any, progress: bool, label: str) -> dict[str, Any]:
+    """Evaluate a model on examples it was not trained or chosen on (the test split)."""
+    loader = accelerator.prepare(build_eval_loader(examples, collator, config))
+    model = accelerator.prepare(model)
+    return evaluate(model, loader, accelerator, progress, label, config.batch_size)
+
+
+def trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
 def train_and_evaluate(
-    model: Any, train: list, eval_: list, collator: Any, config: TrainConfig, lr: float, accelerator: Any, progress: bool, label: str
-) -> TrainOutcome:
-    """Train for config.epochs epochs with AdamW and a linear warm-up/decay schedule, evaluating after each."""
+    model: Any, train: list, eval_: list, collator: Any, config: TrainConfig, lr: float, accelerator: Any, progress: bool,
+    label: str, keep_best: bool = False,
+) -> TrainOutcome:  # fmt: skip
+    """Train for config.epochs epochs with AdamW and a linear warm-up/decay schedule, evaluating after each.
+
+    With keep_best, the trainable weights of the epoch with the best eval accuracy are kept, so that a
+    caller choosing on a dev set can evaluate exactly that state once on the test set."""
     train_loader, eval_loader = build_loaders(train, eval_, collator, config)
     optimizer = build_optimizer(model, config, lr, accelerator.device)
     total_steps = len(train_loader) * config.epochs
@@ -174,6 +194,8 @@ def train_and_evaluate(
         outcome.eval_time_s += now() - eval_started
         outcome.eval_batches += len(eval_loader)
         outcome.epochs.append({"epoch": epoch, "train_loss": train_loss, **metrics})
+        if keep_best and (outcome.best_epoch is None or metrics["accuracy"] > outcome.epochs[outcome.best_epoch - 1]["accuracy"]):
+            outcome.best_epoch, outcome.best_state = epoch, trainable_state(accelerator.unwrap_model(model))
         if not math.isfinite(metrics["eval_loss"]):
             outcome.status = "diverged"
             outcome.note = f"non-finite evaluation loss after epoch {epoch}"
