@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_section(run, TrainConfig)
 
     commands.add_parser("methods", help="list the registered methods with their settings")
+    report = commands.add_parser("report", help="rebuild results.csv and report.md of an output folder from its run files")
+    report.add_argument("dir", type=Path)
     return parser
 
 
@@ -119,12 +121,28 @@ def _print_methods() -> None:
         print(f"group {name}: {', '.join(members)}")
 
 
+def _report(folder: Path) -> int:
+    from .results import ResultStore
+    from .runner import write_reports
+
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder")
+    store = ResultStore(folder)
+    if not store.records():
+        raise UserError(f"{folder} holds no run files (runs/*.json)")
+    for path in write_reports(store):
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "methods":
             _print_methods()
             return 0
+        if args.command == "report":
+            return _report(args.dir)
         from .runner import run_grid
 
         summary = run_grid(_grid_from_args(args), progress=not args.no_progress)

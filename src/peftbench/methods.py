@@ -114,7 +114,7 @@ register(Method("oft", "OFT: trained block-diagonal orthogonal rotations of the 
 register(
     Method(
         "boft", "BOFT: orthogonal rotations factored as butterflies", 3e-4,
-        "BOFTConfig", {"boft_block_size": 4, "boft_n_butterfly_factor": 2, "target_modules": ["query", "value"]}, source="BOFT paper; peft docs",
+        "BOFTConfig", {"boft_block_size": 4, "boft_n_butterfly_factor": 1, "target_modules": ["query", "value"]}, source="BOFT paper; peft docs",
     )
 )  # fmt: skip
 register(Method("hra", "HRA: trained chains of Householder reflections", 1e-3, "HRAConfig", {"r": 8, "target_modules": ["query", "value"]}, source=PEFT_DOCS))

@@ -27,6 +27,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("total time (min, eval included)", lambda r: r.get("total_time_min"), ".4f"),
     ("eval loss (sum over batches)", lambda r: r.get("eval_loss_sum"), ".4f"),
     ("eval loss (mean)", lambda r: r.get("eval_loss"), ".4f"),
+    ("dev accuracy (chosen epoch)", lambda r: r.get("dev_accuracy"), ".4f"),
+    ("chosen epoch", lambda r: r.get("chosen_epoch"), "d"),
     ("accuracy", lambda r: r.get("accuracy"), ".4f"),
     ("F1 (macro)", lambda r: r.get("f1_macro"), ".4f"),
 ]
@@ -37,7 +39,62 @@ def _column_name(record: dict[str, Any], several_seeds: bool) -> str:
     return f"{method} (seed {record['config']['train']['seed']})" if several_seeds else method
 
 
-def render_markdown(records: list[dict[str, Any]]) -> str:
+def summary_over_seeds(records: list[dict[str, Any]]) -> Any:
+    """One row per method over its finished seeds: accuracy mean, std, min, max and the cost beside it."""
+    import pandas as pd
+
+    rows = [
+        {
+            "method": r["config"]["method"],
+            "accuracy": r["result"].get("accuracy"),
+            "f1_macro": r["result"].get("f1_macro"),
+            "dev_accuracy": r["result"].get("dev_accuracy"),
+            "chosen_lr": r["result"].get("chosen_lr", r["config"]["lr"]),
+            "trainable_params": r["result"].get("trainable_params"),
+            "train_time_min": r["result"].get("train_time_min"),
+            "majority_accuracy": r["result"].get("majority_accuracy"),
+            "flagged": r["result"]["status"] != "ok",
+        }
+        for r in records
+        if r["result"]["status"] in ("ok", "collapsed", "diverged") and r["result"].get("accuracy") is not None
+    ]
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows)
+    summary = frame.groupby("method").agg(
+        seeds=("accuracy", "size"),
+        accuracy_mean=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),  # sample std (n-1); NaN for one seed
+        accuracy_min=("accuracy", "min"),
+        accuracy_max=("accuracy", "max"),
+        f1_macro_mean=("f1_macro", "mean"),
+        dev_accuracy_mean=("dev_accuracy", "mean"),
+        chosen_lrs=("chosen_lr", lambda v: ", ".join(f"{x:g}" for x in sorted(set(v)))),
+        trainable_params=("trainable_params", "first"),
+        train_time_min_mean=("train_time_min", "mean"),
+        flagged_runs=("flagged", "sum"),
+    )
+    return summary.sort_values("accuracy_mean", ascending=False)
+
+
+def _summary_lines(summary: Any) -> list[str]:
+    lines = [
+        "## Summary over seeds (sorted by accuracy)",
+        "",
+        "| method | seeds | accuracy mean ± std | min–max | F1 macro | dev accuracy | lr | trainable params | train time (min) | flagged runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, row in summary.iterrows():
+        std = "–" if row.accuracy_std != row.accuracy_std else f"{row.accuracy_std:.4f}"  # NaN: a single seed
+        dev = "–" if row.dev_accuracy_mean != row.dev_accuracy_mean else f"{row.dev_accuracy_mean:.4f}"
+        lines.append(
+            f"| {method} | {row.seeds} | {row.accuracy_mean:.4f} ± {std} | {row.accuracy_min:.4f}–{row.accuracy_max:.4f} | "
+            f"{row.f1_macro_mean:.4f} | {dev} | {row.chosen_lrs} | {int(row.trainable_params):,} | {row.train_time_min_mean:.2f} | {row.flagged_runs} |"
+        )
+    return lines + [""]
+
+
+def render_markdown(records: list[dict[str, Any]], notes: str = "") -> str:
     finished = [r for r in records if r["result"]["status"] != "failed"]
     failed = [r for r in records if r["result"]["status"] == "failed"]
     lines = ["# peftbench comparison", ""]
@@ -55,19 +112,33 @@ def render_markdown(records: list[dict[str, Any]]) -> str:
         f"- execution: precision {first['result'].get('precision_used', train['precision'])} "
         f"(asked: {train['precision']}), {'length-grouped' if train.get('group_by_length') else 'uniformly random'} batches",
     ]
+    if data.get("test_examples"):
+        lines.append(
+            f"- selection: epoch{' and learning rate' if train.get('lr_grid') else ''} chosen on the dev set "
+            f"({data.get('dev_examples')} examples, stratified); accuracy is on the test set ({data.get('test_examples')} "
+            "examples), evaluated once per run for the chosen setting"
+        )
     majority = {r["result"].get("majority_accuracy") for r in finished} - {None}
     if majority:
+        which = "test" if data.get("test_examples") else "eval"
         lines.append(
-            f"- **majority-class accuracy of the eval set: {', '.join(f'{m:.4f}' for m in sorted(majority))}** "
+            f"- **majority-class accuracy of the {which} set: {', '.join(f'{m:.4f}' for m in sorted(majority))}** "
             "(a method at this level learnt nothing)"
         )
     lines.append("")
+    if notes:
+        lines += [notes.strip(), ""]
+    seeds_seen = {r["config"]["train"]["seed"] for r in finished}
+    summary = summary_over_seeds(finished) if len(seeds_seen) > 1 or data.get("test_examples") else None
+    if summary is not None:
+        lines += _summary_lines(summary)
+        lines += ["## Every run", ""]
     if finished:
         seeds = {r["config"]["train"]["seed"] for r in finished}
         columns = [_column_name(r, len(seeds) > 1) for r in finished]
         lines.append("| | " + " | ".join(columns) + " |")
         lines.append("|---|" + "---|" * len(columns))
-        lines.append("| learning rate | " + " | ".join(_fmt(r["config"]["lr"], "g") for r in finished) + " |")
+        lines.append("| learning rate | " + " | ".join(_fmt(r["result"].get("chosen_lr", r["config"]["lr"]), "g") for r in finished) + " |")
         for label, read, pattern in ROWS:
             lines.append(f"| {label} | " + " | ".join(_fmt(read(r["result"]), pattern) for r in finished) + " |")
         lines.append("")

@@ -132,7 +132,9 @@ def write_reports(store: ResultStore) -> list[str]:
     records = store.records()
     csv_path = store.write_csv(records)
     report_path = store.root / "report.md"
-    write_atomic(report_path, render_markdown(records))
+    notes_path = store.root / "NOTES.md"  # a hand-written note on the results, kept at the top of the report
+    notes = notes_path.read_text(encoding="utf-8") if notes_path.exists() else ""
+    write_atomic(report_path, render_markdown(records, notes))
     return [str(csv_path), str(report_path)]
 
 
