@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_section(run, TrainConfig)
 
     commands.add_parser("methods", help="list the registered methods with their settings")
+    predict = commands.add_parser("predict", help="label texts with a trained run: one label and probability per line")
+    predict.add_argument("--run", type=Path, required=True, help="a run's weights folder: DIR/<method>__seed<seed>")
+    predict.add_argument("texts", nargs="*", help="texts to label; none: read --input, or standard input, one per line")
+    predict.add_argument("--input", type=Path, help="file with one text per line")
+    predict.add_argument("--merge", type=Path, metavar="OUT", help="instead: write the run merged into a standalone model (LoRA-type methods)")
     report = commands.add_parser("report", help="rebuild results.csv and report.md of an output folder from its run files")
     report.add_argument("dir", type=Path)
     return parser
@@ -121,6 +126,30 @@ def _print_methods() -> None:
         print(f"group {name}: {', '.join(members)}")
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import merge, predict
+
+    if args.merge is not None:
+        merge(args.run, args.merge)
+        print(f"wrote {args.merge}")
+        return 0
+    if args.texts:
+        texts = args.texts
+    elif args.input is not None:
+        try:
+            texts = args.input.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read --input {args.input}: {exc}") from None
+    else:
+        texts = sys.stdin.read().splitlines()
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise UserError("no text to label")
+    for text, (label, probability) in zip(texts, predict(args.run, texts)):
+        print(f"{label}\t{probability:.4f}\t{text}")
+    return 0
+
+
 def _report(folder: Path) -> int:
     from .results import ResultStore
     from .runner import write_reports
@@ -143,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             return _report(args.dir)
+        if args.command == "predict":
+            return _predict(args)
         from .runner import run_grid
 
         summary = run_grid(_grid_from_args(args), progress=not args.no_progress)

@@ -43,7 +43,7 @@ class DataConfig:
         default=86,
     )
     max_train_samples: int | None = _help("use only the first N training examples (quick runs)", default=None)
-    max_eval_samples: int | None = _help("use only the first N evaluation examples (quick runs)", default=None)
+    max_eval_samples: int | None = _help("use only the first N evaluation examples (quick runs); with a dev set, N of dev and N of test", default=None)
 
     def validate(self) -> None:
         if not 0.0 < self.test_size < 1.0:

@@ -172,7 +172,9 @@ def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
             parts = table.train_test_split(test_size=config.test_size, seed=config.split_seed)
             return SplitTexts(part(parts["train"], config.max_train_samples), part(parts["test"], config.max_eval_samples))
         from datasets import ClassLabel
+        from datasets.utils.logging import disable_progress_bar
 
+        disable_progress_bar()  # a bar for casting 8k labels only hides the training bars
         table = table.cast_column("label", ClassLabel(names=data.label_names))
         parts = table.train_test_split(test_size=config.test_size, seed=config.split_seed, stratify_by_column="label")
         held_out = parts["test"].train_test_split(

@@ -29,7 +29,7 @@ CSV_COLUMNS = [
     "method", "seed", "status", "total_params", "trainable_params", "trainable_pct", "peak_memory_mb",
     "train_it_per_s", "eval_it_per_s", "train_samples_per_s", "train_time_min", "eval_loss", "eval_loss_sum",
     "accuracy", "f1_macro", "majority_accuracy",
-    "total_time_min", "lr", "epochs", "train_examples", "eval_examples", "model", "note",
+    "adapter_size_mb", "total_time_min", "lr", "chosen_lr", "chosen_epoch", "dev_accuracy", "epochs", "train_examples", "eval_examples", "model", "note",
 ]  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from .methods import REGISTRY, Method
 from .report import render_markdown
 from .results import SCHEMA_VERSION, ResultStore, fingerprint, provenance, run_id, write_atomic
 from .hardware import resolve_attention, resolve_precision
+from .predict import save_trained
 from .train import COLLAPSE_SHARE, TrainOutcome, evaluate_once, store_frozen_weights_in, train_and_evaluate
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -106,7 +107,8 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     failed = 0
     for index, run in enumerate(todo, start=1):
         label = f"[{index}/{len(todo)}] {run.run_id}"
-        _log(f"{label}: {run.method.summary}; lr {run.config['lr']:g}")
+        rates = grid.train.lr_grid or f"{run.config['lr']:g}"
+        _log(f"{label}: {run.method.summary}; lr {rates}")
         record = _execute(run, grid, model_name, tokenizer, data, accelerator, precision, attention, collator, progress, label)
         record.update(provenance=provenance(device))
         store.save(record)
@@ -207,6 +209,7 @@ def _execute(
                 best_model.load_state_dict(outcome.best_state, strict=False)
                 dev = outcome.epochs[outcome.best_epoch - 1]
                 test = evaluate_once(best_model, data.test, collator, run.train, accelerator, progress, f"{label} test")
+                result.update(predictions=test.pop("predictions"), predictions_split="test")
                 result.update(chosen_epoch=outcome.best_epoch, dev_accuracy=dev["accuracy"], dev_f1_macro=dev["f1_macro"], test=test)
                 result.update({k: test[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
                 if test["top_predicted_class_share"] >= COLLAPSE_SHARE and result["status"] == "ok":
@@ -214,6 +217,11 @@ def _execute(
             elif outcome.epochs:
                 last = outcome.epochs[-1]
                 result.update({k: last[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
+                result.update(predictions=outcome.predictions, predictions_split="eval")
+            if result["status"] in ("ok", "collapsed"):
+                folder = grid.out / run.run_id
+                result["adapter_size_mb"] = save_trained(accelerator.unwrap_model(best_model), tokenizer, folder, run, data, precision)
+                result["weights_dir"] = run.run_id
             result.update(peak_memory_mb=memory.peak_mb(), peak_memory_method=memory.method)
     except UserError:
         raise

@@ -36,6 +36,7 @@ class TrainOutcome:
     note: str = ""
     best_epoch: int | None = None  # with keep_best: the epoch of the highest eval (dev) accuracy
     best_state: dict[str, torch.Tensor] | None = None  # ...and a CPU copy of the trainable weights then
+    predictions: list[int] | None = None  # of the last evaluation, in file order
 
 
 EXAMPLE_INDEX = "example_index"  # carried through evaluation so results can be put back in file order
@@ -109,6 +110,7 @@ def evaluate(model: Any, loader: DataLoader, accelerator: Any, progress: bool, l
         "accuracy": float(accuracy_score(reference, predicted)),
         "f1_macro": float(f1_score(reference, predicted, average="macro")),
         "top_predicted_class_share": counts.max().item() / len(predicted),
+        "predictions": predicted.tolist(),  # in file order; callers keep only the ones they report
     }
 
 
@@ -193,6 +195,7 @@ def train_and_evaluate(
         metrics = evaluate(model, eval_loader, accelerator, progress, label, config.batch_size)
         outcome.eval_time_s += now() - eval_started
         outcome.eval_batches += len(eval_loader)
+        outcome.predictions = metrics.pop("predictions")
         outcome.epochs.append({"epoch": epoch, "train_loss": train_loss, **metrics})
         if keep_best and (outcome.best_epoch is None or metrics["accuracy"] > outcome.epochs[outcome.best_epoch - 1]["accuracy"]):
             outcome.best_epoch, outcome.best_state = epoch, trainable_state(accelerator.unwrap_model(model))

@@ -1,0 +1,99 @@
+"""Using what was trained: each finished run saves its weights, and `peftbench predict` labels new texts.
+
+DIR/<run_id>/ holds the peft adapter (adapter_model.safetensors with the trained head) or, for methods
+without a peft config, the whole model; the tokenizer; and peftbench-run.json, which names the base model,
+the method, the labels and the settings needed to load and run it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+RUN_FILE = "peftbench-run.json"
+
+
+def save_trained(model: Any, tokenizer: Any, folder: Path, run: Any, data: Any, precision: str) -> float:
+    """Save the trained weights (safetensors) and what loading them needs; returns their size in MB."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if run.method.peft_config_class is not None:
+        model.save_pretrained(folder)  # peft: the adapter and the trained classifier head only
+    else:
+        # a plain model: frozen weights may be bf16 (BitFit), so save it whole in fp32 to stay loadable as is
+        model.float().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    meta = {
+        "base_model": run.config["model"],
+        "method": run.method.name,
+        "label_names": data.label_names,
+        "max_length": data.description["max_length"],
+        "precision": precision,
+    }
+    (folder / RUN_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    weights = [p for p in folder.glob("*.safetensors")]
+    return sum(p.stat().st_size for p in weights) / 2**20
+
+
+def load_trained(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
+    from transformers import AutoTokenizer
+
+    from . import models
+    from .methods import REGISTRY
+
+    meta_path = folder / RUN_FILE
+    if not meta_path.is_file():
+        raise UserError(f"{folder} is not a saved peftbench run (no {RUN_FILE}); give DIR/<method>__seed<seed>")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    method = REGISTRY.get(meta["method"])
+    if method is None:
+        raise UserError(f"{folder} was trained with method {meta['method']!r}, unknown to this peftbench")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    labels = meta["label_names"]
+    if method.peft_config_class is None:
+        model = models.load_classifier(str(folder), len(labels), labels, tokenizer.pad_token_id)
+    else:
+        from peft import PeftModel
+
+        base = models.load_classifier(models.resolve(meta["base_model"]), len(labels), labels, tokenizer.pad_token_id)
+        model = PeftModel.from_pretrained(base, folder)
+        if method.after_wrap is not None:
+            method.after_wrap(model)
+    return model.eval(), tokenizer, meta
+
+
+def predict(folder: Path, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:
+    """(label, probability of that label) for each text, computed as during the run's evaluation."""
+    model, tokenizer, meta = load_trained(folder)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    bf16 = meta.get("precision") == "bf16"
+    results = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start : start + batch_size], truncation=True, max_length=meta["max_length"], padding=True, return_tensors="pt")
+            context = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+            with context:
+                logits = model(**batch.to(device)).logits.float()
+            probabilities = logits.softmax(-1)
+            best = probabilities.argmax(-1)
+            results += [(meta["label_names"][i], probabilities[row, i].item()) for row, i in enumerate(best.tolist())]
+    return results
+
+
+def merge(folder: Path, out: Path) -> None:
+    """Fold a LoRA-type adapter into the base weights and save a standalone model."""
+    model, tokenizer, meta = load_trained(folder)
+    if not hasattr(model, "merge_and_unload"):
+        raise UserError(f"{meta['method']} has no adapter to merge: {folder} already holds a standalone model")
+    try:
+        merged = model.merge_and_unload()
+    except (AttributeError, ValueError, NotImplementedError) as exc:
+        raise UserError(f"{meta['method']} adapters cannot be merged: {exc}") from None
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
