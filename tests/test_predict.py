@@ -73,3 +73,17 @@ def test_merged_lora_predicts_like_the_adapter(trained, tmp_path, capsys):
 def test_predict_on_a_folder_that_is_no_run_is_a_user_error(tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path), "text"]) == 2
     assert "not a saved peftbench run" in capsys.readouterr().err
+
+
+def test_compare_puts_runs_of_several_folders_in_one_report(trained, tmp_path, capsys):
+    import csv
+    import shutil
+
+    other = tmp_path / "other-model"
+    shutil.copytree(trained / "runs", other / "runs")
+    assert main(["compare", str(trained), str(other), "--out", str(tmp_path / "both")]) == 0
+    with open(tmp_path / "both" / "results.csv", encoding="utf-8") as handle:
+        methods = [row["method"] for row in csv.DictReader(handle)]
+    assert f"{trained.name}/lora" in methods and "other-model/lora" in methods and len(methods) == 6
+    assert "other-model/bitfit" in (tmp_path / "both" / "report.html").read_text(encoding="utf-8")
+    assert main(["compare", str(trained), "--out", str(trained)]) == 2

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts to label; none: read --input, or standard input, one per line")
     predict.add_argument("--input", type=Path, help="file with one text per line")
     predict.add_argument("--merge", type=Path, metavar="OUT", help="instead: write the run merged into a standalone model (LoRA-type methods)")
+    compare = commands.add_parser("compare", help="one report over the runs of several output folders (models, datasets)")
+    compare.add_argument("dirs", type=Path, nargs="+", help="output folders of peftbench run")
+    compare.add_argument("--out", type=Path, required=True, help="folder for the combined results.csv, report.md and report.html")
     report = commands.add_parser("report", help="rebuild results.csv and report.md of an output folder from its run files")
     report.add_argument("dir", type=Path)
     return parser
@@ -150,6 +153,29 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(folders: list[Path], out: Path) -> int:
+    from .results import ResultStore
+    from .runner import write_reports
+
+    records = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise UserError(f"{folder} is not a folder")
+        if out.resolve() == folder.resolve():
+            raise UserError(f"--out {out} is one of the compared folders; choose a new folder")
+        found = ResultStore(folder).records()
+        if not found:
+            raise UserError(f"{folder} holds no run files (runs/*.json)")
+        for record in found:
+            record["source_label"] = f"{folder.resolve().name}/"  # tells apart runs of the same method
+        records += found
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    for path in write_reports(ResultStore(out), records):
+        print(f"wrote {path}")
+    return 0
+
+
 def _report(folder: Path) -> int:
     from .results import ResultStore
     from .runner import write_reports
@@ -174,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args.dir)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "compare":
+            return _compare(args.dirs, args.out)
         from .runner import run_grid
 
         summary = run_grid(_grid_from_args(args), progress=not args.no_progress)

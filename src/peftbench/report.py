@@ -34,9 +34,13 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
 ]
 
 
-def _column_name(record: dict[str, Any], several_seeds: bool) -> str:
-    method = record["config"]["method"]
-    return f"{method} (seed {record['config']['train']['seed']})" if several_seeds else method
+def display_name(record: dict[str, Any], with_seed: bool = False) -> str:
+    """The method, prefixed by its results folder when runs of several folders are compared."""
+    name = record.get("source_label", "") + record["config"]["method"]
+    return f"{name} (seed {record['config']['train']['seed']})" if with_seed else name
+
+
+_column_name = display_name
 
 
 def summary_over_seeds(records: list[dict[str, Any]]) -> Any:
@@ -45,7 +49,7 @@ def summary_over_seeds(records: list[dict[str, Any]]) -> Any:
 
     rows = [
         {
-            "method": r["config"]["method"],
+            "method": display_name(r),
             "accuracy": r["result"].get("accuracy"),
             "f1_macro": r["result"].get("f1_macro"),
             "dev_accuracy": r["result"].get("dev_accuracy"),
@@ -94,30 +98,38 @@ def _summary_lines(summary: Any) -> list[str]:
     return lines + [""]
 
 
+def header_lines(records: list[dict[str, Any]]) -> list[str]:
+    """What was compared and how, one sentence per line (shared by report.md and report.html)."""
+    first = records[0]
+    config, data = first["config"], first.get("data", {})
+    train = config["train"]
+    models = sorted({r["config"]["model"] for r in records})
+    lines = [
+        f"model: {', '.join(models)}",
+        f"data: {data.get('source')}: {data.get('train_examples')} train / {data.get('eval_examples')} eval examples, "
+        f"max_length {data.get('max_length')}, classes {', '.join(map(str, data.get('label_names', [])))}",
+        f"protocol: preset {config['preset']}, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
+        f"linear schedule with {train['warmup_ratio']:.0%} warm-up",
+        f"execution: precision {first['result'].get('precision_used', train['precision'])} "
+        f"(asked: {train['precision']}), {'length-grouped' if train.get('group_by_length') else 'uniformly random'} batches",
+    ]
+    if data.get("test_examples"):
+        lines.append(
+            f"selection: epoch{' and learning rate' if train.get('lr_grid') else ''} chosen on the dev set "
+            f"({data.get('dev_examples')} examples, stratified); accuracy is on the test set ({data.get('test_examples')} "
+            "examples), evaluated once per run for the chosen setting"
+        )
+    return lines
+
+
 def render_markdown(records: list[dict[str, Any]], notes: str = "") -> str:
     finished = [r for r in records if r["result"]["status"] != "failed"]
     failed = [r for r in records if r["result"]["status"] == "failed"]
     lines = ["# peftbench comparison", ""]
     if not records:
         return "\n".join(lines + ["No runs yet.", ""])
-    first = records[0]
-    config, data = first["config"], first.get("data", {})
-    train = config["train"]
-    lines += [
-        f"- model: `{config['model']}`",
-        f"- data: `{data.get('source')}`: {data.get('train_examples')} train / {data.get('eval_examples')} eval examples, "
-        f"max_length {data.get('max_length')}, classes {', '.join(map(str, data.get('label_names', [])))}",
-        f"- protocol: preset `{config['preset']}`, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
-        f"linear schedule with {train['warmup_ratio']:.0%} warm-up",
-        f"- execution: precision {first['result'].get('precision_used', train['precision'])} "
-        f"(asked: {train['precision']}), {'length-grouped' if train.get('group_by_length') else 'uniformly random'} batches",
-    ]
-    if data.get("test_examples"):
-        lines.append(
-            f"- selection: epoch{' and learning rate' if train.get('lr_grid') else ''} chosen on the dev set "
-            f"({data.get('dev_examples')} examples, stratified); accuracy is on the test set ({data.get('test_examples')} "
-            "examples), evaluated once per run for the chosen setting"
-        )
+    data = records[0].get("data", {})
+    lines += [f"- {line}" for line in header_lines(records)]
     majority = {r["result"].get("majority_accuracy") for r in finished} - {None}
     if majority:
         which = "test" if data.get("test_examples") else "eval"

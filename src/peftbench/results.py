@@ -42,6 +42,10 @@ def fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +55,7 @@ def write_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(handle.name, 0o666 & ~_UMASK)  # temporary files are private; results are ordinary files
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
@@ -138,7 +143,7 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     result = record["result"]
     row = {key: result.get(key) for key in CSV_COLUMNS}
     row.update(
-        method=record["config"]["method"],
+        method=record.get("source_label", "") + record["config"]["method"],
         seed=record["config"]["train"]["seed"],
         lr=record["config"]["lr"],
         epochs=record["config"]["train"]["epochs"],

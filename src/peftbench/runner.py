@@ -17,7 +17,8 @@ from .data import TokenizedData, load_labeled_texts, split, tokenize_split
 from .errors import UserError
 from .measure import MEASUREMENT_NOTES, PeakMemory, count_parameters, device_description
 from .methods import REGISTRY, Method
-from .report import render_markdown
+from .report import header_lines, render_markdown
+from .report_html import render_html
 from .results import SCHEMA_VERSION, ResultStore, fingerprint, provenance, run_id, write_atomic
 from .hardware import resolve_attention, resolve_precision
 from .predict import save_trained
@@ -130,14 +131,18 @@ def _one_line_result(result: dict[str, Any]) -> str:
     return f"{result['status']}, {shown}, train time {result['train_time_min']:.2f} min"
 
 
-def write_reports(store: ResultStore) -> list[str]:
-    records = store.records()
+def write_reports(store: ResultStore, records: list[dict[str, Any]] | None = None) -> list[str]:
+    """results.csv, report.md and report.html from the store's runs (or from the records given)."""
+    records = store.records() if records is None else records
+    store.root.mkdir(parents=True, exist_ok=True)
     csv_path = store.write_csv(records)
     report_path = store.root / "report.md"
     notes_path = store.root / "NOTES.md"  # a hand-written note on the results, kept at the top of the report
     notes = notes_path.read_text(encoding="utf-8") if notes_path.exists() else ""
     write_atomic(report_path, render_markdown(records, notes))
-    return [str(csv_path), str(report_path)]
+    html_path = store.root / "report.html"
+    write_atomic(html_path, render_html(records, header_lines(records)) if records else "<!DOCTYPE html><p>No runs yet.</p>")
+    return [str(csv_path), str(report_path), str(html_path)]
 
 
 def _execute(
