@@ -140,10 +140,12 @@ def _display_order(record: dict[str, Any]) -> tuple:
 
 
 def csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    from .report import display_name
+
     result = record["result"]
     row = {key: result.get(key) for key in CSV_COLUMNS}
     row.update(
-        method=record.get("source_label", "") + record["config"]["method"],
+        method=display_name(record),
         seed=record["config"]["train"]["seed"],
         lr=record["config"]["lr"],
         epochs=record["config"]["train"]["epochs"],
