@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from peftbench import models  # noqa: E402
 from peftbench.config import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
-from peftbench.hardware import resolve_attention, resolve_precision  # noqa: E402
+from peftbench.dropout import cheaper_dropout  # noqa: E402
+from peftbench.hardware import resolve_attention, resolve_dropout_masks, resolve_precision  # noqa: E402
 from peftbench.measure import PeakMemory, count_parameters, synchronize  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
 from peftbench.runner import PRECISION_TO_ACCELERATE  # noqa: E402
@@ -150,6 +151,7 @@ def main() -> None:
     config = TrainConfig(batch_size=args.batch_size)
     precision = resolve_precision(config.precision, device)
     attention = resolve_attention(config.attention, device)
+    dropout_masks = resolve_dropout_masks(config.dropout_masks, device)
     accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision])
 
     def fresh_model(attention_kernel: str | None) -> Any:
@@ -184,7 +186,10 @@ def main() -> None:
         optimizer = build_optimizer(model, config, args.lr, accelerator.device)
         scheduler = get_constant_schedule(optimizer)
         model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, eval_loader, scheduler)
-        step = lambda batch: train_step(model, batch, optimizer, scheduler, accelerator)  # noqa: E731
+        def step(batch: dict[str, Any]) -> None:
+            with cheaper_dropout(dropout_masks == "lanes"):
+                train_step(model, batch, optimizer, scheduler, accelerator)
+
         return Built(model, train_loader, eval_loader, step, accelerator.autocast)
 
     variants = [Variant("a: reference loop", build_reference, "fp32"), Variant("b: peftbench loop", build_peftbench, precision)]
@@ -207,7 +212,10 @@ def main() -> None:
     peaks["fp16"] = matmul_peak_flops(torch.float16, device, peak_size) if device.type == "cuda" else peaks["fp32"]
 
     print(f"model {args.model} ({total:,} parameters, {trainable:,} trainable with {args.method}), device {device.type}")
-    print(f"peftbench loop: precision {precision}, attention {attention}, length-grouped batches {config.group_by_length}")
+    print(
+        f"peftbench loop: precision {precision}, attention {attention}, dropout masks {dropout_masks}, "
+        f"length-grouped batches {config.group_by_length}"
+    )
     print(f"{samples} training examples per round, batch {args.batch_size}, {rounds} round(s) per variant, {warmup_steps} warm-up step(s)")
     print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     for _ in range(rounds):

@@ -135,6 +135,7 @@ def _bad_inputs(tmp_path: Path, model: Path) -> dict[str, tuple[list, str]]:
         "zero samples": (data + ["--max-train-samples", "0"], "--max-train-samples"),
         "test size": (data + ["--test-size", "1.5"], "--test-size"),
         "too long": (data + ["--max-length", "100000"], "--max-length"),
+        "dropout masks": (data + ["--dropout-masks", "fast"], "--dropout-masks must be auto, lanes or torch"),
         "out is a file": (["--model", model, "--out", not_a_folder], "not a folder"),
         "missing model": (["--model", tmp_path / "no-such-model"], "no-such-model"),
         "hub id offline": (["--model", "nobody/no-such-model-anywhere"], "--model /path/to/its/folder"),
@@ -144,7 +145,7 @@ def _bad_inputs(tmp_path: Path, model: Path) -> dict[str, tuple[list, str]]:
 BAD_INPUT_CASES = [
     "missing data", "data is a folder", "undecodable data", "empty data", "unsupported type", "missing column",
     "one class", "unknown method", "zero batch", "negative lr", "lr not a number", "zero epochs", "zero samples",
-    "test size", "too long", "out is a file", "missing model", "hub id offline",
+    "test size", "too long", "dropout masks", "out is a file", "missing model", "hub id offline",
 ]  # fmt: skip
 
 

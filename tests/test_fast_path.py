@@ -1,5 +1,5 @@
-"""The fast training path (length-grouped batches, bf16 where native, large sorted evaluation batches) must
-not change what is measured: same examples, same metrics, comparable loss."""
+"""The fast training path (length-grouped batches, bf16 where native, lane dropout masks, large sorted
+evaluation batches) must not change what is measured: same examples, same metrics, comparable loss."""
 
 import json
 
@@ -69,14 +69,15 @@ def test_frozen_weights_go_to_bf16_and_trainable_ones_stay_fp32(tiny_model):
 def test_fast_path_reaches_the_loss_of_the_reference_path(tiny_model, tmp_path):
     """Same protocol, both execution paths: the loss falls alike and the metrics agree closely."""
     results = {}
-    for name, switches in {"fast": [], "reference": ["--precision", "fp32", "--group-by-length", "off"]}.items():
+    for name, switches in {"fast": [], "reference": ["--precision", "fp32", "--group-by-length", "off", "--dropout-masks", "torch"]}.items():
         out = tmp_path / name
         args = ["run", "--model", str(tiny_model), "--methods", "full", "--epochs", "3", "--lr", "1e-3", "--out", str(out)]
         assert main(args + QUICK + switches) == 0
         AcceleratorState._reset_state()  # a second grid with another precision in this process
         results[name] = json.loads((out / "runs" / "full__seed123.json").read_text(encoding="utf-8"))["result"]
     fast, reference = results["fast"], results["reference"]
-    assert reference["precision_used"] == "fp32"
+    assert reference["precision_used"] == "fp32" and reference["dropout_masks_used"] == "torch"
+    assert fast["dropout_masks_used"] == "lanes"  # the tests run on CPUs
     for result in (fast, reference):
         assert result["epochs"][-1]["train_loss"] < result["epochs"][0]["train_loss"] - 0.02, result["epochs"]
     assert abs(fast["eval_loss"] - reference["eval_loss"]) < 0.05, (fast["eval_loss"], reference["eval_loss"])

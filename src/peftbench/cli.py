@@ -53,7 +53,7 @@ def _add_section(parser: argparse.ArgumentParser, cls: type) -> None:
         group.add_argument(
             option, dest=f.name, type=_scalar_type(hints[f.name]), default=None,
             metavar="on|off" if hints[f.name] is bool else None,
-            help=f"{f.metadata.get('help', '')} (default: {default})",
+            help=f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%"),  # argparse formats help with %
         )  # fmt: skip
 
 

@@ -95,6 +95,12 @@ class TrainConfig:
         "sdpa on GPUs), sdpa or eager",
         default="auto",
     )
+    dropout_masks: str = _help(
+        "how dropout masks are drawn: auto (lanes on CPUs, where torch draws one Bernoulli sample per element "
+        "and dropout took ~40% of a bf16 LoRA step; torch's own on GPUs), lanes (four masks per 64-bit random "
+        "word, same distribution) or torch",
+        default="auto",
+    )
     frozen_weights_bf16: bool = _help(
         "under bf16, store the frozen weights of a PEFT method in bf16 (trainable ones stay fp32): half the "
         "memory and no cast per step",
@@ -119,6 +125,8 @@ class TrainConfig:
                 raise UserError(f"--lr-grid rates must be positive numbers below 1, got {rate}")
         if self.attention not in ("auto", "sdpa", "eager"):
             raise UserError(f"--attention must be auto, sdpa or eager, got {self.attention!r}")
+        if self.dropout_masks not in ("auto", "lanes", "torch"):
+            raise UserError(f"--dropout-masks must be auto, lanes or torch, got {self.dropout_masks!r}")
         if self.precision not in PRECISIONS + ("auto",):
             raise UserError(f"--precision must be auto or one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

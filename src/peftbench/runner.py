@@ -20,7 +20,7 @@ from .methods import REGISTRY, Method
 from .report import header_lines, render_markdown
 from .report_html import render_html
 from .results import SCHEMA_VERSION, ResultStore, fingerprint, provenance, run_id, write_atomic
-from .hardware import resolve_attention, resolve_precision
+from .hardware import resolve_attention, resolve_dropout_masks, resolve_precision
 from .predict import save_trained
 from .train import COLLAPSE_SHARE, TrainOutcome, evaluate_once, store_frozen_weights_in, train_and_evaluate
 
@@ -159,7 +159,10 @@ def _execute(
         "data": data.description,
         "measurement": MEASUREMENT_NOTES,
     }
-    result: dict[str, Any] = {"majority_accuracy": data.majority_accuracy, "precision_used": precision, "attention_used": attention}
+    result: dict[str, Any] = {
+        "majority_accuracy": data.majority_accuracy, "precision_used": precision, "attention_used": attention,
+        "dropout_masks_used": resolve_dropout_masks(run.train.dropout_masks, accelerator.device),
+    }  # fmt: skip
     memory = PeakMemory(accelerator.device)
     model = best_model = None
     choose_on_dev = data.test is not None

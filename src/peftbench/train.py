@@ -16,6 +16,8 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .config import TrainConfig
+from .dropout import cheaper_dropout
+from .hardware import resolve_dropout_masks
 from .measure import now, synchronize
 
 COLLAPSE_SHARE = 0.95  # a run predicting one class for >= 95% of eval examples has learnt nothing useful
@@ -156,6 +158,7 @@ def train_and_evaluate(
     first_step_s = 0.0
     first_step_samples = 0
     samples = 0
+    lane_masks = resolve_dropout_masks(config.dropout_masks, device) == "lanes"
     for epoch in range(1, config.epochs + 1):
         model.train()
         running = torch.zeros((), device=device)
@@ -165,7 +168,8 @@ def train_and_evaluate(
         synchronize(device)
         started = last_read = now()
         for batch in bar:
-            running += train_step(model, batch, optimizer, scheduler, accelerator)
+            with cheaper_dropout(lane_masks):
+                running += train_step(model, batch, optimizer, scheduler, accelerator)
             running_steps += 1
             outcome.train_steps += 1
             samples += len(batch["labels"])
