@@ -16,7 +16,7 @@ QUICK = ["--max-train-samples", "96", "--max-eval-samples", "40", "--batch-size"
 @pytest.fixture(scope="module")
 def trained(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
-    args = ["run", "--model", str(tiny_model), "--methods", "lora,prefix-tuning,bitfit", "--epochs", "1", "--lr", "1e-2",
+    args = ["run", "--model", str(tiny_model), "--methods", "lora,prefix-tuning,bitfit,adalora", "--epochs", "1", "--lr", "1e-2",
             "--precision", "fp32", "--out", str(out)]  # fmt: skip
     assert main(args + QUICK) == 0
     from accelerate.state import AcceleratorState
@@ -30,7 +30,7 @@ def _eval_texts():
     return split(load_labeled_texts(config), config).eval.texts
 
 
-@pytest.mark.parametrize("method", ["lora", "prefix-tuning", "bitfit"])
+@pytest.mark.parametrize("method", ["lora", "prefix-tuning", "bitfit", "adalora"])
 def test_predictions_of_a_saved_run_equal_those_recorded_in_training(trained, method, capsys):
     record = json.loads((trained / "runs" / f"{method}__seed123.json").read_text(encoding="utf-8"))["result"]
     assert record["adapter_size_mb"] > 0 and (trained / record["weights_dir"] / "peftbench-run.json").exists()
@@ -84,6 +84,6 @@ def test_compare_puts_runs_of_several_folders_in_one_report(trained, tmp_path, c
     assert main(["compare", str(trained), str(other), "--out", str(tmp_path / "both")]) == 0
     with open(tmp_path / "both" / "results.csv", encoding="utf-8") as handle:
         methods = [row["method"] for row in csv.DictReader(handle)]
-    assert f"{trained.name}/lora" in methods and "other-model/lora" in methods and len(methods) == 6
+    assert f"{trained.name}/lora" in methods and "other-model/lora" in methods and len(methods) == 8
     assert "other-model/bitfit" in (tmp_path / "both" / "report.html").read_text(encoding="utf-8")
     assert main(["compare", str(trained), "--out", str(trained)]) == 2

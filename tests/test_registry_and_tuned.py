@@ -30,7 +30,8 @@ def test_every_method_takes_two_steps_on_the_shared_path(name, tiny_model):
     from accelerate import Accelerator
 
     torch.manual_seed(0)
-    model = REGISTRY[name].build(load_classifier(str(tiny_model), 2, ["a", "b"], 0, "eager"))
+    method = REGISTRY[name]
+    model = method.build(load_classifier(str(tiny_model), 2, ["a", "b"], 0, "eager"), total_steps=2)
     store_frozen_weights_in(model, torch.bfloat16)
     accelerator = Accelerator(mixed_precision="bf16", cpu=True)
     optimizer = train_module.build_optimizer(model, TrainConfig(), 1e-2, accelerator.device)
@@ -39,7 +40,10 @@ def test_every_method_takes_two_steps_on_the_shared_path(name, tiny_model):
     before = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
     ids = torch.randint(5, 500, (4, 9))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 1, 0])}
-    losses = [train_step(model, batch, optimizer, scheduler, accelerator).item() for _ in range(2)]
+    losses = []
+    for step in (1, 2):
+        hook = (lambda: method.after_step(accelerator.unwrap_model(model), step)) if method.after_step else None  # noqa: B023
+        losses.append(train_step(model, batch, optimizer, scheduler, accelerator, hook).item())
     assert all(loss == loss for loss in losses)  # finite, not NaN
     moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach().float(), before[n])]
     assert moved, f"{name}: no trainable weight changed"

@@ -26,9 +26,15 @@ class Method:
     # Without a peft config: which parameters to train, by name (None trains all of them).
     trainable: Callable[[str], bool] | None = None
     source: str = ""  # where the defaults and the learning rate come from
+    # Hyperparameters that depend on the run's number of optimiser steps (AdaLoRA's rank-budget schedule).
+    schedule: Callable[[int], dict[str, Any]] | None = None
+    # Called after every optimiser step, before the gradients are cleared, with the unwrapped model and the
+    # 1-based step number (AdaLoRA reallocates its rank budget from the gradients there).
+    after_step: Callable[[Any, int], None] | None = None
 
-    def build(self, model: Any) -> Any:
-        """Wrap (or not) a freshly loaded classifier; the classifier head is always trained."""
+    def build(self, model: Any, total_steps: int = 1) -> Any:
+        """Wrap (or not) a freshly loaded classifier for a run of total_steps optimiser steps; the classifier
+        head is always trained."""
         if self.peft_config_class is None:
             for name, parameter in model.named_parameters():
                 parameter.requires_grad_(self.trainable is None or self.trainable(name) or _is_head(model, name))
@@ -36,7 +42,8 @@ class Method:
         import peft
 
         config_class = getattr(peft, self.peft_config_class)
-        config = config_class(task_type=peft.TaskType.SEQ_CLS, **self.hyperparameters)
+        scheduled = self.schedule(total_steps) if self.schedule is not None else {}
+        config = config_class(task_type=peft.TaskType.SEQ_CLS, **self.hyperparameters, **scheduled)
         # For SEQ_CLS, peft marks the classifier head as modules_to_save, so it is trained and saved.
         with warnings.catch_warnings():
             # peft reads transformers' deprecated `is_gradient_checkpointing`; nothing for a user to act on.
@@ -109,6 +116,26 @@ register(
         "LoraConfig", {**LORA, "lora_dropout": 0.0, "init_lora_weights": "pissa_niter_4"}, source="PiSSA paper; peft docs",
     )
 )  # fmt: skip
+def _adalora_schedule(total_steps: int) -> dict[str, Any]:
+    # The AdaLoRA paper's shape: ranks fixed for the first ~10% of steps, pruned towards the budget in the
+    # middle, frozen for the last ~20%. Integer steps; a budgeting phase of at least one step.
+    tinit, tfinal = total_steps // 10, total_steps // 5
+    return {"total_step": max(total_steps, tinit + tfinal + 1), "tinit": tinit, "tfinal": tfinal, "deltaT": max(1, total_steps // 20)}
+
+
+def _adalora_after_step(model: Any, step: int) -> None:
+    model.base_model.update_and_allocate(step)
+
+
+register(
+    Method(
+        "adalora", "AdaLoRA: LoRA in SVD form whose rank budget moves to the weights that matter", 3e-3,
+        "AdaLoraConfig", {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.1},
+        schedule=_adalora_schedule, after_step=_adalora_after_step,
+        source="AdaLoRA paper (init_r 12, target_r 8 on GLUE); lr as lora here",
+    )
+)  # fmt: skip
+
 register(
     Method(
         "ia3", "IA3: trained scaling vectors on keys, values and the feed-forward", 1e-2, "IA3Config", {},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import sys
 import traceback
 from dataclasses import dataclass
@@ -173,7 +174,7 @@ def _execute(
         for lr in rates:
             set_seed(run.train.seed)  # the new classifier head's initial weights depend on it
             model = models.load_classifier(model_name, len(data.label_names), data.label_names, tokenizer.pad_token_id, attention)
-            model = run.method.build(model)
+            model = run.method.build(model, total_steps=math.ceil(len(data.train) / run.train.batch_size) * run.train.epochs)
             total, trainable = count_parameters(model)
             result.update(total_params=total, trainable_params=trainable, trainable_pct=100.0 * trainable / total)
             if precision == "bf16" and run.train.frozen_weights_bf16:
@@ -183,8 +184,9 @@ def _execute(
                 break
             trial_label = label if len(rates) == 1 else f"{label} lr {lr:g}"
             outcome = train_and_evaluate(
-                model, data.train, data.eval, collator, run.train, lr, accelerator, progress, trial_label, keep_best=choose_on_dev
-            )
+                model, data.train, data.eval, collator, run.train, lr, accelerator, progress, trial_label,
+                keep_best=choose_on_dev, after_step=run.method.after_step,
+            )  # fmt: skip
             trials.append({"lr": lr, "outcome": outcome})
             score = outcome.epochs[outcome.best_epoch - 1]["accuracy"] if outcome.best_epoch else None
             if best is None or (score is not None and (best[1] is None or score > best[1])):

@@ -116,12 +116,17 @@ def evaluate(model: Any, loader: DataLoader, accelerator: Any, progress: bool, l
     }
 
 
-def train_step(model: Any, batch: dict[str, Any], optimizer: Any, scheduler: Any, accelerator: Any) -> torch.Tensor:
-    """One optimiser step; returns the loss still on the device (reading it would wait for the device)."""
+def train_step(
+    model: Any, batch: dict[str, Any], optimizer: Any, scheduler: Any, accelerator: Any, after_step: Any = None
+) -> torch.Tensor:
+    """One optimiser step; returns the loss still on the device (reading it would wait for the device).
+    after_step, if given, runs after the update while the gradients are still there."""
     loss = model(**batch).loss
     accelerator.backward(loss)
     optimizer.step()
     scheduler.step()
+    if after_step is not None:
+        after_step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach()
 
@@ -139,12 +144,13 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
 
 def train_and_evaluate(
     model: Any, train: list, eval_: list, collator: Any, config: TrainConfig, lr: float, accelerator: Any, progress: bool,
-    label: str, keep_best: bool = False,
+    label: str, keep_best: bool = False, after_step: Any = None,
 ) -> TrainOutcome:  # fmt: skip
     """Train for config.epochs epochs with AdamW and a linear warm-up/decay schedule, evaluating after each.
 
     With keep_best, the trainable weights of the epoch with the best eval accuracy are kept, so that a
-    caller choosing on a dev set can evaluate exactly that state once on the test set."""
+    caller choosing on a dev set can evaluate exactly that state once on the test set. after_step(model,
+    step) is the method's own per-step hook (methods.Method.after_step), called with the unwrapped model."""
     train_loader, eval_loader = build_loaders(train, eval_, collator, config)
     optimizer = build_optimizer(model, config, lr, accelerator.device)
     total_steps = len(train_loader) * config.epochs
@@ -168,8 +174,12 @@ def train_and_evaluate(
         synchronize(device)
         started = last_read = now()
         for batch in bar:
+            hook = None
+            if after_step is not None:
+                step_number = outcome.train_steps + 1
+                hook = lambda: after_step(accelerator.unwrap_model(model), step_number)  # noqa: E731
             with cheaper_dropout(lane_masks):
-                running += train_step(model, batch, optimizer, scheduler, accelerator)
+                running += train_step(model, batch, optimizer, scheduler, accelerator, hook)
             running_steps += 1
             outcome.train_steps += 1
             samples += len(batch["labels"])
