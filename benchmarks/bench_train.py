@@ -2,8 +2,9 @@
 
     python benchmarks/bench_train.py --model NAME_OR_DIR --method lora [--quick]
 
-Both variants train the same model, method, batch size and examples, in one process, interleaved
-(a, b, a, b, ...) so that drift of the machine cancels out; warm-up steps are left out. Printed per
+Both variants train the same model, method, batch size and number of examples, batches drawn the same
+way from one epoch over the whole training split, in one process, interleaved (a, b, a, b, ...) so that
+drift of the machine cancels out; warm-up steps are left out. Printed per
 variant: training samples/s, real (non-padding) tokens/s, achieved model FLOP/s as a fraction of a
 matrix-product peak measured here, peak memory growth during the timed steps, evaluation samples/s.
 The last line is `speedup: X.XX`, (b)/(a) in training samples/s.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import statistics
 import subprocess
 import sys
@@ -72,12 +74,18 @@ class Variant:
     rounds: list[dict[str, float]] = field(default_factory=list)
 
 
-def run_round(variant: Variant, device: torch.device, warmup_steps: int) -> None:
+def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_steps: int) -> None:
     meter = PeakMemory(device)
     meter.start()  # before the model exists: the peak covers weights, optimizer state and activations
     built = variant.build()
     built.model.train()
-    batches = list(built.loader)  # collation is cheap; it stays out of the step timing for both alike
+    # One epoch's batches over the whole training split, as a real run would see them (length grouping
+    # drawn from a pool of a few hundred examples only would pad far more than it does in a run), of which
+    # a seeded random choice is run: the same positions for both variants. Collation stays out of timing.
+    epoch = list(built.loader)
+    chosen = torch.randperm(len(epoch), generator=torch.Generator().manual_seed(0))[: warmup_steps + timed_steps]
+    batches = [epoch[i] for i in chosen.tolist()]
+    del epoch
     for batch in batches[:warmup_steps]:
         built.step(batch)
     timed = batches[warmup_steps:]
@@ -125,7 +133,7 @@ def main() -> None:
     parser.add_argument("--method", default="lora", choices=sorted(REGISTRY))
     parser.add_argument("--quick", action="store_true", help="fewer samples and one round: under 2 minutes on a 2-core CPU")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--samples", type=int, help="training examples per round (default 640, quick 256)")
+    parser.add_argument("--samples", type=int, help="timed training examples per round (default 640, quick 256)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per variant (default 3, quick 1)")
     parser.add_argument("--max-length", type=int, default=86)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -142,7 +150,8 @@ def main() -> None:
     name = models.resolve(args.model)
     tokenizer = models.load_tokenizer(name)
     models.configure_padding(tokenizer, models.load_config(name).model_type)
-    parts = split(load_labeled_texts(DataConfig()), DataConfig(max_train_samples=samples, max_eval_samples=min(samples, 512)))
+    parts = split(load_labeled_texts(DataConfig()), DataConfig(max_eval_samples=min(samples, 512)))
+    timed_steps = math.ceil(samples / args.batch_size)
     train = tokenize(tokenizer, parts.train, args.max_length)
     eval_ = tokenize(tokenizer, parts.eval, args.max_length)
     collator = DataCollatorWithPadding(tokenizer)
@@ -196,7 +205,7 @@ def main() -> None:
     if args.memory_of:
         # On a CPU the resident-set peak of a process cannot tell apart memory freed by an earlier variant,
         # so each variant's memory is measured in a process of its own.
-        run_round(variants["ab".index(args.memory_of)], device, warmup_steps)
+        run_round(variants["ab".index(args.memory_of)], device, warmup_steps, timed_steps)
         print(f"peak_memory_mb {variants['ab'.index(args.memory_of)].rounds[0]['peak_memory_mb']:.1f}")
         return
 
@@ -216,11 +225,14 @@ def main() -> None:
         f"peftbench loop: precision {precision}, attention {attention}, dropout masks {dropout_masks}, "
         f"length-grouped batches {config.group_by_length}"
     )
-    print(f"{samples} training examples per round, batch {args.batch_size}, {rounds} round(s) per variant, {warmup_steps} warm-up step(s)")
+    print(
+        f"{samples} timed training examples per round (batches drawn from an epoch over all {len(train)}), "
+        f"batch {args.batch_size}, {rounds} round(s) per variant, {warmup_steps} warm-up step(s)"
+    )
     print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     for _ in range(rounds):
         for variant in variants:  # interleaved, so drift of the machine hits both alike
-            run_round(variant, device, warmup_steps)
+            run_round(variant, device, warmup_steps, timed_steps)
 
     print(f"{'variant':20} {'samples/s':>10} {'real tok/s':>11} {'%peak':>7} {'peak MB':>8} {'eval samples/s':>15} precision")
     summary = []
