@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import math
 import sys
 import traceback
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from .report_html import render_html
 from .results import SCHEMA_VERSION, ResultStore, fingerprint, provenance, run_id, write_atomic
 from .hardware import resolve_attention, resolve_dropout_masks, resolve_precision
 from .predict import save_trained
-from .train import COLLAPSE_SHARE, TrainOutcome, evaluate_once, store_frozen_weights_in, train_and_evaluate
+from .train import COLLAPSE_SHARE, TrainOutcome, evaluate_once, planned_steps, store_frozen_weights_in, train_and_evaluate
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -174,7 +173,7 @@ def _execute(
         for lr in rates:
             set_seed(run.train.seed)  # the new classifier head's initial weights depend on it
             model = models.load_classifier(model_name, len(data.label_names), data.label_names, tokenizer.pad_token_id, attention)
-            model = run.method.build(model, total_steps=math.ceil(len(data.train) / run.train.batch_size) * run.train.epochs)
+            model = run.method.build(model, total_steps=planned_steps(len(data.train), run.train))
             total, trainable = count_parameters(model)
             result.update(total_params=total, trainable_params=trainable, trainable_pct=100.0 * trainable / total)
             if precision == "bf16" and run.train.frozen_weights_bf16:

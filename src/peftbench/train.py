@@ -55,6 +55,11 @@ def build_loaders(train: list, eval_: list, collator: Any, config: TrainConfig) 
     return train_loader, build_eval_loader(eval_, collator, config)
 
 
+def planned_steps(examples: int, config: TrainConfig) -> int:
+    """Optimiser steps of a run over `examples` training examples: the loaders keep the last partial batch."""
+    return math.ceil(examples / config.batch_size) * config.epochs
+
+
 def build_eval_loader(examples: list, collator: Any, config: TrainConfig) -> DataLoader:
     # Evaluation order does not matter (results are put back in file order), so sort by length: least padding.
     indexed = [{**example, EXAMPLE_INDEX: i} for i, example in enumerate(examples)]
@@ -153,7 +158,7 @@ def train_and_evaluate(
     step) is the method's own per-step hook (methods.Method.after_step), called with the unwrapped model."""
     train_loader, eval_loader = build_loaders(train, eval_, collator, config)
     optimizer = build_optimizer(model, config, lr, accelerator.device)
-    total_steps = len(train_loader) * config.epochs
+    total_steps = planned_steps(len(train), config)
     # ceil, as transformers' Trainer rounds warmup_ratio * steps
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
