@@ -50,10 +50,11 @@ def _add_section(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool):
             default = "on" if default else "off"
+        value_type = _scalar_type(hints[f.name])
+        shown_default = "" if default is None and "Unset:" in f.metadata.get("help", "") else f" (default: {default})"
         group.add_argument(
-            option, dest=f.name, type=_scalar_type(hints[f.name]), default=None,
-            metavar="on|off" if hints[f.name] is bool else None,
-            help=f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%"),  # argparse formats help with %
+            option, dest=f.name, type=value_type, default=None, metavar="on|off" if value_type is _on_off else None,
+            help=f"{f.metadata.get('help', '')}{shown_default}".replace("%", "%%"),  # argparse formats help with %
         )  # fmt: skip
 
 

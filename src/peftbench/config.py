@@ -65,8 +65,9 @@ class TrainConfig:
     epochs: int = _help("passes over the training data, each followed by an evaluation (reference: 3)", default=3)
     batch_size: int = _help("examples per optimiser step (reference: 64)", default=64)
     eval_batch_size: int | None = _help(
-        "examples per evaluation batch; unset: 4 × --batch-size (evaluation keeps no activations for backward, "
-        "and eval_loss_sum is still summed over batches of --batch-size, as the reference did)",
+        "examples per evaluation batch; unset: 4 × --batch-size in the fast execution (evaluation keeps no "
+        "activations for backward), --batch-size in the reference; eval_loss_sum is always summed over batches "
+        "of --batch-size, as the reference did",
         default=None,
     )
     lr: float | None = _help(
@@ -80,32 +81,58 @@ class TrainConfig:
         "on dev are chosen, and the test split is evaluated once, for that choice",
         default=None,
     )
-    precision: str = _help(
+    execution: str = _help(
+        "how the protocol is executed: fast (bf16 where native, length-grouped batches in random order, eager "
+        "attention and lane dropout masks on CPUs, frozen weights in bf16, evaluation sorted by length) or "
+        "reference (the reference's: fp32, uniformly shuffled batches, torch's dropout, SDPA attention, "
+        "evaluation in file order at the training batch size); each switch below overrides one part of it",
+        default="fast",
+    )
+    precision: str | None = _help(
         "auto: bf16 mixed precision where the hardware computes bf16 natively (CPUs with AVX512-BF16 or AMX, "
-        "Ampere+ GPUs), fp16 on older GPUs, else fp32; or fp32 (the reference's), bf16, fp16",
-        default="auto",
+        "Ampere+ GPUs), fp16 on older GPUs, else fp32; or fp32 (the reference's), bf16, fp16. Unset: from --execution",
+        default=None,
     )
-    group_by_length: bool = _help(
-        "batch examples of similar length together (groups shuffled, so training stays random): far less "
-        "padding; off gives the reference's uniformly random batches",
-        default=True,
+    group_by_length: bool | None = _help(
+        "batch examples of similar length together, then shuffle the batches, so training order stays random: "
+        "far less padding; off gives the reference's uniformly random batches. Unset: from --execution",
+        default=None,
     )
-    attention: str = _help(
+    attention: str | None = _help(
         "attention kernel: auto (eager on CPUs, where torch's fused SDPA backward is slower at these lengths; "
-        "sdpa on GPUs), sdpa or eager",
-        default="auto",
+        "sdpa on GPUs), sdpa or eager. Unset: from --execution",
+        default=None,
     )
-    dropout_masks: str = _help(
+    dropout_masks: str | None = _help(
         "how dropout masks are drawn: auto (lanes on CPUs, where torch draws one Bernoulli sample per element "
         "and dropout took ~40% of a bf16 LoRA step; torch's own on GPUs), lanes (four masks per 64-bit random "
-        "word, same distribution) or torch",
-        default="auto",
+        "word, same distribution) or torch. Unset: from --execution",
+        default=None,
     )
-    frozen_weights_bf16: bool = _help(
+    frozen_weights_bf16: bool | None = _help(
         "under bf16, store the frozen weights of a PEFT method in bf16 (trainable ones stay fp32): half the "
-        "memory and no cast per step",
-        default=True,
+        "memory and no cast per step. Unset: from --execution",
+        default=None,
     )
+    eval_by_length: bool | None = _help(
+        "evaluate examples sorted by length (least padding; results are put back in file order) instead of in "
+        "file order. Unset: from --execution",
+        default=None,
+    )
+
+    def __post_init__(self) -> None:
+        # The switches left unset take the execution's values, so a config always says what ran.
+        if self.execution not in EXECUTIONS:
+            raise UserError(f"--execution must be one of {', '.join(EXECUTIONS)}, got {self.execution!r}")
+        for name, value in EXECUTIONS[self.execution].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    def eval_batch(self) -> int:
+        """Examples per evaluation batch (see eval_batch_size)."""
+        if self.eval_batch_size is not None:
+            return self.eval_batch_size
+        return 4 * self.batch_size if self.execution == "fast" else self.batch_size
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -145,6 +172,19 @@ class TrainConfig:
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
+# The two ways of executing one protocol, named in one place. Execution changes speed and memory, not
+# the experiment: it is recorded in provenance and left out of a run's identity (results.run_identity).
+EXECUTIONS: dict[str, dict[str, Any]] = {
+    "fast": {
+        "precision": "auto", "group_by_length": True, "attention": "auto", "dropout_masks": "auto",
+        "frozen_weights_bf16": True, "eval_by_length": True,
+    },
+    "reference": {
+        "precision": "fp32", "group_by_length": False, "attention": "sdpa", "dropout_masks": "torch",
+        "frozen_weights_bf16": False, "eval_by_length": False,
+    },
+}  # fmt: skip
+
 
 @dataclass
 class GridConfig:
@@ -172,11 +212,12 @@ class GridConfig:
 
 
 # A preset names the values that differ from the dataclass defaults. The defaults already are the
-# reference protocol of SPEC.md, so "seed" changes nothing; it exists so the protocol has a name.
+# reference protocol of SPEC.md; "seed" also runs it the reference's way (fp32, uniform batches...), so
+# that it reproduces the reference and not merely its settings.
 # "tuned" is how the comparison should be done: a stratified 80/10/10 split, each method at its own
 # recommended learning rate (lr unset), epoch (and rate, with --lr-grid) chosen on dev, test read once.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "seed": {"data": {}, "train": {}},
+    "seed": {"data": {}, "train": {"execution": "reference"}},
     "tuned": {"data": {"test_size": 0.2, "dev_size": 0.1}, "train": {"lr": None}},
 }
 

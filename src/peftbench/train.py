@@ -44,12 +44,32 @@ class TrainOutcome:
 EXAMPLE_INDEX = "example_index"  # carried through evaluation so results can be put back in file order
 
 
+class ShuffledLengthGroupedBatches(torch.utils.data.Sampler):
+    """Batches of similar length, served in random order.
+
+    transformers' LengthGroupedSampler sorts random mega-batches (50 batches each) by length, but a
+    DataLoader then serves each mega-batch longest-first and the batches never change places: with ~50
+    steps a run sees a saw-tooth of lengths, and that changed what short runs learnt. Here the same
+    grouping is cut into batches whose order is then shuffled, so each step is a random draw again."""
+
+    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator) -> None:
+        self.lengths, self.batch_size, self.generator = lengths, batch_size, generator
+
+    def __iter__(self):
+        grouped = list(LengthGroupedSampler(self.batch_size, lengths=self.lengths, generator=self.generator))
+        batches = [grouped[i : i + self.batch_size] for i in range(0, len(grouped), self.batch_size)]
+        for position in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[position]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
 def build_loaders(train: list, eval_: list, collator: Any, config: TrainConfig) -> tuple[DataLoader, DataLoader]:
     shuffle_generator = torch.Generator().manual_seed(config.seed)
     if config.group_by_length:
-        # transformers' sampler: random mega-batches, each sorted by length, so batches carry little padding
-        sampler = LengthGroupedSampler(config.batch_size, lengths=[len(e["input_ids"]) for e in train], generator=shuffle_generator)
-        train_loader = DataLoader(train, batch_size=config.batch_size, sampler=sampler, collate_fn=collator)
+        batches = ShuffledLengthGroupedBatches([len(e["input_ids"]) for e in train], config.batch_size, shuffle_generator)
+        train_loader = DataLoader(train, batch_sampler=batches, collate_fn=collator)
     else:
         train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, collate_fn=collator, generator=shuffle_generator)
     return train_loader, build_eval_loader(eval_, collator, config)
@@ -61,10 +81,11 @@ def planned_steps(examples: int, config: TrainConfig) -> int:
 
 
 def build_eval_loader(examples: list, collator: Any, config: TrainConfig) -> DataLoader:
-    # Evaluation order does not matter (results are put back in file order), so sort by length: least padding.
     indexed = [{**example, EXAMPLE_INDEX: i} for i, example in enumerate(examples)]
-    indexed.sort(key=lambda e: len(e["input_ids"]))
-    return DataLoader(indexed, batch_size=config.eval_batch_size or 4 * config.batch_size, shuffle=False, collate_fn=collator)
+    if config.eval_by_length:
+        # Evaluation order does not matter (results are put back in file order): sorted, batches pad least.
+        indexed.sort(key=lambda e: len(e["input_ids"]))
+    return DataLoader(indexed, batch_size=config.eval_batch(), shuffle=False, collate_fn=collator)
 
 
 def build_optimizer(model: Any, config: TrainConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
