@@ -40,7 +40,7 @@ from peftbench.dropout import cheaper_dropout  # noqa: E402
 from peftbench.hardware import resolve_attention, resolve_dropout_masks, resolve_precision  # noqa: E402
 from peftbench.measure import PeakMemory, count_parameters, synchronize  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
-from peftbench.runner import PRECISION_TO_ACCELERATE  # noqa: E402
+from peftbench.worker import PRECISION_TO_ACCELERATE  # noqa: E402
 from peftbench.train import EXAMPLE_INDEX, build_loaders, build_optimizer, store_frozen_weights_in, train_step  # noqa: E402
 
 

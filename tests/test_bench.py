@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 
 
@@ -17,5 +19,9 @@ def test_benchmark_prints_both_variants_and_a_speedup(tiny_model):
     lines = done.stdout.strip().splitlines()
     assert any(line.startswith("a: reference loop") for line in lines) and any(line.startswith("b: peftbench loop") for line in lines)
     assert "dropout masks lanes" in done.stdout and "batches drawn from an epoch over all 6212" in done.stdout
+    # the speedup is the ratio of the two rows' samples/s, not a number of its own
+    rows = {line.split(":")[0]: float(line.split()[3]) for line in lines if line.startswith(("a: reference loop", "b: peftbench loop"))}
+    assert all(rate > 0 for rate in rows.values()) and len(rows) == 2, lines
     match = re.fullmatch(r"speedup: (\d+\.\d\d)", lines[-1])
-    assert match and float(match.group(1)) > 0, lines[-1]
+    assert match, lines[-1]
+    assert float(match.group(1)) == pytest.approx(rows["b"] / rows["a"], abs=0.006 + 0.01 * rows["b"] / rows["a"])

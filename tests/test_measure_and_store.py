@@ -1,11 +1,11 @@
-import json
+import dataclasses
 
-import pytest
 import torch
 
-from peftbench.errors import UserError
+from peftbench import models
+from peftbench.config import TrainConfig, as_dict
 from peftbench.measure import PeakMemory
-from peftbench.results import ResultStore, write_atomic
+from peftbench.results import ResultStore, fingerprint, protocol_differences, write_atomic
 
 
 def test_peak_memory_sees_a_temporary_allocation_and_resets():
@@ -27,22 +27,64 @@ def test_atomic_write_replaces_whole_files_only(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["a.json"]
 
 
-def _record(method, status, epochs=3):
-    config = {"method": method, "model": "m", "lr": 1e-3, "train": {"seed": 1, "epochs": epochs}}
-    return {"schema_version": 1, "run_id": f"{method}__seed1", "config": config, "config_fingerprint": str(epochs), "result": {"status": status}}
+def _config(**train):
+    return {
+        "model": "m", "method": "lora", "method_hyperparameters": {"r": 8}, "peft_config_class": "LoraConfig", "lr": 1e-3,
+        "preset": "seed", "data": {"source": "a.csv", "max_length": 86, "sha256": "abc"},
+        "train": {**as_dict(TrainConfig(seed=1)), **train},
+    }  # fmt: skip
 
 
-def test_store_keeps_failures_apart_and_checks_settings(tmp_path):
+def _record(method, status, **train):
+    config = {**_config(**train), "method": method}
+    return {"schema_version": 2, "run_id": f"{method}__seed1", "config": config, "config_fingerprint": fingerprint(config), "result": {"status": status}}
+
+
+def test_store_keeps_failures_apart_and_skips_unreadable_runs(tmp_path):
     store = ResultStore(tmp_path)
     store.save(_record("lora", "failed"))
     assert (tmp_path / "failed" / "lora__seed1.json").exists()
-    assert store.finished("lora__seed1", "3") is None  # a failure is run again
+    assert store.finished("lora__seed1") is None  # a failure is run again
     store.save(_record("lora", "ok"))
     assert not (tmp_path / "failed" / "lora__seed1.json").exists()
-    assert store.finished("lora__seed1", "3")["result"]["status"] == "ok"
-    with pytest.raises(UserError, match="different settings"):
-        store.finished("lora__seed1", "4")
+    assert store.finished("lora__seed1")["result"]["status"] == "ok"
     (tmp_path / "runs" / "full__seed1.json").write_text("{ half a fi", encoding="utf-8")
-    assert store.finished("full__seed1", "3") is None
+    assert store.finished("full__seed1") is None
     assert [r["run_id"] for r in store.records()] == ["lora__seed1"]
-    assert json.loads((tmp_path / "runs" / "lora__seed1.json").read_text())["result"]["status"] == "ok"
+
+
+def test_identity_is_the_experiment_not_how_it_was_executed():
+    base = _config()
+    fast = _config(execution="fast", precision="bf16", group_by_length=True, eval_batch_size=256)
+    assert fingerprint(base) == fingerprint(fast)
+    assert protocol_differences({"config": base, "data": {}}, fast) == []
+    for changed in (_config(epochs=4), {**base, "lr": 2e-3}, {**base, "data": {**base["data"], "sha256": "abd"}},
+                    {**base, "model_identity": {"config_sha256": "x", "weights": {"model.safetensors": 10}}}):  # fmt: skip
+        assert fingerprint(changed) != fingerprint(base)
+    differences = protocol_differences({"config": base, "data": {}}, _config(epochs=4))
+    assert differences == ["train.epochs: 3 → 4"]
+
+
+def test_a_field_added_later_with_its_old_behaviour_as_default_keeps_old_runs_valid():
+    @dataclasses.dataclass
+    class NewerTrainConfig(TrainConfig):
+        label_smoothing: float = 0.0  # 0: what every version without the field did
+
+    old = _config()  # written before the field existed: no label_smoothing in it
+    new = {**old, "train": as_dict(NewerTrainConfig(seed=1))}
+    assert "label_smoothing" in new["train"] and "label_smoothing" not in old["train"]
+    assert protocol_differences({"config": old, "data": {}}, new, NewerTrainConfig) == []
+    smoothed = {**old, "train": as_dict(NewerTrainConfig(seed=1, label_smoothing=0.1))}
+    assert protocol_differences({"config": old, "data": {}}, smoothed, NewerTrainConfig) == ["train.label_smoothing: 0.0 → 0.1"]
+
+
+def test_model_identity_changes_when_the_folder_is_edited_in_place(tmp_path):
+    (tmp_path / "config.json").write_text('{"hidden_size": 32}', encoding="utf-8")
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 100)
+    before = models.identity(str(tmp_path))
+    assert before == models.identity(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 101)
+    assert models.identity(str(tmp_path)) != before
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "config.json").write_text('{"hidden_size": 64}', encoding="utf-8")
+    assert models.identity(str(tmp_path)) != before

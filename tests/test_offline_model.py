@@ -102,3 +102,32 @@ def test_a_few_lora_steps_reduce_the_loss_on_real_reviews(e5_folder, tokenizer):
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_the_committed_results_command_extends_its_folder_after_a_new_field(e5_folder, tmp_path, monkeypatch, capsys):
+    """results/tuned-e5-small/NOTES.md's command on a copy of its run files (schema version 1, made before
+    execution settings left the run identity), with a TrainConfig field added: every run is recognised."""
+    import dataclasses
+    import re
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    from peftbench import cli
+    from peftbench.config import TrainConfig
+
+    @dataclasses.dataclass
+    class NewerTrainConfig(TrainConfig):
+        label_smoothing: float = 0.0  # what every earlier version did
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "tuned-e5-small"
+    command = re.search(r"`(peftbench run [^`]+)`", (folder / "NOTES.md").read_text(encoding="utf-8")).group(1)
+    args = shlex.split(command)[1:]
+    out = tmp_path / "copy"
+    shutil.copytree(folder / "runs", out / "runs")
+    args[args.index("--out") + 1] = str(out)
+    monkeypatch.setenv("PEFTBENCH_CACHE_DIR", str(e5_folder.parent))
+    monkeypatch.setattr(cli, "TrainConfig", NewerTrainConfig)
+    assert cli.main(args + ["--no-progress"]) == 0
+    runs = len(list(out.glob("runs/*.json")))
+    assert runs == 20 and f"0 run(s) done, {runs} skipped" in capsys.readouterr().out

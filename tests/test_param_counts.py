@@ -33,7 +33,7 @@ def reference_architecture(tmp_path_factory):
 
 
 def test_dry_run_counts_match_the_reference(reference_architecture, tmp_path):
-    code = main(["run", "--model", str(reference_architecture), "--methods", "seed", "--dry-run", "--out", str(tmp_path), "--no-progress"])
+    code = main(["run", "--model", str(reference_architecture), "--methods", "seed", "--dry-run", "--out", str(tmp_path), "--no-progress", "--workers", "inline"])
     assert code == 0
     with open(tmp_path / "results.csv", encoding="utf-8") as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}

@@ -72,7 +72,7 @@ def test_selection_never_reads_the_test_split(tiny_model, tmp_path, monkeypatch)
 
     monkeypatch.setattr(train_module, "evaluate", spy)
     args = ["run", "--model", str(tiny_model), "--preset", "tuned", "--methods", "lora", "--lr-grid", "1e-3,1e-2",
-            "--epochs", "2", "--out", str(tmp_path)]  # fmt: skip
+            "--epochs", "2", "--out", str(tmp_path), "--workers", "inline"]  # fmt: skip
     assert main(args + QUICK) == 0
     result = json.loads((tmp_path / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
     # 2 rates × 2 epochs on dev, then one evaluation of the test split, last
@@ -111,7 +111,7 @@ def test_mean_and_std_are_over_each_methods_own_seeds():
 
 
 def test_seeds_are_runs_of_their_own_and_extend_a_grid(tiny_model, tmp_path, capsys):
-    base = ["run", "--model", str(tiny_model), "--methods", "bitfit", "--epochs", "1", "--out", str(tmp_path)] + QUICK
+    base = ["run", "--model", str(tiny_model), "--methods", "bitfit", "--epochs", "1", "--out", str(tmp_path), "--workers", "inline"] + QUICK
     assert main(base + ["--seeds", "0,1"]) == 0
     assert main(base + ["--seeds", "0,1,2"]) == 0
     assert "1 run(s) done, 2 skipped" in capsys.readouterr().out

@@ -22,7 +22,7 @@ def report_dir(tiny_model, tmp_path_factory):
     data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
     args = ["run", "--model", str(tiny_model), "--data", str(data), "--text-column", "text", "--label-column", "y",
             "--methods", "lora,bitfit", "--seeds", "0,1", "--epochs", "2", "--batch-size", "16", "--max-length", "32",
-            "--out", str(folder / "out"), "--no-progress"]  # fmt: skip
+            "--out", str(folder / "out"), "--no-progress", "--workers", "inline"]  # fmt: skip
     assert main(args) == 0
     return folder / "out"
 

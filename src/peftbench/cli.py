@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import PRESETS, DataConfig, GridConfig, TrainConfig, build_section
+from .config import PRESETS, WORKERS, DataConfig, GridConfig, TrainConfig, build_section
 from .errors import UserError
 
 EXIT_BAD_INPUT = 2
@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="build every method and record its parameter counts; no training")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--seeds", help="comma-separated seeds, one run per method and seed (default: --seed)")
+    run.add_argument(
+        "--workers", default="process", choices=WORKERS,
+        help="process: each run in a worker process of its own (its own peak memory; a crash takes only that run); "
+        "inline: every run in this process, for a debugger (peak memory then includes earlier runs) (default: process)",
+    )  # fmt: skip
     _add_section(run, DataConfig)
     _add_section(run, TrainConfig)
 
@@ -104,6 +109,7 @@ def _grid_from_args(args: argparse.Namespace) -> GridConfig:
         preset=args.preset,
         dry_run=args.dry_run,
         seeds=_parse_seeds(args.seeds),
+        workers=args.workers,
     )
 
 

@@ -171,6 +171,7 @@ class TrainConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+WORKERS = ("process", "inline")
 
 # The two ways of executing one protocol, named in one place. Execution changes speed and memory, not
 # the experiment: it is recorded in provenance and left out of a run's identity (results.run_identity).
@@ -184,6 +185,8 @@ EXECUTIONS: dict[str, dict[str, Any]] = {
         "frozen_weights_bf16": False, "eval_by_length": False,
     },
 }  # fmt: skip
+# Fields of TrainConfig that say how a run was executed, not what was learnt: left out of a run's identity.
+EXECUTION_FIELDS = ("execution", "eval_batch_size", *EXECUTIONS["fast"])
 
 
 @dataclass
@@ -198,6 +201,7 @@ class GridConfig:
     preset: str = "seed"
     dry_run: bool = False
     seeds: list[int] = field(default_factory=list)  # empty: the one seed of train.seed
+    workers: str = "process"  # process: each run in a worker process of its own; inline: in this one (debugging)
 
     def run_seeds(self) -> list[int]:
         return self.seeds or [self.train.seed]
@@ -207,6 +211,8 @@ class GridConfig:
         self.train.validate()
         if self.train.lr_grid is not None and self.data.dev_size is None:
             raise UserError("--lr-grid needs a dev set to choose on: add --dev-size (or use --preset tuned)")
+        if self.workers not in WORKERS:
+            raise UserError(f"--workers must be one of {', '.join(WORKERS)}, got {self.workers!r}")
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} exists and is not a folder")
 

@@ -38,3 +38,40 @@ def resolve_dropout_masks(requested: str, device: torch.device) -> str:
     if requested != "auto":
         return requested
     return "torch" if device.type == "cuda" else "lanes"
+
+
+CPU_FLAGS_SHOWN = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # the ones `auto` and speed hinge on
+
+
+def cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            line = next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        return []
+    present = set(line.split(":", 1)[-1].split())
+    return [flag for flag in CPU_FLAGS_SHOWN if flag in present]
+
+
+def _precision_reason(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "GPU computes bf16" if native_bf16(device) else "GPU without bf16: fp16 with loss scaling"
+    if native_bf16(device):
+        return "CPU computes bf16 natively (AVX512-BF16 or AMX)"
+    return "CPU has neither AVX512-BF16 nor AMX: bf16 would be emulated, slower than fp32"
+
+
+def describe(device: torch.device) -> dict:
+    """The device, the CPU flags that matter, and what each `auto` setting resolves to here, and why."""
+    from .measure import device_description
+
+    described = device_description(device)
+    if device.type == "cpu":
+        described["flags"] = cpu_flags()
+    described["auto"] = {
+        "precision": resolve_precision("auto", device),
+        "precision_why": _precision_reason(device),
+        "attention": resolve_attention("auto", device),
+        "dropout_masks": resolve_dropout_masks("auto", device),
+    }
+    return described

@@ -47,12 +47,13 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 
 class PeakMemory:
-    """Peak memory of one run, relative to what was in use when it started.
+    """Peak memory of one piece of work, relative to what was in use when it started.
 
-    On CUDA: the caching allocator's peak (reset at start) minus the memory allocated at start.
-    On CPU: the process's peak resident set (VmHWM, reset at start through /proc/self/clear_refs) minus
-    its resident set at start. Where the peak cannot be reset, the lifetime peak (ru_maxrss) is used and
-    the method says so, since it can then only over-state a later run.
+    Each run works in a process of its own (worker.py), started before the model and data are loaded, so
+    the figure is the run's own. On CUDA: the caching allocator's peak (reset at start) minus the memory
+    allocated at start. On CPU: the process's peak resident set (VmHWM, reset at start through
+    /proc/self/clear_refs) minus its resident set at start (the interpreter and imported libraries).
+    Where the peak cannot be reset, the lifetime peak (ru_maxrss) is used and the method says so.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -83,6 +84,14 @@ class PeakMemory:
         if peak is None or "ru_maxrss" in self.method:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
         return max(0.0, peak - self._baseline_mb)
+
+
+    def report(self) -> dict[str, Any]:
+        """The figures as they go into a run's result (process_peak_rss_mb: the whole process, CPU only)."""
+        figures: dict[str, Any] = {"peak_memory_mb": self.peak_mb(), "peak_memory_method": self.method}
+        if self.device.type != "cuda":
+            figures["process_peak_rss_mb"] = _proc_status_mb("VmHWM")
+        return figures
 
 
 def _proc_status_mb(field: str) -> float | None:

@@ -32,6 +32,33 @@ def resolve(name: str) -> str:
     return str(path) if path.exists() else name
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf")
+
+
+def identity(model_path: str) -> dict[str, Any]:
+    """What identifies a model's weights without reading them all: the sha256 of its config.json, the names and
+    sizes of its weight files and, for a model from the Hugging Face cache, the hub revision it came from.
+    Part of a run's identity, so that a model folder edited in place does not pass for the old one."""
+    import hashlib
+
+    folder = Path(model_path)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(model_path, local_files_only=True))
+        except Exception:  # not cached in a form we can inspect: the name is all there is
+            return {"name": model_path}
+    config = folder / "config.json"
+    described: dict[str, Any] = {
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None,
+        "weights": {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.suffix in WEIGHT_SUFFIXES},
+    }
+    if folder.parent.name == "snapshots":  # huggingface_hub's cache: the folder is named by the commit
+        described["revision"] = folder.name
+    return described
+
+
 def load_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 

@@ -98,6 +98,39 @@ def _summary_lines(summary: Any) -> list[str]:
     return lines + [""]
 
 
+def execution_name(record: dict[str, Any]) -> str:
+    """How a run was executed, in a few words ("fast, bf16"); version-1 runs had no name for it."""
+    train, result = record["config"]["train"], record["result"]
+    name = train.get("execution") or ("fast" if train.get("group_by_length") else "custom")
+    return f"{name}, {result.get('precision_used', train.get('precision'))}"
+
+
+def _device_line(record: dict[str, Any]) -> str | None:
+    device = record.get("provenance", {}).get("device")
+    if not device:
+        return None
+    flags = f" ({' '.join(device['flags'])})" if device.get("flags") else ""
+    auto = device.get("auto")
+    resolved = f"; precision auto → {auto['precision']}: {auto['precision_why']}" if auto else ""
+    return f"device: {device.get('name')}{flags}{resolved}"
+
+
+def execution_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The execution and the device, and one line saying so when the runs of one report differ in them."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[execution_name(record)] = counts.get(execution_name(record), 0) + 1
+    devices = sorted({line for line in map(_device_line, records) if line})
+    if len(counts) == 1:
+        lines = [f"execution: {next(iter(counts))}"]
+    else:
+        shown = "; ".join(f"{name} ×{n}" for name, n in sorted(counts.items()))
+        lines = [f"executions differ between these runs ({shown}): accuracy is comparable, time and memory only within one execution"]
+    if len(devices) > 1:
+        lines.append(f"runs were made on {len(devices)} different devices: time and memory compare only within one")
+    return lines + devices
+
+
 def header_lines(records: list[dict[str, Any]]) -> list[str]:
     """What was compared and how, one sentence per line (shared by report.md and report.html)."""
     first = records[0]
@@ -110,9 +143,8 @@ def header_lines(records: list[dict[str, Any]]) -> list[str]:
         f"max_length {data.get('max_length')}, classes {', '.join(map(str, data.get('label_names', [])))}",
         f"protocol: preset {config['preset']}, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
         f"linear schedule with {train['warmup_ratio']:.0%} warm-up",
-        f"execution: precision {first['result'].get('precision_used', train['precision'])} "
-        f"(asked: {train['precision']}), {'length-grouped' if train.get('group_by_length') else 'uniformly random'} batches",
     ]
+    lines += execution_lines(records)
     if data.get("test_examples"):
         lines.append(
             f"selection: epoch{' and learning rate' if train.get('lr_grid') else ''} chosen on the dev set "

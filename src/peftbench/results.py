@@ -8,6 +8,7 @@ DIR/results.csv, DIR/report.md         rebuilt from the JSON files after every r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -23,7 +24,8 @@ from typing import Any
 
 from .errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: model identity and data sha256 in config, execution in provenance
+READABLE_SCHEMAS = (1, 2)  # a version-1 run is still read, shown and resumed (see protocol)
 FINISHED_STATUSES = ("ok", "collapsed", "diverged")
 CSV_COLUMNS = [
     "method", "seed", "status", "total_params", "trainable_params", "trainable_pct", "peak_memory_mb",
@@ -37,9 +39,54 @@ def run_id(method: str, seed: int) -> str:
     return f"{method}__seed{seed}"
 
 
+def protocol(config: dict[str, Any], data_sha256: str | None = None, train_cls: type | None = None) -> dict[str, Any]:
+    """The experiment a run's config describes, and nothing else: method and its settings, learning rate(s),
+    the training protocol, the split and the data's and model's identity.
+
+    How it was executed (precision, batching, kernels: config.EXECUTION_FIELDS), the preset's name, where
+    the data lies and package versions are not part of it. A field missing from an older run's config
+    takes the field's default, so a field added later, with a default that does what older versions did,
+    leaves older runs valid."""
+    from .config import EXECUTION_FIELDS, DataConfig, TrainConfig
+
+    def section(cls: type, stored: dict[str, Any], leave_out: tuple[str, ...]) -> dict[str, Any]:
+        return {f.name: stored.get(f.name, f.default) for f in dataclasses.fields(cls) if f.name not in leave_out}
+
+    data = config["data"]
+    return {
+        "model": config.get("model_identity") or {"name": config["model"]},
+        "method": config["method"],
+        "method_hyperparameters": config["method_hyperparameters"],
+        "peft_config_class": config["peft_config_class"],
+        "lr": config["lr"],
+        "data": {**section(DataConfig, data, ("source",)), "sha256": data.get("sha256", data_sha256)},
+        "train": section(train_cls or TrainConfig, config["train"], EXECUTION_FIELDS),
+    }
+
+
 def fingerprint(config: dict[str, Any]) -> str:
-    """Identity of what a run was asked to do; two runs with the same fingerprint are the same experiment."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    """Short hash of protocol(config): two runs with the same fingerprint are the same experiment."""
+    return hashlib.sha256(json.dumps(protocol(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def protocol_differences(record: dict[str, Any], planned: dict[str, Any], train_cls: type | None = None) -> list[str]:
+    """What differs between a stored run's experiment and a planned one ("train.epochs: 2 → 3"); empty if none.
+
+    A version-1 run named its model only by name: it is then compared by name."""
+    stored = protocol(record["config"], record.get("data", {}).get("sha256"), train_cls)
+    wanted = protocol(planned, None, train_cls)
+    if "model_identity" not in record["config"]:
+        wanted["model"] = {"name": planned["model"]}
+    return [f"{key}: {stored_value!r} → {wanted_value!r}" for key, stored_value, wanted_value in _diff(stored, wanted)]
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
 _UMASK = os.umask(0)
@@ -69,34 +116,18 @@ class ResultStore:
     def _path(self, folder: str, rid: str) -> Path:
         return self.root / folder / f"{rid}.json"
 
-    def finished(self, rid: str, config_fingerprint: str) -> dict[str, Any] | None:
-        """The finished record of this run, if there is one for this very configuration.
+    def path_of(self, rid: str) -> Path:
+        return self._path("runs", rid)
 
-        A finished record of another configuration under the same name is an error: silently replacing
-        it would lose a result, and skipping it would report numbers for settings that were not asked for.
-        """
-        path = self._path("runs", rid)
-        if not path.exists():
-            return None
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None  # unreadable: run again (atomic writes make this rare)
-        if record.get("result", {}).get("status") not in FINISHED_STATUSES:
-            return None
-        if record.get("config_fingerprint") != config_fingerprint:
-            raise UserError(
-                f"{path} holds a finished run of different settings; use another --out, or delete that file to run it again"
-            )
-        return record
-
-    def has_finished(self, rid: str) -> bool:
-        """Whether a finished run of any settings sits under this name (dry runs must not replace it)."""
+    def finished(self, rid: str) -> dict[str, Any] | None:
+        """The finished record under this name, of whatever settings (the caller compares them), or None."""
         try:
             record = json.loads(self._path("runs", rid).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
-            return False
-        return record.get("result", {}).get("status") in FINISHED_STATUSES
+            return None  # absent or unreadable: run it (again)
+        if record.get("schema_version") not in READABLE_SCHEMAS:
+            return None
+        return record if record.get("result", {}).get("status") in FINISHED_STATUSES else None
 
     def save(self, record: dict[str, Any]) -> Path:
         rid = record["run_id"]
@@ -115,7 +146,7 @@ class ResultStore:
                     record = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, json.JSONDecodeError):
                     continue
-                if record.get("schema_version") == SCHEMA_VERSION:
+                if record.get("schema_version") in READABLE_SCHEMAS:
                     found.append(record)
         return sorted(found, key=_display_order)
 
@@ -165,7 +196,11 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def provenance(device: dict[str, Any]) -> dict[str, Any]:
+def provenance(device: dict[str, Any], train: Any = None, workers: str = "process") -> dict[str, Any]:
+    """Where and how a run was made: command, versions, commit, the device with what `auto` resolved to there,
+    and the execution (how the protocol was run; not part of the run's identity)."""
+    from .config import EXECUTION_FIELDS
+
     versions = {}
     for package in ("peftbench", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "safetensors"):
         try:
@@ -174,7 +209,7 @@ def provenance(device: dict[str, Any]) -> dict[str, Any]:
             versions[package] = None
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain") if commit else None
-    return {
+    described = {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "python": platform.python_version(),
@@ -184,3 +219,6 @@ def provenance(device: dict[str, Any]) -> dict[str, Any]:
         "git_dirty": bool(status) if commit else None,
         "device": device,
     }
+    if train is not None:
+        described["execution"] = {**{name: getattr(train, name) for name in EXECUTION_FIELDS}, "workers": workers}
+    return described

@@ -1,30 +1,34 @@
-"""A grid: setup once (data, tokenizer, tokenised examples), then setup → train → evaluate → save per run."""
+"""A grid: set up once in this process (data, tokenizer, tokenised examples), then each run in a worker
+process of its own (worker.py): trials → choice on dev → one test evaluation → record → saved weights.
+
+This process alone plans, schedules and writes the store; workers get plain data in and give plain data back,
+so a scheduler can later stand where execution.run_request stands without changing any training code."""
 
 from __future__ import annotations
 
 import dataclasses
-import gc
+import shutil
 import sys
-import traceback
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 
-from . import models
+from . import hardware, models
 from .config import GridConfig, TrainConfig, as_dict
 from .data import TokenizedData, load_labeled_texts, split, tokenize_split
 from .errors import UserError
-from .measure import MEASUREMENT_NOTES, PeakMemory, count_parameters, device_description
+from .execution import run_request
+from .measure import MEASUREMENT_NOTES
 from .methods import REGISTRY, Method
 from .report import header_lines, render_markdown
 from .report_html import render_html
-from .results import SCHEMA_VERSION, ResultStore, fingerprint, provenance, run_id, write_atomic
-from .hardware import resolve_attention, resolve_dropout_masks, resolve_precision
-from .predict import save_trained
-from .train import COLLAPSE_SHARE, TrainOutcome, evaluate_once, planned_steps, store_frozen_weights_in, train_and_evaluate
-
-PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+from .results import SCHEMA_VERSION, ResultStore, fingerprint, protocol_differences, provenance, run_id, write_atomic
+from .train import better_on_dev
+from .worker import FINISH, TRIAL, write_tokenized
 
 
 @dataclass
@@ -44,19 +48,43 @@ class GridSummary:
     out_files: list[str]
 
 
-def _plan(grid: GridConfig, max_length: int) -> list[PlannedRun]:
+@dataclass
+class Prepared:
+    """What the grid process sets up once for every run."""
+
+    model_path: str
+    max_length: int
+    data_sha256: str
+    model_identity: dict[str, Any]
+    parts: Any  # data.SplitTexts
+    tokenizer: Any
+
+
+def _prepare(grid: GridConfig) -> Prepared:
+    """Everything that can reject the input, before the first byte is written to grid.out."""
+    parts = split(load_labeled_texts(grid.data), grid.data)
+    model_path = models.resolve(grid.model)
+    tokenizer = models.load_tokenizer(model_path)
+    model_config = models.load_config(model_path)
+    models.configure_padding(tokenizer, model_config.model_type)
+    max_length = models.max_length_for(tokenizer, grid.data.max_length, getattr(model_config, "max_position_embeddings", None))
+    return Prepared(model_path, max_length, parts.train.sha256, models.identity(model_path), parts, tokenizer)
+
+
+def _plan(grid: GridConfig, prepared: Prepared) -> list[PlannedRun]:
     planned = []
     for name, seed in ((n, s) for s in grid.run_seeds() for n in grid.methods):
         method = REGISTRY[name]
         train = dataclasses.replace(grid.train, seed=seed)
         config = {
             "model": grid.model,
+            "model_identity": prepared.model_identity,
             "method": name,
             "method_hyperparameters": method.hyperparameters,
             "peft_config_class": method.peft_config_class,
             "lr": grid.train.lr if grid.train.lr is not None else method.recommended_lr,
             "preset": grid.preset,
-            "data": {**as_dict(grid.data), "max_length": max_length},
+            "data": {**as_dict(grid.data), "max_length": prepared.max_length, "sha256": prepared.data_sha256},
             "train": as_dict(train),
             "dry_run": grid.dry_run,
         }
@@ -64,61 +92,82 @@ def _plan(grid: GridConfig, max_length: int) -> list[PlannedRun]:
     return planned
 
 
+def _todo(grid: GridConfig, planned: list[PlannedRun], store: ResultStore) -> list[PlannedRun]:
+    """The runs still to do; a finished run of other settings under the same name stops the grid."""
+    todo = []
+    for run in planned:
+        done = store.finished(run.run_id)
+        if done is None:
+            todo.append(run)
+        elif not grid.dry_run:
+            differences = protocol_differences(done, run.config, type(grid.train))
+            if differences:
+                raise UserError(
+                    f"{store.path_of(run.run_id)} holds a finished run of different settings ({'; '.join(differences[:3])}); "
+                    "use another --out, or delete that file to run it again"
+                )
+    return todo
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@contextmanager
+def _work_folder(out: Path) -> Iterator[Path]:
+    """Scratch space inside the output folder (so finished weights move in by a rename), removed at the end."""
+    folder = Path(tempfile.mkdtemp(prefix=".work-", dir=out))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     grid.validate()
-    # Everything that can reject the input happens before the first byte is written to grid.out.
-    parts = split(load_labeled_texts(grid.data), grid.data)
-    model_name = models.resolve(grid.model)
-    tokenizer = models.load_tokenizer(model_name)
-    model_config = models.load_config(model_name)
-    models.configure_padding(tokenizer, model_config.model_type)
-    max_length = models.max_length_for(tokenizer, grid.data.max_length, getattr(model_config, "max_position_embeddings", None))
+    prepared = _prepare(grid)
     store = ResultStore(grid.out)
-    planned = _plan(grid, max_length)
-    todo = []
-    for run in planned:
-        if grid.dry_run:
-            if not store.has_finished(run.run_id):
-                todo.append(run)
-        elif store.finished(run.run_id, run.fingerprint) is None:  # raises on a finished run of other settings
-            todo.append(run)
+    planned = _plan(grid, prepared)
+    todo = _todo(grid, planned, store)
     try:
         grid.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output folder {grid.out}: {exc.strerror}") from None
-
-    data = tokenize_split(parts, tokenizer, max_length)
-    from accelerate import Accelerator
-    from transformers import DataCollatorWithPadding
-
-    # accelerate picks the GPU when there is one; the precision must be known before it starts
-    likely_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision(grid.train.precision, likely_device)
-    attention = resolve_attention(grid.train.attention, likely_device)
-    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision])
-    collator = DataCollatorWithPadding(tokenizer)
-    device = device_description(accelerator.device)
     skipped = len(planned) - len(todo)
     if skipped:
         _log(f"{skipped} run(s) already finished in {grid.out}: skipped")
-    failed = 0
-    for index, run in enumerate(todo, start=1):
-        label = f"[{index}/{len(todo)}] {run.run_id}"
-        rates = grid.train.lr_grid or f"{run.config['lr']:g}"
-        _log(f"{label}: {run.method.summary}; lr {rates}")
-        record = _execute(run, grid, model_name, tokenizer, data, accelerator, precision, attention, collator, progress, label)
-        record.update(provenance=provenance(device))
-        store.save(record)
-        result = record["result"]
-        failed += result["status"] == "failed"
-        _log(f"{label}: {_one_line_result(result)}")
-        write_reports(store)
+    failed = _run_all(grid, prepared, store, todo, progress) if todo else 0
     files = write_reports(store)
     return GridSummary(ran=len(todo), skipped=skipped, failed=failed, out_files=files)
+
+
+def _run_all(grid: GridConfig, prepared: Prepared, store: ResultStore, todo: list[PlannedRun], progress: bool) -> int:
+    """Tokenise once for every run, hand each run to its workers, store each record as it comes; the failures."""
+    failed = 0
+    with _work_folder(grid.out) as work:
+        data = tokenize_split(prepared.parts, prepared.tokenizer, prepared.max_length)
+        data_file = work / "data.json"
+        write_tokenized(data, data_file)
+        for index, run in enumerate(todo, start=1):
+            label = f"[{index}/{len(todo)}] {run.run_id}"
+            rates = grid.train.lr_grid or f"{run.config['lr']:g}"
+            _log(f"{label}: {run.method.summary}; lr {rates}")
+            record = _execute(run, _RunContext(grid, prepared, data, data_file, work / run.run_id, progress, label))
+            _keep_weights(record, work / run.run_id / "weights", grid.out / run.run_id)
+            store.save(record)
+            failed += record["result"]["status"] == "failed"
+            _log(f"{label}: {_one_line_result(record['result'])}")
+            write_reports(store)
+    return failed
+
+
+def _keep_weights(record: dict[str, Any], staged: Path, final: Path) -> None:
+    """Move a run's finished weights into place whole: a reader never sees a half-written folder."""
+    if not record["result"].get("weights_dir"):
+        return
+    if final.exists():
+        shutil.rmtree(final)  # an earlier run of this name that is being replaced
+    staged.rename(final)
 
 
 def _one_line_result(result: dict[str, Any]) -> str:
@@ -145,103 +194,128 @@ def write_reports(store: ResultStore, records: list[dict[str, Any]] | None = Non
     return [str(csv_path), str(report_path), str(html_path)]
 
 
-def _execute(
-    run: PlannedRun, grid: GridConfig, model_name: str, tokenizer: Any, data: TokenizedData,
-    accelerator: Any, precision: str, attention: str, collator: Any, progress: bool, label: str,
-) -> dict[str, Any]:  # fmt: skip
-    from transformers import set_seed
+@dataclass
+class _RunContext:
+    grid: GridConfig
+    prepared: Prepared
+    data: TokenizedData
+    data_file: Path
+    folder: Path  # this run's scratch folder
+    progress: bool
+    label: str
 
-    record: dict[str, Any] = {
+
+def _request(run: PlannedRun, context: _RunContext, kind: str, lr: float, **extra: Any) -> dict[str, Any]:
+    """A worker request: plain data only, so that it can cross any process or machine boundary."""
+    return {
+        "kind": kind, "run_id": run.run_id, "method": run.method.name, "model_path": context.prepared.model_path,
+        "base_model": run.config["model"], "train": run.config["train"], "lr": lr, "data_file": str(context.data_file),
+        "weights_dir": str(context.folder / "weights"), "progress": context.progress, "dry_run": context.grid.dry_run,
+        **extra,
+    }  # fmt: skip
+
+
+def _trials(run: PlannedRun, context: _RunContext) -> list[dict[str, Any]]:
+    """One worker per learning rate; the only trial of a run finishes the run in its own worker."""
+    rates = run.train.learning_rates() or [run.config["lr"]]
+    context.folder.mkdir(parents=True, exist_ok=True)
+    responses = []
+    for number, lr in enumerate(rates):
+        label = context.label if len(rates) == 1 else f"{context.label} lr {lr:g}"
+        state_file = str(context.folder / f"trial{number}.safetensors")
+        request = _request(run, context, TRIAL, lr, label=label, finish=len(rates) == 1, state_file=state_file)
+        response = run_request(request, context.folder / f"trial{number}", inline=context.grid.workers == "inline")
+        responses.append({"lr": lr, "state_file": state_file, **response})
+        if "error" in response:
+            break  # a broken method or a dead worker: the other rates would fail alike
+    return responses
+
+
+def _choose(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The trial whose best epoch is best on dev (better_on_dev); ties keep the first rate tried."""
+    chosen, best = trials[0], None
+    for trial in trials:
+        outcome = trial["outcome"]
+        if outcome["best_epoch"] is not None:
+            metrics = outcome["epochs"][outcome["best_epoch"] - 1]
+            if better_on_dev(metrics, best):
+                chosen, best = trial, metrics
+    return chosen
+
+
+def _failed(response: dict[str, Any]) -> dict[str, Any]:
+    return {"status": "failed", "error": response.get("error", "worker gave no result"), "traceback": response.get("traceback", "")}
+
+
+def _finish(run: PlannedRun, context: _RunContext, chosen: dict[str, Any]) -> dict[str, Any]:
+    """The chosen trial's weights, tested once and saved, in a worker of their own (an lr grid's last step)."""
+    request = _request(run, context, FINISH, chosen["lr"], label=context.label, state_file=chosen["state_file"], outcome=chosen["outcome"])
+    return run_request(request, context.folder / "finish", inline=context.grid.workers == "inline")
+
+
+def _execute(run: PlannedRun, context: _RunContext) -> dict[str, Any]:
+    responses = _trials(run, context)
+    result: dict[str, Any] = {"majority_accuracy": context.data.majority_accuracy}
+    failure = next((t for t in responses if "error" in t), None)
+    if failure is not None:
+        result.update(_failed(failure))
+    elif context.grid.dry_run:
+        result.update(status="dry_run", **responses[0]["params"])
+    else:
+        trials = list(responses)
+        chosen = _choose(trials)
+        outcome = chosen["outcome"]
+        finished = chosen.get("finish") or {"status": outcome["status"], "note": outcome["note"]}
+        if "finish" not in chosen and outcome["best_epoch"] is not None:
+            responses.append(_finish(run, context, chosen))
+            finished = responses[-1].get("finish")
+        result.update(_failed(responses[-1]) if finished is None else _result_of(run, context, trials, chosen, finished))
+    measured = [r for r in responses if "peak_memory_mb" in r]
+    if measured:  # a run's peak is the highest of its workers'
+        peak = max(measured, key=lambda r: r["peak_memory_mb"])
+        result.update({k: peak[k] for k in ("peak_memory_mb", "peak_memory_method", "process_peak_rss_mb") if k in peak})
+    resolved = next((r["resolved"] for r in responses if "resolved" in r), {})
+    result.update({k: v for k, v in resolved.items() if k != "device"})
+    device = resolved.get("device") or hardware.describe(_likely_device())
+    return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.run_id,
         "config": run.config,
         "config_fingerprint": run.fingerprint,
-        "data": data.description,
+        "data": context.data.description,
         "measurement": MEASUREMENT_NOTES,
+        "result": result,
+        "provenance": provenance(device, run.train, context.grid.workers),
     }
+
+
+def _likely_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _result_of(run: PlannedRun, context: _RunContext, trials: list[dict[str, Any]], chosen: dict[str, Any], finished: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's result: what was trained (all trials), what was chosen, what the chosen weights scored."""
+    outcome = chosen["outcome"]
+    train_time = sum(t["outcome"]["train_time_s"] for t in trials)
+    eval_time = sum(t["outcome"]["eval_time_s"] for t in trials)
     result: dict[str, Any] = {
-        "majority_accuracy": data.majority_accuracy, "precision_used": precision, "attention_used": attention,
-        "dropout_masks_used": resolve_dropout_masks(run.train.dropout_masks, accelerator.device),
+        **chosen["params"], "status": finished["status"], "note": finished["note"], "chosen_lr": chosen["lr"],
+        "train_steps": sum(t["outcome"]["train_steps"] for t in trials), "train_time_s": train_time, "eval_time_s": eval_time,
+        "total_time_s": train_time + eval_time, "train_time_min": train_time / 60, "total_time_min": (train_time + eval_time) / 60,
+        **{k: outcome[k] for k in ("train_it_per_s", "eval_it_per_s", "train_samples_per_s", "epochs")},
     }  # fmt: skip
-    memory = PeakMemory(accelerator.device)
-    model = best_model = None
-    choose_on_dev = data.test is not None
-    rates = run.train.learning_rates() or [run.config["lr"]]
-    try:
-        memory.start()
-        trials, best = [], None
-        for lr in rates:
-            set_seed(run.train.seed)  # the new classifier head's initial weights depend on it
-            model = models.load_classifier(model_name, len(data.label_names), data.label_names, tokenizer.pad_token_id, attention)
-            model = run.method.build(model, total_steps=planned_steps(len(data.train), run.train))
-            total, trainable = count_parameters(model)
-            result.update(total_params=total, trainable_params=trainable, trainable_pct=100.0 * trainable / total)
-            if precision == "bf16" and run.train.frozen_weights_bf16:
-                result["frozen_tensors_in_bf16"] = store_frozen_weights_in(model, torch.bfloat16)
-            if grid.dry_run:
-                result.update(status="dry_run")
-                break
-            trial_label = label if len(rates) == 1 else f"{label} lr {lr:g}"
-            outcome = train_and_evaluate(
-                model, data.train, data.eval, collator, run.train, lr, accelerator, progress, trial_label,
-                keep_best=choose_on_dev, after_step=run.method.after_step,
-            )  # fmt: skip
-            trials.append({"lr": lr, "outcome": outcome})
-            score = outcome.epochs[outcome.best_epoch - 1]["accuracy"] if outcome.best_epoch else None
-            if best is None or (score is not None and (best[1] is None or score > best[1])):
-                best_model, best = model, (trials[-1], score)
-            model = None
-        if not grid.dry_run:
-            chosen = best[0]
-            outcome: TrainOutcome = chosen["outcome"]
-            train_time = sum(t["outcome"].train_time_s for t in trials)
-            eval_time = sum(t["outcome"].eval_time_s for t in trials)
-            result.update(
-                status=outcome.status,
-                note=outcome.note,
-                chosen_lr=chosen["lr"],
-                train_steps=sum(t["outcome"].train_steps for t in trials),
-                train_time_s=train_time,
-                eval_time_s=eval_time,
-                total_time_s=train_time + eval_time,
-                train_time_min=train_time / 60,
-                total_time_min=(train_time + eval_time) / 60,
-                train_it_per_s=outcome.train_it_per_s,
-                eval_it_per_s=outcome.eval_it_per_s,
-                train_samples_per_s=outcome.train_samples_per_s,
-                epochs=outcome.epochs,
-            )
-            if len(trials) > 1:
-                result["trials"] = [{"lr": t["lr"], "status": t["outcome"].status, "epochs": t["outcome"].epochs} for t in trials]
-            if choose_on_dev and outcome.best_state is not None:
-                # The test split is read here, once, for the setting chosen on dev.
-                best_model.load_state_dict(outcome.best_state, strict=False)
-                dev = outcome.epochs[outcome.best_epoch - 1]
-                test = evaluate_once(best_model, data.test, collator, run.train, accelerator, progress, f"{label} test")
-                result.update(predictions=test.pop("predictions"), predictions_split="test")
-                result.update(chosen_epoch=outcome.best_epoch, dev_accuracy=dev["accuracy"], dev_f1_macro=dev["f1_macro"], test=test)
-                result.update({k: test[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
-                if test["top_predicted_class_share"] >= COLLAPSE_SHARE and result["status"] == "ok":
-                    result.update(status="collapsed", note=f"{test['top_predicted_class_share']:.1%} of test predictions are one class")
-            elif outcome.epochs:
-                last = outcome.epochs[-1]
-                result.update({k: last[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
-                result.update(predictions=outcome.predictions, predictions_split="eval")
-            if result["status"] in ("ok", "collapsed"):
-                folder = grid.out / run.run_id
-                result["adapter_size_mb"] = save_trained(accelerator.unwrap_model(best_model), tokenizer, folder, run, data, precision)
-                result["weights_dir"] = run.run_id
-            result.update(peak_memory_mb=memory.peak_mb(), peak_memory_method=memory.method)
-    except UserError:
-        raise
-    except Exception as exc:  # one broken method must not stop the grid: keep the error and go on
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        result.update(status="failed", error=f"{type(exc).__name__}: {message}", traceback=traceback.format_exc())
-    finally:
-        del model, best_model
-        accelerator.free_memory()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    record["result"] = result
-    return record
+    if len(trials) > 1:
+        result["trials"] = [{"lr": t["lr"], "status": t["outcome"]["status"], "epochs": t["outcome"]["epochs"]} for t in trials]
+    if "test" in finished:
+        dev = outcome["epochs"][outcome["best_epoch"] - 1]
+        test = finished["test"]
+        result.update(predictions=finished["predictions"], predictions_split="test")
+        result.update(chosen_epoch=outcome["best_epoch"], dev_accuracy=dev["accuracy"], dev_f1_macro=dev["f1_macro"], test=test)
+        result.update({k: test[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
+    elif outcome["epochs"] and context.data.test is None:
+        last = outcome["epochs"][-1]
+        result.update({k: last[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
+        result.update(predictions=outcome["predictions"], predictions_split="eval")
+    if "adapter_size_mb" in finished:
+        result.update(adapter_size_mb=finished["adapter_size_mb"], weights_dir=run.run_id)
+    return result

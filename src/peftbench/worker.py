@@ -1,0 +1,191 @@
+"""One piece of a run's work, in a process of its own: plain data in (a request), plain data out (a response).
+
+    python -m peftbench.worker REQUEST.json RESPONSE.json
+
+The grid process (runner.py) plans, tokenises once and alone writes the store; a worker loads the model,
+trains it at one learning rate (a *trial*), and, when that trial is the run's only one, finishes the run
+in the same process: the one evaluation of the test split and the saved weights. With an lr grid each
+trial saves the trainable weights it would be judged by, the grid process chooses on dev, and a *finish*
+worker loads the chosen trial's weights for the test evaluation and the saving. Each worker's peak memory
+is its own, and a worker that crashes takes only its run with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import models
+from .config import TrainConfig
+from .data import TokenizedData
+from .errors import UserError
+from .hardware import resolve_attention, resolve_dropout_masks, resolve_precision
+from .hardware import describe as describe_device
+from .measure import PeakMemory, count_parameters
+from .methods import REGISTRY
+from .predict import save_trained
+from .train import (
+    TrainOutcome, collapse_note, evaluate_once, planned_steps, restore_trainable, store_frozen_weights_in,
+    trainable_state, train_and_evaluate,
+)  # fmt: skip
+
+PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+TRIAL, FINISH = "trial", "finish"
+
+
+def load_tokenized(path: str) -> TokenizedData:
+    return TokenizedData(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def write_tokenized(data: TokenizedData, path: Path) -> None:
+    path.write_text(json.dumps(dataclasses.asdict(data)), encoding="utf-8")
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What every piece of work needs, made once per worker."""
+
+    request: dict[str, Any]
+    train: TrainConfig
+    data: TokenizedData
+    tokenizer: Any
+    collator: Any
+    accelerator: Any
+    precision: str
+    attention: str
+
+
+def _setup(request: dict[str, Any]) -> _Setup:
+    from accelerate import Accelerator
+    from transformers import DataCollatorWithPadding
+
+    train = TrainConfig(**request["train"])
+    # accelerate picks the GPU when there is one; the precision must be known before it starts
+    likely_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(train.precision, likely_device)
+    attention = resolve_attention(train.attention, likely_device)
+    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision])
+    tokenizer = models.load_tokenizer(request["model_path"])
+    models.configure_padding(tokenizer, models.load_config(request["model_path"]).model_type)
+    data = load_tokenized(request["data_file"])
+    return _Setup(request, train, data, tokenizer, DataCollatorWithPadding(tokenizer), accelerator, precision, attention)
+
+
+def _build_model(setup: _Setup) -> tuple[Any, dict[str, Any]]:
+    """The pretrained classifier with the method applied, and its parameter counts."""
+    from transformers import set_seed
+
+    method = REGISTRY[setup.request["method"]]
+    set_seed(setup.train.seed)  # the new classifier head's initial weights depend on it
+    labels = setup.data.label_names
+    model = models.load_classifier(setup.request["model_path"], len(labels), labels, setup.tokenizer.pad_token_id, setup.attention)
+    model = method.build(model, total_steps=planned_steps(len(setup.data.train), setup.train))
+    total, trainable = count_parameters(model)
+    params = {"total_params": total, "trainable_params": trainable, "trainable_pct": 100.0 * trainable / total}
+    if setup.precision == "bf16" and setup.train.frozen_weights_bf16:
+        params["frozen_tensors_in_bf16"] = store_frozen_weights_in(model, torch.bfloat16)
+    return model, params
+
+
+def _outcome_as_data(outcome: TrainOutcome) -> dict[str, Any]:
+    return {f.name: getattr(outcome, f.name) for f in dataclasses.fields(outcome) if f.name != "best_state"}
+
+
+def _trial(setup: _Setup) -> dict[str, Any]:
+    """Train at one learning rate; finish the run here too when asked (the run's only trial)."""
+    request = setup.request
+    model, params = _build_model(setup)
+    response: dict[str, Any] = {"params": params}
+    if request.get("dry_run"):
+        return response
+    choose_on_dev = setup.data.test is not None
+    outcome = train_and_evaluate(
+        model, setup.data.train, setup.data.eval, setup.collator, setup.train, request["lr"], setup.accelerator,
+        request["progress"], request["label"], keep_best=choose_on_dev, after_step=REGISTRY[request["method"]].after_step,
+    )  # fmt: skip
+    response["outcome"] = _outcome_as_data(outcome)
+    if outcome.best_state is not None:
+        restore_trainable(setup.accelerator.unwrap_model(model), outcome.best_state)  # the state judged on dev
+    if request.get("finish"):
+        response["finish"] = _finish(setup, model, response["outcome"])
+    elif outcome.best_state is not None:
+        from safetensors.torch import save_file
+
+        save_file(outcome.best_state, request["state_file"])
+    return response
+
+
+def _finish_only(setup: _Setup) -> dict[str, Any]:
+    """Finish a run whose trial ran in another worker: rebuild the model, load the chosen weights, finish."""
+    from safetensors.torch import load_file
+
+    model, params = _build_model(setup)
+    restore_trainable(model, load_file(setup.request["state_file"]))
+    return {"params": params, "finish": _finish(setup, model, setup.request["outcome"])}
+
+
+def _finish(setup: _Setup, model: Any, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The chosen weights: one evaluation of the test split (when there is one), their status, their files."""
+    request, data = setup.request, setup.data
+    finished: dict[str, Any] = {"status": outcome["status"], "note": outcome["note"]}
+    if data.test is not None:
+        if outcome["best_epoch"] is None:
+            return finished  # diverged before any usable evaluation: nothing to test or keep
+        # The test split is read here, once, for the setting chosen on dev.
+        test = evaluate_once(model, data.test, setup.collator, setup.train, setup.accelerator, request["progress"], f"{request['label']} test")
+        finished["predictions"] = test.pop("predictions")
+        finished["test"] = test
+        # The status describes the weights that were tested, whatever a later epoch did.
+        note = collapse_note(test["top_predicted_class_share"], "test")
+        later = outcome["note"] if outcome["status"] == "diverged" else ""
+        finished["status"] = "collapsed" if note else "ok"
+        finished["note"] = "; ".join(n for n in (note, later and f"{later}: epoch {outcome['best_epoch']}, best on dev, was tested") if n)
+    if finished["status"] in ("ok", "collapsed"):
+        folder = Path(request["weights_dir"])
+        finished["adapter_size_mb"] = save_trained(
+            setup.accelerator.unwrap_model(model), setup.tokenizer, folder, REGISTRY[request["method"]],
+            request["base_model"], data.label_names, data.description["max_length"], setup.precision,
+        )  # fmt: skip
+    return finished
+
+
+def work(request: dict[str, Any]) -> dict[str, Any]:
+    """Do one request; every failure of the work itself comes back as data, not as an exception."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    memory = PeakMemory(device)
+    memory.start()
+    try:
+        setup = _setup(request)
+        response = _trial(setup) if request["kind"] == TRIAL else _finish_only(setup)
+        response["resolved"] = {
+            "precision_used": setup.precision,
+            "attention_used": setup.attention,
+            "dropout_masks_used": resolve_dropout_masks(setup.train.dropout_masks, setup.accelerator.device),
+            "device": describe_device(setup.accelerator.device),
+        }
+    except (Exception, UserError) as exc:  # one broken method must not stop the grid: keep the error and go on
+        text = str(exc).strip()
+        message = text.splitlines()[0] if text else ""
+        response = {"error": f"{type(exc).__name__}: {message}", "traceback": traceback.format_exc()}
+    response.update(memory.report())
+    return response
+
+
+def main(argv: list[str] | None = None) -> int:
+    request_path, response_path = argv or sys.argv[1:]
+    try:
+        response = work(json.loads(Path(request_path).read_text(encoding="utf-8")))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the grid process tells the user
+        return 130
+    Path(response_path).write_text(json.dumps(response), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
