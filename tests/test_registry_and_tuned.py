@@ -118,3 +118,30 @@ def test_seeds_are_runs_of_their_own_and_extend_a_grid(tiny_model, tmp_path, cap
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [f"bitfit__seed{s}.json" for s in (0, 1, 2)]
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| bitfit | 3 |" in report
+
+
+def test_a_tie_on_dev_accuracy_goes_to_the_lower_dev_loss():
+    from peftbench.runner import _choose
+    from peftbench.train import better_on_dev
+
+    epoch1, epoch2 = {"accuracy": 0.8, "eval_loss": 0.45}, {"accuracy": 0.8, "eval_loss": 0.41}
+    assert better_on_dev(epoch2, epoch1) and not better_on_dev(epoch1, epoch2)
+    assert better_on_dev({"accuracy": 0.81, "eval_loss": 0.9}, epoch2)  # accuracy first
+    trials = [
+        {"lr": 1e-3, "outcome": {"best_epoch": 2, "epochs": [epoch1, epoch2]}},
+        {"lr": 1e-2, "outcome": {"best_epoch": 1, "epochs": [{"accuracy": 0.8, "eval_loss": 0.40}]}},
+        {"lr": 1e-1, "outcome": {"best_epoch": None, "epochs": []}},  # diverged before its first evaluation
+    ]
+    assert _choose(trials)["lr"] == 1e-2
+
+
+def test_restoring_a_state_is_strict_about_the_trainable_weights(tiny_model):
+    from peftbench.train import restore_trainable, trainable_state
+
+    model = REGISTRY["lora"].build(load_classifier(str(tiny_model), 2, ["a", "b"], 0))
+    state = trainable_state(model)
+    restore_trainable(model, state)  # the frozen weights are absent by design: fine
+    with pytest.raises(RuntimeError, match="missing"):
+        restore_trainable(model, {k: v for k, v in list(state.items())[1:]})
+    with pytest.raises(RuntimeError, match="unexpected"):
+        restore_trainable(model, {**state, "base_model.no_such.weight": torch.zeros(1)})

@@ -68,7 +68,7 @@ def test_a_killed_worker_fails_its_run_only_and_a_rerun_trains_just_that_run(tin
     failed = list((tmp_path / "failed").glob("*.json"))
     assert len(failed) == 1, err
     record = json.loads(failed[0].read_text(encoding="utf-8"))
-    assert record["result"]["error"] == "worker process killed by SIGKILL"
+    assert record["result"]["error"] == "worker process killed by SIGKILL" and record["result"]["worker_died"]
     finished = list((tmp_path / "runs").glob("*.json"))
     assert len(finished) == 1 and finished[0].name != failed[0].name  # the other run went on and finished
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -54,8 +54,8 @@ def _in_child_process(request: dict[str, Any], folder: Path) -> dict[str, Any]:
     if code == 0 and response_path.exists():
         return json.loads(response_path.read_text(encoding="utf-8"))
     if code < 0:
-        return {"error": f"worker process killed by {signal.Signals(-code).name}"}
-    return {"error": f"worker process exited with code {code} before writing its result"}
+        return {"error": f"worker process killed by {signal.Signals(-code).name}", "worker_died": True}
+    return {"error": f"worker process exited with code {code} before writing its result", "worker_died": True}
 
 
 def _stop(child: subprocess.Popen) -> None:

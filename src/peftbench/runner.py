@@ -156,6 +156,8 @@ def _run_all(grid: GridConfig, prepared: Prepared, store: ResultStore, todo: lis
             _keep_weights(record, work / run.run_id / "weights", grid.out / run.run_id)
             store.save(record)
             failed += record["result"]["status"] == "failed"
+            if progress and record["result"].get("worker_died"):
+                _log("")  # a killed worker leaves its progress bar unfinished on the line
             _log(f"{label}: {_one_line_result(record['result'])}")
             write_reports(store)
     return failed
@@ -244,7 +246,8 @@ def _choose(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _failed(response: dict[str, Any]) -> dict[str, Any]:
-    return {"status": "failed", "error": response.get("error", "worker gave no result"), "traceback": response.get("traceback", "")}
+    failed = {"status": "failed", "error": response.get("error", "worker gave no result"), "traceback": response.get("traceback", "")}
+    return {**failed, "worker_died": True} if response.get("worker_died") else failed
 
 
 def _finish(run: PlannedRun, context: _RunContext, chosen: dict[str, Any]) -> dict[str, Any]:
