@@ -29,7 +29,12 @@ EXECUTION_OPTIONS = {
     "fast": ["--execution", "fast"],
     "reference": ["--execution", "reference"],
     "fast-fp32": ["--execution", "fast", "--precision", "fp32"],
+    # one part of the fast execution switched back, to find which part a difference comes from
+    "fast-ungrouped": ["--execution", "fast", "--group-by-length", "off"],
+    "fast-torch-dropout": ["--execution", "fast", "--dropout-masks", "torch"],
 }
+# Folders of earlier executions, shown with --table-only when DIR holds them (same protocol, older code).
+EXECUTION_OPTIONS_SHOWN_ONLY = ("fast-length-only",)
 PROTOCOL = ["--preset", "tuned", "--max-train-samples", "3072", "--max-eval-samples", "512", "--epochs", "1"]
 
 
@@ -81,12 +86,13 @@ def table(args: argparse.Namespace, executions: list[str], seeds: list[int], ext
             speeds[(method, execution)] = statistics.mean(rates) if rates else float("nan")
             resolved = sorted({r["result"].get("precision_used", "?") for r in found})
             statuses = ",".join(r["result"]["status"] for r in found)
-            rows.append((method, execution, "/".join(resolved), " ".join(f"{v:.4f}" for v in dev), mean_std(dev), statuses))
-    print(f"{'method':14} {'execution':10} {'precision':9} {'dev accuracy per seed':28} {'mean ± std':18} {'samples/s':>9} {'× ref':>6}  status")
-    for method, execution, precision, per_seed, summary, statuses in rows:
+            commits = ",".join(sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in found}))
+            rows.append((method, execution, "/".join(resolved), " ".join(f"{v:.4f}" for v in dev), mean_std(dev), statuses, commits))
+    print(f"{'method':14} {'execution':10} {'precision':9} {'dev accuracy per seed':28} {'mean ± std':18} {'samples/s':>9} {'× ref':>6}  status, commit")
+    for method, execution, precision, per_seed, summary, statuses, commits in rows:
         speed = speeds[(method, execution)]
         ratio = speed / speeds.get((method, "reference"), float("nan"))
-        print(f"{method:14} {execution:10} {precision:9} {per_seed:28} {summary:18} {speed:9.1f} {ratio:6.2f}  {statuses}")
+        print(f"{method:14} {execution:10} {precision:9} {per_seed:28} {summary:18} {speed:9.1f} {ratio:6.2f}  {statuses}, {commits}")
 
 
 def main() -> None:
@@ -100,7 +106,7 @@ def main() -> None:
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     executions = args.executions.split(",")
-    unknown = [e for e in executions if e not in EXECUTION_OPTIONS]
+    unknown = [e for e in executions if e not in EXECUTION_OPTIONS and not (args.table_only and e in EXECUTION_OPTIONS_SHOWN_ONLY)]
     if unknown:
         parser.error(f"unknown execution(s) {', '.join(unknown)}; choose from {', '.join(EXECUTION_OPTIONS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
