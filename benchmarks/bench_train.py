@@ -122,7 +122,7 @@ def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_s
 
 def _memory_in_own_process(letter: str, args: argparse.Namespace, samples: int) -> float:
     command = [sys.executable, __file__, "--model", args.model, "--method", args.method, "--batch-size", str(args.batch_size),
-               "--samples", str(min(samples, 4 * args.batch_size)), "--max-length", str(args.max_length), "--memory-of", letter]  # fmt: skip
+               "--samples", str(min(samples, 4 * args.batch_size)), "--max-length", str(args.max_length), "--precision", args.precision, "--memory-of", letter]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1].split()[-1])
 
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="interleaved rounds per variant (default 3, quick 1)")
     parser.add_argument("--max-length", type=int, default=86)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--precision", default="auto", help="of the peftbench loop: auto, or fp32 for what a CPU without AVX512-BF16/AMX runs")
     parser.add_argument("--memory-of", choices=["a", "b"], help=argparse.SUPPRESS)  # internal: one variant, fresh process
     args = parser.parse_args()
     samples = args.samples or (256 if args.quick else 640)
@@ -157,7 +158,7 @@ def main() -> None:
     collator = DataCollatorWithPadding(tokenizer)
     method = REGISTRY[args.method]
     labels = parts.train.label_names
-    config = TrainConfig(batch_size=args.batch_size)
+    config = TrainConfig(batch_size=args.batch_size, precision=args.precision)
     precision = resolve_precision(config.precision, device)
     attention = resolve_attention(config.attention, device)
     dropout_masks = resolve_dropout_masks(config.dropout_masks, device)
