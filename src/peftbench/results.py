@@ -22,7 +22,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
 
 SCHEMA_VERSION = 2  # 2: model identity and data sha256 in config, execution in provenance
 READABLE_SCHEMAS = (1, 2)  # a version-1 run is still read, shown and resumed (see protocol)

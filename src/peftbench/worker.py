@@ -32,7 +32,7 @@ from .methods import REGISTRY
 from .predict import save_trained
 from .train import (
     TrainOutcome, collapse_note, evaluate_once, planned_steps, restore_trainable, store_frozen_weights_in,
-    trainable_state, train_and_evaluate,
+    train_and_evaluate,
 )  # fmt: skip
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
