@@ -9,7 +9,8 @@ prints per method and execution the dev accuracy of each seed, its mean ± std, 
 its ratio to the reference execution.
 
 Only dev accuracy is read: this script decides whether the fast execution may stay the default, and a
-choice is never made on the test split (the runs evaluate it once, as the preset does; it is not printed).
+choice is never made on the test split (the runs evaluate it once, as the preset does, and `peftbench run`
+prints it in its log lines; the table leaves it out).
 
 `fast-fp32` is the fast execution with bf16 turned off: what `--execution fast` resolves to on a CPU
 without native bf16 (AVX2 only), so one machine shows both paths a user's machine may take.
@@ -39,14 +40,13 @@ PROTOCOL = ["--preset", "tuned", "--max-train-samples", "3072", "--max-eval-samp
 
 
 def cpu_line() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except OSError:
-        return "cpu: unknown (no lscpu)"
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in lscpu.splitlines() if line.startswith("Flags")), [])
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"cpu: {model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/avx512/amx'}"
+    import torch
+
+    from peftbench.hardware import cpu_flags
+    from peftbench.measure import device_description
+
+    flags = " ".join(cpu_flags()) or "none of avx2/avx512/amx"
+    return f"cpu: {device_description(torch.device('cpu'))['name']}, {os.cpu_count()} cores, flags {flags}"
 
 
 def run(args: argparse.Namespace, execution: str, seed: int, extra: list[str]) -> None:

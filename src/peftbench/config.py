@@ -82,8 +82,8 @@ class TrainConfig:
         default=None,
     )
     execution: str = _help(
-        "how the protocol is executed: fast (bf16 where native, length-grouped batches in random order, eager "
-        "attention and lane dropout masks on CPUs, frozen weights in bf16, evaluation sorted by length) or "
+        "how the protocol is executed: fast (bf16 where native, length-grouped batches that keep class shares, "
+        "in random order, eager attention on CPUs, frozen weights in bf16, evaluation sorted by length) or "
         "reference (the reference's: fp32, uniformly shuffled batches, torch's dropout, SDPA attention, "
         "evaluation in file order at the training batch size); each switch below overrides one part of it",
         default="fast",
@@ -174,7 +174,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 WORKERS = ("process", "inline")
 
 # The two ways of executing one protocol, named in one place. Execution changes speed and memory, not
-# the experiment: it is recorded in provenance and left out of a run's identity (results.run_identity).
+# the experiment: it is recorded in provenance and left out of a run's identity (results.protocol).
 EXECUTIONS: dict[str, dict[str, Any]] = {
     "fast": {
         "precision": "auto", "group_by_length": True, "attention": "auto", "dropout_masks": "auto",

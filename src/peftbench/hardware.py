@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from .measure import device_description
+
+
+def likely_device() -> torch.device:
+    """The device accelerate will pick: the GPU when there is one (precision must be resolved before it starts)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 def native_bf16(device: torch.device) -> bool:
     """bf16 matrix products in hardware: AMX or AVX512-BF16 on CPUs, compute capability 8+ on GPUs."""
@@ -65,8 +72,6 @@ def _precision_reason(device: torch.device) -> str:
 
 def describe(device: torch.device) -> dict:
     """The device, the CPU flags that matter, and what each `auto` setting resolves to here, and why."""
-    from .measure import device_description
-
     described = device_description(device)
     if device.type == "cpu":
         described["flags"] = cpu_flags()

@@ -85,7 +85,6 @@ class PeakMemory:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
         return max(0.0, peak - self._baseline_mb)
 
-
     def report(self) -> dict[str, Any]:
         """The figures as they go into a run's result (process_peak_rss_mb: the whole process, CPU only)."""
         figures: dict[str, Any] = {"peak_memory_mb": self.peak_mb(), "peak_memory_method": self.method}

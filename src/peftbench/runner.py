@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from . import hardware, models
 from .config import GridConfig, TrainConfig, as_dict
 from .data import TokenizedData, load_labeled_texts, split, tokenize_split
@@ -206,6 +204,10 @@ class _RunContext:
     progress: bool
     label: str
 
+    def send(self, request: dict[str, Any], name: str) -> dict[str, Any]:
+        """Run a worker request, its files in this run's scratch folder under `name`."""
+        return run_request(request, self.folder / name, inline=self.grid.workers == "inline")
+
 
 def _request(run: PlannedRun, context: _RunContext, kind: str, lr: float, **extra: Any) -> dict[str, Any]:
     """A worker request: plain data only, so that it can cross any process or machine boundary."""
@@ -226,7 +228,7 @@ def _trials(run: PlannedRun, context: _RunContext) -> list[dict[str, Any]]:
         label = context.label if len(rates) == 1 else f"{context.label} lr {lr:g}"
         state_file = str(context.folder / f"trial{number}.safetensors")
         request = _request(run, context, TRIAL, lr, label=label, finish=len(rates) == 1, state_file=state_file)
-        response = run_request(request, context.folder / f"trial{number}", inline=context.grid.workers == "inline")
+        response = context.send(request, f"trial{number}")
         responses.append({"lr": lr, "state_file": state_file, **response})
         if "error" in response:
             break  # a broken method or a dead worker: the other rates would fail alike
@@ -253,7 +255,7 @@ def _failed(response: dict[str, Any]) -> dict[str, Any]:
 def _finish(run: PlannedRun, context: _RunContext, chosen: dict[str, Any]) -> dict[str, Any]:
     """The chosen trial's weights, tested once and saved, in a worker of their own (an lr grid's last step)."""
     request = _request(run, context, FINISH, chosen["lr"], label=context.label, state_file=chosen["state_file"], outcome=chosen["outcome"])
-    return run_request(request, context.folder / "finish", inline=context.grid.workers == "inline")
+    return context.send(request, "finish")
 
 
 def _execute(run: PlannedRun, context: _RunContext) -> dict[str, Any]:
@@ -279,7 +281,7 @@ def _execute(run: PlannedRun, context: _RunContext) -> dict[str, Any]:
         result.update({k: peak[k] for k in ("peak_memory_mb", "peak_memory_method", "process_peak_rss_mb") if k in peak})
     resolved = next((r["resolved"] for r in responses if "resolved" in r), {})
     result.update({k: v for k, v in resolved.items() if k != "device"})
-    device = resolved.get("device") or hardware.describe(_likely_device())
+    device = resolved.get("device") or hardware.describe(hardware.likely_device())
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.run_id,
@@ -290,10 +292,6 @@ def _execute(run: PlannedRun, context: _RunContext) -> dict[str, Any]:
         "result": result,
         "provenance": provenance(device, run.train, context.grid.workers),
     }
-
-
-def _likely_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _result_of(run: PlannedRun, context: _RunContext, trials: list[dict[str, Any]], chosen: dict[str, Any], finished: dict[str, Any]) -> dict[str, Any]:

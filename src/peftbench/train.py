@@ -35,7 +35,7 @@ class TrainOutcome:
     train_samples_per_s: float | None = None
     eval_it_per_s: float | None = None
     note: str = ""
-    best_epoch: int | None = None  # with keep_best: the epoch of the highest eval (dev) accuracy
+    best_epoch: int | None = None  # with keep_best: the best epoch on eval (dev), see better_on_dev
     best_state: dict[str, torch.Tensor] | None = None  # ...and a CPU copy of the trainable weights then
     predictions: list[int] | None = None  # of the last evaluation, in file order
 

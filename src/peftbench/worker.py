@@ -25,8 +25,8 @@ from . import models
 from .config import TrainConfig
 from .data import TokenizedData
 from .errors import UserError
-from .hardware import resolve_attention, resolve_dropout_masks, resolve_precision
 from .hardware import describe as describe_device
+from .hardware import likely_device, resolve_attention, resolve_dropout_masks, resolve_precision
 from .measure import PeakMemory, count_parameters
 from .methods import REGISTRY
 from .predict import save_trained
@@ -66,10 +66,9 @@ def _setup(request: dict[str, Any]) -> _Setup:
     from transformers import DataCollatorWithPadding
 
     train = TrainConfig(**request["train"])
-    # accelerate picks the GPU when there is one; the precision must be known before it starts
-    likely_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve_precision(train.precision, likely_device)
-    attention = resolve_attention(train.attention, likely_device)
+    device = likely_device()
+    precision = resolve_precision(train.precision, device)
+    attention = resolve_attention(train.attention, device)
     accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision])
     tokenizer = models.load_tokenizer(request["model_path"])
     models.configure_padding(tokenizer, models.load_config(request["model_path"]).model_type)
@@ -157,8 +156,7 @@ def _finish(setup: _Setup, model: Any, outcome: dict[str, Any]) -> dict[str, Any
 
 def work(request: dict[str, Any]) -> dict[str, Any]:
     """Do one request; every failure of the work itself comes back as data, not as an exception."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    memory = PeakMemory(device)
+    memory = PeakMemory(likely_device())
     memory.start()
     try:
         setup = _setup(request)
