@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default="seed", choices=sorted(PRESETS), help="protocol to start from (default: seed)")
     run.add_argument("--out", type=Path, default=Path("peftbench-results"), help="output folder (default: peftbench-results)")
     run.add_argument("--dry-run", action="store_true", help="build every method and record its parameter counts; no training")
+    run.add_argument(
+        "--select-only", action="store_true",
+        help="choose epoch (and rate, with --lr-grid) on dev and stop: the test split is never evaluated and no weights are "
+        "saved; for choosing settings, e.g. the learning rates of the registry (needs a dev set)",
+    )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--seeds", help="comma-separated seeds, one run per method and seed (default: --seed)")
     run.add_argument(
@@ -108,6 +113,7 @@ def _grid_from_args(args: argparse.Namespace) -> GridConfig:
         train=build_section(TrainConfig, preset["train"], _section_values(args, TrainConfig)),
         preset=args.preset,
         dry_run=args.dry_run,
+        select_only=args.select_only,
         seeds=_parse_seeds(args.seeds),
         workers=args.workers,
     )

@@ -75,6 +75,12 @@ class TrainConfig:
     )
     warmup_ratio: float = _help("share of steps with linear warm-up before linear decay (reference: 0.06)", default=0.06)
     weight_decay: float = _help("AdamW weight decay (0, as in transformers' Trainer)", default=0.0)
+    train_pooler: bool = _help(
+        "train the model's pooler (BERT's dense+tanh over [CLS], which BertForSequenceClassification reads) with "
+        "the classifier head, for every method; off: PEFT methods keep it frozen and only full fine-tuning (and "
+        "BitFit's biases) change it. A no-op for models without a pooler",
+        default=False,
+    )
     seed: int = _help("seed for the classifier head's init, dropout and shuffling (--seeds runs several)", default=123)
     lr_grid: str | None = _help(
         "comma-separated learning rates to try per method (needs a dev set, --dev-size); the best epoch and rate "
@@ -202,6 +208,9 @@ class GridConfig:
     dry_run: bool = False
     seeds: list[int] = field(default_factory=list)  # empty: the one seed of train.seed
     workers: str = "process"  # process: each run in a worker process of its own; inline: in this one (debugging)
+    # Choose on dev and stop: no test evaluation and no saved weights. For choosing settings (a learning-rate
+    # sweep whose choice goes into the registry) without the test split ever being read.
+    select_only: bool = False
 
     def run_seeds(self) -> list[int]:
         return self.seeds or [self.train.seed]
@@ -211,6 +220,8 @@ class GridConfig:
         self.train.validate()
         if self.train.lr_grid is not None and self.data.dev_size is None:
             raise UserError("--lr-grid needs a dev set to choose on: add --dev-size (or use --preset tuned)")
+        if self.select_only and self.data.dev_size is None:
+            raise UserError("--select-only needs a dev set to choose on: add --dev-size (or use --preset tuned)")
         if self.workers not in WORKERS:
             raise UserError(f"--workers must be one of {', '.join(WORKERS)}, got {self.workers!r}")
         if self.out.exists() and not self.out.is_dir():

@@ -32,18 +32,21 @@ class Method:
     # 1-based step number (AdaLoRA reallocates its rank budget from the gradients there).
     after_step: Callable[[Any, int], None] | None = None
 
-    def build(self, model: Any, total_steps: int = 1) -> Any:
+    def build(self, model: Any, total_steps: int = 1, head_extra: tuple[str, ...] = ()) -> Any:
         """Wrap (or not) a freshly loaded classifier for a run of total_steps optimiser steps; the classifier
-        head is always trained."""
+        head is always trained, and so are the modules named in head_extra (e.g. BERT's pooler)."""
         if self.peft_config_class is None:
             for name, parameter in model.named_parameters():
-                parameter.requires_grad_(self.trainable is None or self.trainable(name) or _is_head(model, name))
+                chosen = self.trainable is None or self.trainable(name)
+                parameter.requires_grad_(chosen or _is_head(model, name) or _in_modules(name, head_extra))
             return model
         import peft
 
         config_class = getattr(peft, self.peft_config_class)
         scheduled = self.schedule(total_steps) if self.schedule is not None else {}
-        config = config_class(task_type=peft.TaskType.SEQ_CLS, **self.hyperparameters, **scheduled)
+        # modules_to_save: trained, and saved with the adapter; peft adds the classifier head to it for SEQ_CLS.
+        extra = {"modules_to_save": list(head_extra)} if head_extra else {}
+        config = config_class(task_type=peft.TaskType.SEQ_CLS, **self.hyperparameters, **scheduled, **extra)
         # For SEQ_CLS, peft marks the classifier head as modules_to_save, so it is trained and saved.
         with warnings.catch_warnings():
             # peft reads transformers' deprecated `is_gradient_checkpointing`; nothing for a user to act on.
@@ -59,6 +62,15 @@ class Method:
 def _is_head(model: Any, name: str) -> bool:
     """The classification head: what peft would put in modules_to_save for SEQ_CLS."""
     return name.startswith(("classifier.", "score.")) or ".classifier." in name
+
+
+def _in_modules(name: str, modules: tuple[str, ...]) -> bool:
+    return any(f"{module}." in f".{name}" for module in modules)
+
+
+def pooler_modules(model: Any) -> tuple[str, ...]:
+    """The pooler's module name where the classifier reads one (BERT-family), as modules_to_save names it."""
+    return ("pooler",) if any(name.split(".")[-1] == "pooler" for name, _ in model.named_modules()) else ()
 
 
 REGISTRY: dict[str, Method] = {}

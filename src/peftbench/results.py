@@ -60,6 +60,7 @@ def protocol(config: dict[str, Any], data_sha256: str | None = None, train_cls: 
         "lr": config["lr"],
         "data": {**section(DataConfig, data, ("source",)), "sha256": data.get("sha256", data_sha256)},
         "train": section(train_cls or TrainConfig, config["train"], EXECUTION_FIELDS),
+        "select_only": config.get("select_only", False),  # a run that never read the test split is another kind
     }
 
 

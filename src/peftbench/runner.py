@@ -85,6 +85,7 @@ def _plan(grid: GridConfig, prepared: Prepared) -> list[PlannedRun]:
             "data": {**as_dict(grid.data), "max_length": prepared.max_length, "sha256": prepared.data_sha256},
             "train": as_dict(train),
             "dry_run": grid.dry_run,
+            "select_only": grid.select_only,
         }
         planned.append(PlannedRun(method, train, config, fingerprint(config), run_id(name, seed)))
     return planned
@@ -175,8 +176,13 @@ def _one_line_result(result: dict[str, Any]) -> str:
         return f"failed: {result['error']}"
     if result["status"] == "dry_run":
         return f"{result['trainable_params']:,} of {result['total_params']:,} parameters trainable"
-    accuracy = result.get("accuracy")  # absent when a run diverged before its first evaluation
-    shown = "no evaluation" if accuracy is None else f"accuracy {accuracy:.4f}"
+    accuracy = result.get("accuracy")  # absent when a run diverged before its first evaluation, or was --select-only
+    if accuracy is not None:
+        shown = f"accuracy {accuracy:.4f}"
+    elif result.get("dev_accuracy") is not None:
+        shown = f"dev accuracy {result['dev_accuracy']:.4f} at lr {result['chosen_lr']:g} (test not evaluated)"
+    else:
+        shown = "no evaluation"
     return f"{result['status']}, {shown}, train time {result['train_time_min']:.2f} min"
 
 
@@ -226,8 +232,10 @@ def _trials(run: PlannedRun, context: _RunContext) -> list[dict[str, Any]]:
     responses = []
     for number, lr in enumerate(rates):
         label = context.label if len(rates) == 1 else f"{context.label} lr {lr:g}"
-        state_file = str(context.folder / f"trial{number}.safetensors")
-        request = _request(run, context, TRIAL, lr, label=label, finish=len(rates) == 1, state_file=state_file)
+        # a trial keeps the weights it would be judged by for a later finish; a select-only run has none
+        state_file = None if context.grid.select_only else str(context.folder / f"trial{number}.safetensors")
+        finish = len(rates) == 1 and not context.grid.select_only
+        request = _request(run, context, TRIAL, lr, label=label, finish=finish, state_file=state_file)
         response = context.send(request, f"trial{number}")
         responses.append({"lr": lr, "state_file": state_file, **response})
         if "error" in response:
@@ -271,7 +279,7 @@ def _execute(run: PlannedRun, context: _RunContext) -> dict[str, Any]:
         chosen = _choose(trials)
         outcome = chosen["outcome"]
         finished = chosen.get("finish") or {"status": outcome["status"], "note": outcome["note"]}
-        if "finish" not in chosen and outcome["best_epoch"] is not None:
+        if "finish" not in chosen and outcome["best_epoch"] is not None and not context.grid.select_only:
             responses.append(_finish(run, context, chosen))
             finished = responses[-1].get("finish")
         result.update(_failed(responses[-1]) if finished is None else _result_of(run, context, trials, chosen, finished))
@@ -305,13 +313,14 @@ def _result_of(run: PlannedRun, context: _RunContext, trials: list[dict[str, Any
         "total_time_s": train_time + eval_time, "train_time_min": train_time / 60, "total_time_min": (train_time + eval_time) / 60,
         **{k: outcome[k] for k in ("train_it_per_s", "eval_it_per_s", "train_samples_per_s", "epochs")},
     }  # fmt: skip
-    if len(trials) > 1:
+    if len(trials) > 1 or context.grid.select_only:
         result["trials"] = [{"lr": t["lr"], "status": t["outcome"]["status"], "epochs": t["outcome"]["epochs"]} for t in trials]
-    if "test" in finished:
+    if outcome["best_epoch"] is not None:  # what was chosen on dev, and why
         dev = outcome["epochs"][outcome["best_epoch"] - 1]
+        result.update(chosen_epoch=outcome["best_epoch"], dev_accuracy=dev["accuracy"], dev_f1_macro=dev["f1_macro"], dev_loss=dev["eval_loss"])
+    if "test" in finished:
         test = finished["test"]
-        result.update(predictions=finished["predictions"], predictions_split="test")
-        result.update(chosen_epoch=outcome["best_epoch"], dev_accuracy=dev["accuracy"], dev_f1_macro=dev["f1_macro"], test=test)
+        result.update(predictions=finished["predictions"], predictions_split="test", test=test)
         result.update({k: test[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
     elif outcome["epochs"] and context.data.test is None:
         last = outcome["epochs"][-1]

@@ -28,7 +28,7 @@ from .errors import UserError
 from .hardware import describe as describe_device
 from .hardware import likely_device, resolve_attention, resolve_dropout_masks, resolve_precision
 from .measure import PeakMemory, count_parameters
-from .methods import REGISTRY
+from .methods import REGISTRY, pooler_modules
 from .predict import save_trained
 from .train import (
     TrainOutcome, collapse_note, evaluate_once, planned_steps, restore_trainable, store_frozen_weights_in,
@@ -84,7 +84,8 @@ def _build_model(setup: _Setup) -> tuple[Any, dict[str, Any]]:
     set_seed(setup.train.seed)  # the new classifier head's initial weights depend on it
     labels = setup.data.label_names
     model = models.load_classifier(setup.request["model_path"], len(labels), labels, setup.tokenizer.pad_token_id, setup.attention)
-    model = method.build(model, total_steps=planned_steps(len(setup.data.train), setup.train))
+    head_extra = pooler_modules(model) if setup.train.train_pooler else ()
+    model = method.build(model, total_steps=planned_steps(len(setup.data.train), setup.train), head_extra=head_extra)
     total, trainable = count_parameters(model)
     params = {"total_params": total, "trainable_params": trainable, "trainable_pct": 100.0 * trainable / total}
     if setup.precision == "bf16" and setup.train.frozen_weights_bf16:
@@ -113,7 +114,7 @@ def _trial(setup: _Setup) -> dict[str, Any]:
         restore_trainable(setup.accelerator.unwrap_model(model), outcome.best_state)  # the state judged on dev
     if request.get("finish"):
         response["finish"] = _finish(setup, model, response["outcome"])
-    elif outcome.best_state is not None:
+    elif outcome.best_state is not None and request.get("state_file"):
         from safetensors.torch import save_file
 
         save_file(outcome.best_state, request["state_file"])
