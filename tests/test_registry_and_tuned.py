@@ -145,3 +145,25 @@ def test_restoring_a_state_is_strict_about_the_trainable_weights(tiny_model):
         restore_trainable(model, {k: v for k, v in list(state.items())[1:]})
     with pytest.raises(RuntimeError, match="unexpected"):
         restore_trainable(model, {**state, "base_model.no_such.weight": torch.zeros(1)})
+
+
+def test_no_registry_source_cites_test_accuracy():
+    for method in REGISTRY.values():
+        assert "test" not in method.source.lower(), f"{method.name}: {method.source}"
+
+
+def test_swept_rates_are_the_ones_chosen_on_dev_in_the_committed_sweep():
+    from pathlib import Path
+
+    from peftbench.methods import DEV_SWEEPS, SWEEP_FOLDER
+    from peftbench.report import trial_dev_scores
+
+    folder = Path(__file__).resolve().parents[1] / SWEEP_FOLDER
+    assert len(DEV_SWEEPS) >= 10, "the committed comparison's methods take their rates from the dev sweep"
+    for method, dev in DEV_SWEEPS.items():
+        record = json.loads((folder / "runs" / f"{method}__seed0.json").read_text(encoding="utf-8"))
+        assert record["config"]["select_only"] is True and "accuracy" not in record["result"], method
+        assert record["provenance"]["git_dirty"] is False, method
+        scores = {t["lr"]: t["best"]["accuracy"] for t in trial_dev_scores(record)}
+        assert scores == pytest.approx(dev, abs=5e-5), method
+        assert REGISTRY[method].recommended_lr == record["result"]["chosen_lr"], method

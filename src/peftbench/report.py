@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .measure import MEASUREMENT_NOTES
+from .offline import DESCRIPTION as E5_DESCRIPTION
+from .recommend import Constraints, Recommendation, recommend, sentences
+from .stats import ALPHA, Analysis, analyse, run_intervals
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -32,6 +36,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("accuracy", lambda r: r.get("accuracy"), ".4f"),
     ("F1 (macro)", lambda r: r.get("f1_macro"), ".4f"),
 ]
+# rows read from a run's intervals (stats.run_intervals), after ROWS
+INTERVAL_ROWS = [("accuracy 95% interval", "accuracy_ci"), ("F1 (macro) 95% interval", "f1_macro_ci")]
 
 
 def display_name(record: dict[str, Any], with_seed: bool = False) -> str:
@@ -81,21 +87,112 @@ def summary_over_seeds(records: list[dict[str, Any]]) -> Any:
     return summary.sort_values("accuracy_mean", ascending=False)
 
 
-def _summary_lines(summary: Any) -> list[str]:
+def interval_text(low_high: tuple[float, float] | None) -> str:
+    return "–" if low_high is None else f"[{low_high[0]:.4f}, {low_high[1]:.4f}]"
+
+
+def _summary_lines(summary: Any, analysis: Analysis | None) -> list[str]:
+    methods = {m.name: m for m in analysis.methods} if analysis else {}
     lines = [
         "## Summary over seeds (sorted by accuracy)",
         "",
-        "| method | seeds | accuracy mean ± std | min–max | F1 macro | dev accuracy | lr | trainable params | train time (min) | flagged runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Intervals: 95% bootstrap over the test examples, of the mean over seeds; ± is the std over seeds.",
+        "",
+        "| method | seeds | accuracy mean ± std | 95% interval | min–max | F1 macro [95% interval] | dev accuracy | lr | "
+        "trainable params | train time (min) | flagged runs | runs not better than majority |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, row in summary.iterrows():
         std = "–" if row.accuracy_std != row.accuracy_std else f"{row.accuracy_std:.4f}"  # NaN: a single seed
         dev = "–" if row.dev_accuracy_mean != row.dev_accuracy_mean else f"{row.dev_accuracy_mean:.4f}"
+        stats = methods.get(method)
+        accuracy_ci = interval_text(stats.accuracy_ci) if stats else "–"
+        f1 = f"{row.f1_macro_mean:.4f} {interval_text(stats.f1_macro_ci)}" if stats else f"{row.f1_macro_mean:.4f}"
+        not_better = f"{stats.runs_not_better_than_majority} of {stats.seeds}" if stats else "–"
         lines.append(
-            f"| {method} | {row.seeds} | {row.accuracy_mean:.4f} ± {std} | {row.accuracy_min:.4f}–{row.accuracy_max:.4f} | "
-            f"{row.f1_macro_mean:.4f} | {dev} | {row.chosen_lrs} | {int(row.trainable_params):,} | {row.train_time_min_mean:.2f} | {row.flagged_runs} |"
+            f"| {method} | {row.seeds} | {row.accuracy_mean:.4f} ± {std} | {accuracy_ci} | {row.accuracy_min:.4f}–{row.accuracy_max:.4f} | "
+            f"{f1} | {dev} | {row.chosen_lrs} | {int(row.trainable_params):,} | {row.train_time_min_mean:.2f} | {row.flagged_runs} | {not_better} |"
         )
     return lines + [""]
+
+
+def _comparison_lines(analysis: Analysis) -> list[str]:
+    lines = [
+        "## Which differences are real",
+        "",
+        "Each pair of methods on the same test examples: the difference of mean accuracy (A − B), its 95% paired bootstrap "
+        f"interval, and a paired permutation test whose p-values are Holm-corrected over all {len(analysis.comparisons)} pairs "
+        f"(significant: corrected p < {ALPHA}).",
+        "",
+        "| A vs B | difference | 95% interval | p (Holm) | significant |",
+        "|---|---|---|---|---|",
+    ]
+    for c in analysis.comparisons:
+        lines.append(
+            f"| {c.a} vs {c.b} | {c.difference:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p_holm:.4f} | {'yes' if c.significant else 'no'} |"
+        )
+    return lines + [""]
+
+
+def trial_dev_scores(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each learning rate a run tried, with the dev figures of its best epoch and whether it was chosen."""
+    from .train import better_on_dev
+
+    scores = []
+    for trial in record["result"].get("trials", []):
+        best = None
+        for epoch in trial["epochs"]:
+            if epoch["eval_loss"] == epoch["eval_loss"] and better_on_dev(epoch, best):  # NaN loss: never chosen
+                best = epoch
+        scores.append({"lr": trial["lr"], "status": trial["status"], "best": best, "chosen": trial["lr"] == record["result"].get("chosen_lr")})
+    return scores
+
+
+def trial_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The lr-sensitivity table: dev accuracy at each rate tried (best epoch), per run; chosen rate in bold."""
+    with_trials = [r for r in records if len(r["result"].get("trials", [])) > 1]
+    if not with_trials:
+        return []
+    rates = sorted({t["lr"] for r in with_trials for t in r["result"]["trials"]})
+    lines = [
+        "## Learning rates tried (dev accuracy of the best epoch; chosen in bold)",
+        "",
+        "| run | " + " | ".join(f"lr {rate:g}" for rate in rates) + " |",
+        "|---|" + "---|" * len(rates),
+    ]
+    for record in with_trials:
+        by_rate = {t["lr"]: t for t in trial_dev_scores(record)}
+        cells = []
+        for rate in rates:
+            trial = by_rate.get(rate)
+            if trial is None or trial["best"] is None:
+                cells.append("–" if trial is None else trial["status"])
+                continue
+            text = f"{trial['best']['accuracy']:.4f}" + ("" if trial["status"] == "ok" else f" ({trial['status']})")
+            cells.append(f"**{text}**" if trial["chosen"] else text)
+        lines.append(f"| {display_name(record, True)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+@dataclass
+class Findings:
+    """What the statistics say of a set of runs, and the recommendation computed from it (none without evidence)."""
+
+    analysis: Analysis | None = None
+    recommendation: Recommendation | None = None
+    sentences: list[str] = field(default_factory=list)
+
+
+def findings(records: list[dict[str, Any]], constraints: Constraints | None = None) -> Findings:
+    finished = [r for r in records if r["result"]["status"] not in ("failed", "dry_run")]
+    analysis = analyse(finished, display_name)
+    if analysis is None:
+        return Findings()
+    recommendation = recommend(analysis, constraints)
+    lines = sentences(recommendation, analysis)
+    if analysis.left_out:
+        lines.append(f"Note: {analysis.left_out}.")
+    return Findings(analysis, recommendation, lines)
 
 
 def execution_name(record: dict[str, Any]) -> str:
@@ -131,6 +228,15 @@ def execution_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines + devices
 
 
+def _pooler_text(records: list[dict[str, Any]]) -> str:
+    trained = {bool(r["config"]["train"].get("train_pooler")) for r in records}
+    if trained == {True}:
+        return "its pooler was trained with the classifier head by every method (--train-pooler on)"
+    if trained == {False}:
+        return "its pooler was frozen for the PEFT methods and trained only by full fine-tuning (and BitFit's biases)"
+    return "its pooler was trained with the head in some runs and frozen in others (--train-pooler differs)"
+
+
 def header_lines(records: list[dict[str, Any]]) -> list[str]:
     """What was compared and how, one sentence per line (shared by report.md and report.html)."""
     first = records[0]
@@ -144,6 +250,8 @@ def header_lines(records: list[dict[str, Any]]) -> list[str]:
         f"protocol: preset {config['preset']}, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
         f"linear schedule with {train['warmup_ratio']:.0%} warm-up",
     ]
+    if "e5-small-offline" in models:
+        lines.append(f"e5-small-offline: {E5_DESCRIPTION}; {_pooler_text(records)}")
     lines += execution_lines(records)
     if data.get("test_examples"):
         lines.append(
@@ -154,7 +262,7 @@ def header_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_markdown(records: list[dict[str, Any]], notes: str = "") -> str:
+def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findings | None = None) -> str:
     finished = [r for r in records if r["result"]["status"] != "failed"]
     failed = [r for r in records if r["result"]["status"] == "failed"]
     lines = ["# peftbench comparison", ""]
@@ -170,12 +278,20 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "") -> str:
             "(a method at this level learnt nothing)"
         )
     lines.append("")
+    found = findings(records) if found is None else found
+    analysis = found.analysis
+    if found.sentences:
+        lines += ["## Recommendation (computed from the runs below)", ""] + [f"- {line}" for line in found.sentences] + [""]
     if notes:
         lines += [notes.strip(), ""]
     seeds_seen = {r["config"]["train"]["seed"] for r in finished}
     summary = summary_over_seeds(finished) if len(seeds_seen) > 1 or data.get("test_examples") else None
     if summary is not None:
-        lines += _summary_lines(summary)
+        lines += _summary_lines(summary, analysis)
+    if analysis is not None and analysis.comparisons:
+        lines += _comparison_lines(analysis)
+    lines += trial_lines(finished)
+    if summary is not None:
         lines += ["## Every run", ""]
     if finished:
         seeds = {r["config"]["train"]["seed"] for r in finished}
@@ -185,6 +301,10 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "") -> str:
         lines.append("| learning rate | " + " | ".join(_fmt(r["result"].get("chosen_lr", r["config"]["lr"]), "g") for r in finished) + " |")
         for label, read, pattern in ROWS:
             lines.append(f"| {label} | " + " | ".join(_fmt(read(r["result"]), pattern) for r in finished) + " |")
+        intervals = [run_intervals(r) for r in finished]
+        if any(intervals):
+            for label, key in INTERVAL_ROWS:
+                lines.append(f"| {label} | " + " | ".join(interval_text(i.get(key)) for i in intervals) + " |")
         lines.append("")
         flagged = [r for r in finished if r["result"]["status"] not in ("ok", "dry_run")]
         for record in flagged:

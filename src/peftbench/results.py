@@ -31,7 +31,10 @@ CSV_COLUMNS = [
     "train_it_per_s", "eval_it_per_s", "train_samples_per_s", "train_time_min", "eval_loss", "eval_loss_sum",
     "accuracy", "f1_macro", "majority_accuracy",
     "adapter_size_mb", "total_time_min", "lr", "chosen_lr", "chosen_epoch", "dev_accuracy", "epochs", "train_examples", "eval_examples", "model", "note",
+    "accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high", "beats_majority",
 ]  # fmt: skip
+# trials.csv: one row per learning rate tried and epoch, so an lr sweep can be read without the run files
+TRIAL_COLUMNS = ["method", "seed", "lr", "epoch", "status", "train_loss", "dev_loss", "dev_accuracy", "dev_f1_macro", "chosen"]
 
 
 def run_id(method: str, seed: int) -> str:
@@ -151,12 +154,23 @@ class ResultStore:
         return sorted(found, key=_display_order)
 
     def write_csv(self, records: list[dict[str, Any]]) -> Path:
+        return self._write_table("results.csv", CSV_COLUMNS, [csv_row(r) for r in records])
+
+    def write_trials_csv(self, records: list[dict[str, Any]]) -> Path | None:
+        """trials.csv when some run tried several learning rates (or was --select-only); else None."""
+        rows = [row for record in records for row in trial_rows(record)]
+        if not rows:
+            (self.root / "trials.csv").unlink(missing_ok=True)  # from an earlier state of the folder
+            return None
+        return self._write_table("trials.csv", TRIAL_COLUMNS, rows)
+
+    def _write_table(self, name: str, columns: list[str], rows: list[dict[str, Any]]) -> Path:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        for record in records:
-            writer.writerow(csv_row(record))
-        path = self.root / "results.csv"
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        path = self.root / name
         write_atomic(path, buffer.getvalue())
         return path
 
@@ -170,8 +184,26 @@ def _display_order(record: dict[str, Any]) -> tuple:
     return (position, method, record["config"]["train"]["seed"])
 
 
+def trial_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    from .report import display_name
+
+    result = record["result"]
+    chosen = (result.get("chosen_lr"), result.get("chosen_epoch"))
+    return [
+        {
+            "method": display_name(record), "seed": record["config"]["train"]["seed"], "lr": trial["lr"],
+            "epoch": epoch["epoch"], "status": trial["status"], "train_loss": epoch.get("train_loss"),
+            "dev_loss": epoch["eval_loss"], "dev_accuracy": epoch["accuracy"], "dev_f1_macro": epoch["f1_macro"],
+            "chosen": (trial["lr"], epoch["epoch"]) == chosen,
+        }  # fmt: skip
+        for trial in result.get("trials", [])
+        for epoch in trial["epochs"]
+    ]
+
+
 def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     from .report import display_name
+    from .stats import run_intervals
 
     result = record["result"]
     row = {key: result.get(key) for key in CSV_COLUMNS}
@@ -185,6 +217,11 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
         eval_examples=record.get("data", {}).get("eval_examples"),
         note=result.get("note") or result.get("error") or "",
     )
+    intervals = run_intervals(record)
+    for key in ("accuracy", "f1_macro"):
+        low, high = intervals.get(f"{key}_ci", (None, None))
+        row.update({f"{key}_ci_low": low, f"{key}_ci_high": high})
+    row["beats_majority"] = intervals.get("beats_majority")
     return {k: ("" if v is None else v) for k, v in row.items()}
 
 

@@ -22,7 +22,8 @@ from .errors import UserError
 from .execution import run_request
 from .measure import MEASUREMENT_NOTES
 from .methods import REGISTRY, Method
-from .report import header_lines, render_markdown
+from .recommend import Constraints
+from .report import findings, header_lines, render_markdown
 from .report_html import render_html
 from .results import SCHEMA_VERSION, ResultStore, fingerprint, protocol_differences, provenance, run_id, write_atomic
 from .train import better_on_dev
@@ -186,18 +187,21 @@ def _one_line_result(result: dict[str, Any]) -> str:
     return f"{result['status']}, {shown}, train time {result['train_time_min']:.2f} min"
 
 
-def write_reports(store: ResultStore, records: list[dict[str, Any]] | None = None) -> list[str]:
-    """results.csv, report.md and report.html from the store's runs (or from the records given)."""
+def write_reports(store: ResultStore, records: list[dict[str, Any]] | None = None, constraints: Constraints | None = None) -> list[str]:
+    """results.csv (and trials.csv), report.md and report.html from the store's runs (or from the records given)."""
     records = store.records() if records is None else records
     store.root.mkdir(parents=True, exist_ok=True)
     csv_path = store.write_csv(records)
+    trials_path = store.write_trials_csv(records)
     report_path = store.root / "report.md"
-    notes_path = store.root / "NOTES.md"  # a hand-written note on the results, kept at the top of the report
+    notes_path = store.root / "NOTES.md"  # a hand-written note on how the results were made, kept in the report
     notes = notes_path.read_text(encoding="utf-8") if notes_path.exists() else ""
-    write_atomic(report_path, render_markdown(records, notes))
+    found = findings(records, constraints)  # the statistics take seconds: once for both reports
+    write_atomic(report_path, render_markdown(records, notes, found))
     html_path = store.root / "report.html"
-    write_atomic(html_path, render_html(records, header_lines(records)) if records else "<!DOCTYPE html><p>No runs yet.</p>")
-    return [str(csv_path), str(report_path), str(html_path)]
+    page = render_html(records, header_lines(records), found) if records else "<!DOCTYPE html><p>No runs yet.</p>"
+    write_atomic(html_path, page)
+    return [str(csv_path), *([str(trials_path)] if trials_path else []), str(report_path), str(html_path)]
 
 
 @dataclass
@@ -320,12 +324,14 @@ def _result_of(run: PlannedRun, context: _RunContext, trials: list[dict[str, Any
         result.update(chosen_epoch=outcome["best_epoch"], dev_accuracy=dev["accuracy"], dev_f1_macro=dev["f1_macro"], dev_loss=dev["eval_loss"])
     if "test" in finished:
         test = finished["test"]
-        result.update(predictions=finished["predictions"], predictions_split="test", test=test)
+        references = [example["labels"] for example in context.data.test]
+        result.update(predictions=finished["predictions"], references=references, predictions_split="test", test=test)
         result.update({k: test[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
     elif outcome["epochs"] and context.data.test is None:
         last = outcome["epochs"][-1]
         result.update({k: last[k] for k in ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")})
-        result.update(predictions=outcome["predictions"], predictions_split="eval")
+        references = [example["labels"] for example in context.data.eval]
+        result.update(predictions=outcome["predictions"], references=references, predictions_split="eval")
     if "adapter_size_mb" in finished:
         result.update(adapter_size_mb=finished["adapter_size_mb"], weights_dir=run.run_id)
     return result

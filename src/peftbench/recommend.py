@@ -1,0 +1,116 @@
+"""The answer to the user's question, computed from the runs: which method, and which is cheapest among the
+ones that are as good. Never written by hand: every figure and every verdict comes from stats.Analysis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .stats import ALPHA, Analysis, MethodSummary
+
+
+@dataclass
+class Constraints:
+    """Limits a user's deployment puts on a method (`peftbench report DIR --max-trainable-params N`)."""
+
+    max_trainable_params: float | None = None
+    max_memory_mb: float | None = None
+
+    def allows(self, method: MethodSummary) -> bool:
+        checks = ((self.max_trainable_params, method.trainable_params), (self.max_memory_mb, method.peak_memory_mb))
+        return all(limit is None or (value is not None and value <= limit) for limit, value in checks)
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_trainable_params is not None:
+            parts.append(f"at most {self.max_trainable_params:,.0f} trainable parameters")
+        if self.max_memory_mb is not None:
+            parts.append(f"peak memory at most {self.max_memory_mb:,.0f} MB")
+        return " and ".join(parts)
+
+
+@dataclass
+class Recommendation:
+    best: MethodSummary | None
+    tied: list[MethodSummary] = field(default_factory=list)  # not significantly worse than the best
+    cheapest: dict[str, MethodSummary] = field(default_factory=dict)  # criterion -> method, among best and tied
+    not_better_than_majority: list[MethodSummary] = field(default_factory=list)
+    excluded: list[MethodSummary] = field(default_factory=list)  # outside the constraints
+    constraints: Constraints = field(default_factory=Constraints)
+
+
+# criterion -> (what it reads, how it is said)
+CRITERIA = {
+    "fewest trainable parameters": "trainable_params",
+    "smallest adapter": "adapter_size_mb",
+    "lowest peak memory": "peak_memory_mb",
+    "fastest training": "train_time_min",
+}
+
+
+def recommend(analysis: Analysis, constraints: Constraints | None = None) -> Recommendation:
+    constraints = constraints or Constraints()
+    allowed = [m for m in analysis.methods if constraints.allows(m)]  # analysis.methods: best first
+    excluded = [m for m in analysis.methods if not constraints.allows(m)]
+    not_better = [m for m in analysis.methods if m.runs_not_better_than_majority]
+    # A method that never beat the majority class is no recommendation, however the others did.
+    candidates = [m for m in allowed if m.runs_not_better_than_majority < m.seeds]
+    if not candidates:
+        return Recommendation(None, not_better_than_majority=not_better, excluded=excluded, constraints=constraints)
+    best = candidates[0]
+    tied = []
+    for other in candidates[1:]:
+        comparison = analysis.comparison(best.name, other.name)
+        if comparison is not None and not comparison.significant:
+            tied.append(other)
+    cheapest = {}
+    for criterion, key in CRITERIA.items():
+        measured = [m for m in [best, *tied] if getattr(m, key) is not None]
+        if measured:
+            cheapest[criterion] = min(measured, key=lambda m: getattr(m, key))
+    return Recommendation(best, tied, cheapest, not_better, excluded, constraints)
+
+
+def _interval(low_high: tuple[float, float]) -> str:
+    return f"[{low_high[0]:.3f}, {low_high[1]:.3f}]"
+
+
+def _cost(criterion: str, method: MethodSummary) -> str:
+    if criterion == "fewest trainable parameters":
+        return f"{method.trainable_params:,.0f}, {method.trainable_pct:.2g}% of the model"
+    if criterion == "smallest adapter":
+        return f"{method.adapter_size_mb:.2f} MB"
+    if criterion == "lowest peak memory":
+        return f"{method.peak_memory_mb:,.0f} MB"
+    return f"{method.train_time_min:.2f} min a run"
+
+
+def sentences(recommendation: Recommendation, analysis: Analysis) -> list[str]:
+    """The recommendation in plain words, one sentence per line (report.md and report.html both show them)."""
+    lines = []
+    if recommendation.constraints.describe():
+        left = ", ".join(m.name for m in recommendation.excluded) or "none"
+        lines.append(f"Constraint: {recommendation.constraints.describe()}; left out: {left}.")
+    best = recommendation.best
+    if best is None:
+        lines.append("No method beat the majority class" + (" within the constraint." if recommendation.constraints.describe() else "."))
+    else:
+        seeds = f"mean of {best.seeds} seeds" if best.seeds > 1 else "one seed"
+        lines.append(
+            f"Best: {best.name}, accuracy {best.accuracy_mean:.3f} {_interval(best.accuracy_ci)} ({seeds}; 95% interval over "
+            f"the {analysis.split} examples), macro-F1 {best.f1_macro_mean:.3f}."
+        )
+        if recommendation.tied:
+            shown = ", ".join(f"{m.name} {m.accuracy_mean:.3f}" for m in recommendation.tied)
+            lines.append(f"Tied with it (not significantly worse: paired permutation test, Holm-corrected, α = {ALPHA}): {shown}.")
+        else:
+            lines.append(f"No other method is tied with it: each is significantly worse (paired permutation test, Holm-corrected, α = {ALPHA}).")
+        if recommendation.tied:
+            costs = "; ".join(f"{criterion}: {m.name} ({_cost(criterion, m)})" for criterion, m in recommendation.cheapest.items())
+            lines.append(f"Among these, {costs}.")
+        else:
+            costs = "; ".join(f"{criterion.split()[-1]} {_cost(criterion, m)}" for criterion, m in recommendation.cheapest.items())
+            lines.append(f"Its cost: {costs}.")
+    if recommendation.not_better_than_majority:
+        shown = ", ".join(f"{m.name} ({m.runs_not_better_than_majority} of {m.seeds} seeds)" for m in recommendation.not_better_than_majority)
+        lines.append(f"Not better than the majority class ({analysis.majority_accuracy:.3f}): {shown}.")
+    return lines

@@ -1,0 +1,129 @@
+"""Intervals, pairwise verdicts and the recommendation, on runs whose predictions are known in advance."""
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peftbench.cli import main
+from peftbench.recommend import Constraints, recommend, sentences
+from peftbench.report import display_name
+from peftbench.stats import analyse, macro_f1, run_intervals
+
+TEMPLATE = json.loads((Path(__file__).parent / "fixtures" / "schema1" / "lora__seed123.json").read_text(encoding="utf-8"))
+EXAMPLES = 300
+REFERENCES = (np.arange(EXAMPLES) % 3 == 0).astype(int)  # one third class 1: majority accuracy 2/3
+
+
+def _record(method: str, seed: int, predictions: np.ndarray, trainable: int, status: str = "ok") -> dict:
+    record = copy.deepcopy(TEMPLATE)
+    record["run_id"] = f"{method}__seed{seed}"
+    record["config"]["method"] = method
+    record["config"]["train"]["seed"] = seed
+    accuracy = float(np.mean(predictions == REFERENCES))
+    record["result"].update(
+        status=status, predictions=predictions.tolist(), references=REFERENCES.tolist(), accuracy=accuracy,
+        f1_macro=float(macro_f1(REFERENCES, predictions, np.array([0, 1]))), trainable_params=trainable,
+        trainable_pct=100 * trainable / 121506, adapter_size_mb=trainable * 4 / 2**20, peak_memory_mb=100.0 + trainable / 100,
+        train_time_min=1.0, majority_accuracy=2 / 3,
+    )  # fmt: skip
+    return record
+
+
+def _flip(count: int, seed: int) -> np.ndarray:
+    """The references with `count` examples made wrong."""
+    predictions = REFERENCES.copy()
+    wrong = np.random.default_rng(seed).choice(EXAMPLES, count, replace=False)
+    predictions[wrong] = 1 - predictions[wrong]
+    return predictions
+
+
+@pytest.fixture(scope="module")
+def records():
+    chance = [np.random.default_rng(10 + s).integers(0, 2, EXAMPLES) for s in (0, 1)]
+    return [
+        *(_record("perfect", s, REFERENCES.copy(), 5000) for s in (0, 1)),  # right on every example
+        *(_record("nearly", s, _flip(2, s), 800) for s in (0, 1)),  # two examples wrong per seed
+        *(_record("weaker", s, _flip(45, s), 300) for s in (0, 1)),  # 85% right: clearly worse than perfect
+        *(_record("chance", s, chance[s], 100) for s in (0, 1)),  # coin flips: about 50%
+    ]
+
+
+def test_run_intervals_contain_the_accuracy_and_shrink_to_a_point_when_every_example_is_right(records):
+    perfect = run_intervals(records[0])
+    assert perfect["accuracy_ci"] == (1.0, 1.0) and perfect["beats_majority"]
+    weaker = run_intervals(records[4])
+    low, high = weaker["accuracy_ci"]
+    assert low < records[4]["result"]["accuracy"] < high and 0.02 < high - low < 0.15
+    f1_low, f1_high = weaker["f1_macro_ci"]
+    assert f1_low < records[4]["result"]["f1_macro"] < f1_high
+    assert not run_intervals(records[6])["beats_majority"]  # chance is below the majority class's 2/3
+    assert run_intervals(records[6]) == run_intervals(copy.deepcopy(records[6])), "resampling is seeded"
+
+
+def test_macro_f1_matches_scikit_learn():
+    from sklearn.metrics import f1_score
+
+    predictions = _flip(40, 3)
+    assert macro_f1(REFERENCES, predictions, np.array([0, 1])) == pytest.approx(f1_score(REFERENCES, predictions, average="macro"))
+
+
+def test_significance_verdicts_follow_the_predictions(records):
+    analysis = analyse(records, display_name)
+    assert [m.name for m in analysis.methods] == ["perfect", "nearly", "weaker", "chance"]
+    assert len(analysis.comparisons) == 6
+    assert not analysis.comparison("perfect", "nearly").significant  # 2 of 300 apart: a tie
+    assert analysis.comparison("perfect", "weaker").significant
+    assert analysis.comparison("perfect", "chance").significant
+    assert analysis.comparison("weaker", "chance").significant
+    tie = analysis.comparison("perfect", "nearly")
+    assert tie.ci[0] <= 0 <= tie.ci[1] and tie.p_holm >= tie.p_value
+    chance = analysis.methods[-1]
+    assert chance.runs_not_better_than_majority == 2 and analysis.methods[0].runs_not_better_than_majority == 0
+    assert chance.accuracy_ci[0] < chance.accuracy_mean < chance.accuracy_ci[1]
+
+
+def test_recommendation_names_the_best_its_ties_the_cheapest_and_the_failures(records):
+    analysis = analyse(records, display_name)
+    recommendation = recommend(analysis)
+    assert recommendation.best.name == "perfect"
+    assert [m.name for m in recommendation.tied] == ["nearly"]
+    assert recommendation.cheapest["fewest trainable parameters"].name == "nearly"
+    text = "\n".join(sentences(recommendation, analysis))
+    assert "Best: perfect, accuracy 1.000 [1.000, 1.000]" in text
+    assert "Tied with it" in text and "nearly 0.993" in text and "weaker" not in text.split("Tied with it")[1].split("\n")[0]
+    assert "fewest trainable parameters: nearly (800" in text
+    assert "Not better than the majority class (0.667): chance (2 of 2 seeds)." in text
+
+
+def test_a_constraint_re_ranks(records):
+    analysis = analyse(records, display_name)
+    recommendation = recommend(analysis, Constraints(max_trainable_params=500))
+    assert recommendation.best.name == "weaker"  # perfect and nearly train more than 500 parameters
+    assert [m.name for m in recommendation.excluded] == ["perfect", "nearly"]
+    text = "\n".join(sentences(recommendation, analysis))
+    assert "Constraint: at most 500 trainable parameters; left out: perfect, nearly." in text
+    assert "No other method is tied with it" in text  # chance is significantly worse and never beat the majority class
+
+
+def test_report_command_writes_the_recommendation_and_the_pairwise_table(records, tmp_path):
+    for record in records:
+        path = tmp_path / "runs" / f"{record['run_id']}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(record), encoding="utf-8")
+    assert main(["report", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert report.index("## Recommendation") < report.index("## Summary over seeds")
+    assert "- Best: perfect" in report and "| perfect vs chance | +0.4" in report
+    assert "| perfect vs nearly | +0.0067 |" in report and report.count("| yes |") == 5
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Best: perfect" in page and "Which differences are real" in page
+    assert main(["report", str(tmp_path), "--max-memory-mb", "110"]) == 0
+    assert "- Best: nearly" in (tmp_path / "report.md").read_text(encoding="utf-8")  # perfect peaks at 150 MB
+    header = (tmp_path / "results.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert "accuracy_ci_low" in header and "beats_majority" in header
+    with pytest.raises(SystemExit) as exited:
+        main(["report", str(tmp_path), "--max-memory-mb", "-1"])
+    assert exited.value.code == 2
