@@ -105,8 +105,8 @@ def test_a_few_lora_steps_reduce_the_loss_on_real_reviews(e5_folder, tokenizer):
 
 
 def test_the_committed_results_command_extends_its_folder_after_a_new_field(e5_folder, tmp_path, monkeypatch, capsys):
-    """results/tuned-e5-small/NOTES.md's command on a copy of its run files (schema version 1, made before
-    execution settings left the run identity), with a TrainConfig field added: every run is recognised."""
+    """results/tuned-e5-small/NOTES.md's command on a copy of its run files, with a TrainConfig field added:
+    every run is recognised, so the folder can be extended by later versions."""
     import dataclasses
     import re
     import shlex
@@ -130,4 +130,4 @@ def test_the_committed_results_command_extends_its_folder_after_a_new_field(e5_f
     monkeypatch.setattr(cli, "TrainConfig", NewerTrainConfig)
     assert cli.main(args + ["--no-progress"]) == 0
     runs = len(list(out.glob("runs/*.json")))
-    assert runs == 20 and f"0 run(s) done, {runs} skipped" in capsys.readouterr().out
+    assert runs >= 20 and f"0 run(s) done, {runs} skipped" in capsys.readouterr().out

@@ -78,7 +78,7 @@ def _cost(criterion: str, method: MethodSummary) -> str:
     if criterion == "fewest trainable parameters":
         return f"{method.trainable_params:,.0f}, {method.trainable_pct:.2g}% of the model"
     if criterion == "smallest adapter":
-        return f"{method.adapter_size_mb:.2f} MB"
+        return f"{method.adapter_size_mb:.3g} MB"
     if criterion == "lowest peak memory":
         return f"{method.peak_memory_mb:,.0f} MB"
     return f"{method.train_time_min:.2f} min a run"

@@ -96,7 +96,7 @@ def _summary_lines(summary: Any, analysis: Analysis | None) -> list[str]:
     lines = [
         "## Summary over seeds (sorted by accuracy)",
         "",
-        "Intervals: 95% bootstrap over the test examples, of the mean over seeds; ± is the std over seeds.",
+        f"Intervals: 95% bootstrap over the {analysis.split if analysis else 'test'} examples, of the mean over seeds; ± is the std over seeds.",
         "",
         "| method | seeds | accuracy mean ± std | 95% interval | min–max | F1 macro [95% interval] | dev accuracy | lr | "
         "trainable params | train time (min) | flagged runs | runs not better than majority |",
@@ -120,7 +120,7 @@ def _comparison_lines(analysis: Analysis) -> list[str]:
     lines = [
         "## Which differences are real",
         "",
-        "Each pair of methods on the same test examples: the difference of mean accuracy (A − B), its 95% paired bootstrap "
+        f"Each pair of methods on the same {analysis.split} examples: the difference of mean accuracy (A − B), its 95% paired bootstrap "
         f"interval, and a paired permutation test whose p-values are Holm-corrected over all {len(analysis.comparisons)} pairs "
         f"(significant: corrected p < {ALPHA}).",
         "",

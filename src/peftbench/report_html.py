@@ -135,7 +135,7 @@ def _accuracy_plot(plt: Any, analysis: Analysis, recommendation: Recommendation)
     handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=label) for key, (c, label) in GROUP_STYLE.items() if key in groups.values()]
     handles.append(plt.Line2D([], [], color="#888", linestyle=":", label="majority class"))
     axes.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    axes.set_xlabel("test accuracy: mean over seeds, 95% bootstrap interval over test examples")
+    axes.set_xlabel(f"{analysis.split} accuracy: mean over seeds, 95% bootstrap interval over {analysis.split} examples")
     axes.set_title("Accuracy per method")
     return "Accuracy per method", _svg(figure)
 
@@ -275,7 +275,7 @@ def _cell(value: Any) -> str:
 def _comparison_table(analysis: Analysis) -> list[str]:
     parts = [
         "<h2>Which differences are real</h2>",
-        f"<p>Each pair of methods on the same test examples: difference of mean accuracy (A − B), its 95% paired bootstrap interval, "
+        f"<p>Each pair of methods on the same {analysis.split} examples: difference of mean accuracy (A − B), its 95% paired bootstrap interval, "
         f"and a paired permutation test, Holm-corrected over all {len(analysis.comparisons)} pairs (significant: corrected p &lt; {ALPHA}).</p>",
         '<div class="scroll"><table class="sortable"><thead><tr><th>A vs B</th><th>difference</th><th>95% interval</th>'
         "<th>p (Holm)</th><th>significant</th></tr></thead><tbody>",
