@@ -38,7 +38,7 @@ class Recommendation:
     constraints: Constraints = field(default_factory=Constraints)
 
 
-# criterion -> (what it reads, how it is said)
+# what the cheapest of the best and its ties is named by -> the MethodSummary field it is judged on (lower wins)
 CRITERIA = {
     "fewest trainable parameters": "trainable_params",
     "smallest adapter": "adapter_size_mb",
