@@ -254,12 +254,19 @@ def header_lines(records: list[dict[str, Any]]) -> list[str]:
         lines.append(f"e5-small-offline: {E5_DESCRIPTION}; {_pooler_text(records)}")
     lines += execution_lines(records)
     if data.get("test_examples"):
-        lines.append(
-            f"selection: epoch{' and learning rate' if train.get('lr_grid') else ''} chosen on the dev set "
-            f"({data.get('dev_examples')} examples, stratified); accuracy is on the test set ({data.get('test_examples')} "
-            "examples), evaluated once per run for the chosen setting"
-        )
+        chosen = f"epoch{' and learning rate' if train.get('lr_grid') else ''} chosen on the dev set ({data.get('dev_examples')} examples, stratified)"
+        if _select_only(records):
+            lines.append(f"selection: {chosen}; --select-only: the test split was never evaluated")
+        else:
+            lines.append(
+                f"selection: {chosen}; accuracy is on the test set ({data.get('test_examples')} examples), evaluated once "
+                "per run for the chosen setting"
+            )
     return lines
+
+
+def _select_only(records: list[dict[str, Any]]) -> bool:
+    return all(r["config"].get("select_only") for r in records)
 
 
 def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findings | None = None) -> str:
@@ -271,7 +278,7 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findi
     data = records[0].get("data", {})
     lines += [f"- {line}" for line in header_lines(records)]
     majority = {r["result"].get("majority_accuracy") for r in finished} - {None}
-    if majority:
+    if majority and not _select_only(records):  # the majority figure is the test set's, which selection never reads
         which = "test" if data.get("test_examples") else "eval"
         lines.append(
             f"- **majority-class accuracy of the {which} set: {', '.join(f'{m:.4f}' for m in sorted(majority))}** "

@@ -294,7 +294,8 @@ def _comparison_table(analysis: Analysis) -> list[str]:
 def render_html(records: list[dict[str, Any]], header_lines: list[str], found: Findings | None = None) -> str:
     finished = [r for r in records if r["result"]["status"] not in ("failed", "dry_run")]
     failed = [r for r in records if r["result"]["status"] == "failed"]
-    majorities = sorted({r["result"].get("majority_accuracy") for r in finished} - {None})
+    # the majority figure is the test set's, which a --select-only run never reads
+    majorities = sorted({r["result"].get("majority_accuracy") for r in finished if not r["config"].get("select_only")} - {None})
     majority = majorities[0] if len(majorities) == 1 else None
     found = findings(records) if found is None else found
     analysis, recommendation, sentences = found.analysis, found.recommendation, found.sentences
