@@ -127,3 +127,22 @@ def test_report_command_writes_the_recommendation_and_the_pairwise_table(records
     with pytest.raises(SystemExit) as exited:
         main(["report", str(tmp_path), "--max-memory-mb", "-1"])
     assert exited.value.code == 2
+
+
+def test_runs_without_true_labels_get_a_report_that_says_why_there_is_no_answer(tmp_path):
+    record = copy.deepcopy(TEMPLATE)  # written before runs recorded their true labels
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "lora__seed123.json").write_text(json.dumps(record), encoding="utf-8")
+    assert main(["report", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "- No interval, test or recommendation: no run stored its predictions with the true labels" in report
+    assert "Which differences are real" not in report
+
+
+def test_two_methods_one_example_apart_are_tied_and_nothing_breaks():
+    majority = np.zeros(EXAMPLES, dtype=int)
+    almost = majority.copy()
+    almost[0] = 1  # one example apart: too few for a permutation test, exactly p = 1
+    analysis = analyse([_record("constant", 0, majority, 10), _record("almost", 0, almost, 10)], display_name)
+    comparison = analysis.comparison("constant", "almost")
+    assert comparison.p_value == 1.0 and not comparison.significant

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from .measure import MEASUREMENT_NOTES
 from .offline import DESCRIPTION as E5_DESCRIPTION
 from .recommend import Constraints, Recommendation, recommend, sentences
-from .stats import ALPHA, Analysis, analyse, run_intervals
+from .stats import ALPHA, NO_EVIDENCE, Analysis, analyse, run_intervals
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -187,7 +187,8 @@ def findings(records: list[dict[str, Any]], constraints: Constraints | None = No
     finished = [r for r in records if r["result"]["status"] not in ("failed", "dry_run")]
     analysis = analyse(finished, display_name)
     if analysis is None:
-        return Findings()
+        scored = any(r["result"].get("accuracy") is not None for r in finished)
+        return Findings(sentences=[NO_EVIDENCE[0].upper() + NO_EVIDENCE[1:] + "."] if scored else [])
     recommendation = recommend(analysis, constraints)
     lines = sentences(recommendation, analysis)
     if analysis.left_out:

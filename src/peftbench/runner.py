@@ -159,8 +159,19 @@ def _run_all(grid: GridConfig, prepared: Prepared, store: ResultStore, todo: lis
             if progress and record["result"].get("worker_died"):
                 _log("")  # a killed worker leaves its progress bar unfinished on the line
             _log(f"{label}: {_one_line_result(record['result'])}")
-            write_reports(store)
+            _refresh_reports(store)
     return failed
+
+
+def _refresh_reports(store: ResultStore) -> None:
+    """The reports after each run; a report that cannot be built must not stop the grid (the run files are kept,
+    and `peftbench report DIR` rebuilds the reports later)."""
+    try:
+        write_reports(store)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the grid's runs matter more than its interim reports
+        _log(f"peftbench: could not rebuild the reports ({type(exc).__name__}: {exc}); the runs are saved")
 
 
 def _keep_weights(record: dict[str, Any], staged: Path, final: Path) -> None:

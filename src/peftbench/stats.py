@@ -28,6 +28,10 @@ ALPHA = 0.05  # significance level of the pairwise tests, after Holm's correctio
 BOOTSTRAP_RESAMPLES = 1000
 PERMUTATIONS = 9999  # the smallest p-value a test can give is 1 / (PERMUTATIONS + 1)
 RANDOM_SEED = 0
+NO_EVIDENCE = (
+    "no interval, test or recommendation: no run stored its predictions with the true labels (runs made before "
+    "peftbench recorded them)"
+)
 
 
 def has_evidence(record: dict[str, Any]) -> bool:
@@ -196,8 +200,8 @@ def _compare(a: Evidence, b: Evidence) -> tuple[float, tuple[float, float], floa
     # coin flip. Examples where both did equally well flip to themselves and only scale the mean, so the
     # test runs on the others alone (same p-value, a fraction of the work).
     discordant = differences[differences != 0]
-    if discordant.size == 0:
-        return 0.0, interval, 1.0
+    if discordant.size < 2:  # with one example apart, its two signs give the same |mean|: p is exactly 1
+        return float(np.mean(differences)), interval, 1.0
     test = stats.permutation_test(
         (discordant,), _mean, permutation_type="samples", vectorized=True, n_resamples=PERMUTATIONS,
         alternative="two-sided", rng=_rng(),
@@ -209,7 +213,7 @@ def gather(records: list[dict[str, Any]], name_of: Callable[[dict[str, Any]], st
     """The evidence per method, from the finished runs that stored it and share one set of test examples."""
     usable = [r for r in records if r["result"]["status"] in ("ok", "collapsed", "diverged") and has_evidence(r)]
     if not usable:
-        return [], "no run stored its test predictions with the true labels (runs made before peftbench recorded them)"
+        return [], NO_EVIDENCE
     sets: dict[tuple, list[dict[str, Any]]] = {}
     for record in usable:
         sets.setdefault(tuple(record["result"]["references"]), []).append(record)
