@@ -146,3 +146,23 @@ def test_two_methods_one_example_apart_are_tied_and_nothing_breaks():
     analysis = analyse([_record("constant", 0, majority, 10), _record("almost", 0, almost, 10)], display_name)
     comparison = analysis.comparison("constant", "almost")
     assert comparison.p_value == 1.0 and not comparison.significant
+
+
+def test_a_report_that_cannot_be_built_does_not_stop_the_grid(tiny_model, tmp_path, monkeypatch, capsys):
+    from peftbench import runner
+
+    real = runner.write_reports
+    calls = []
+
+    def broken(store, *args, **kwargs):
+        calls.append(store.root)
+        if len(calls) == 1:  # the report after the first run
+            raise ValueError("statistics broke")
+        return real(store, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "write_reports", broken)
+    args = ["run", "--model", str(tiny_model), "--methods", "bitfit,ia3", "--epochs", "1", "--out", str(tmp_path), "--workers", "inline",
+            "--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "16", "--max-length", "16", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["bitfit__seed123.json", "ia3__seed123.json"]
+    assert "could not rebuild the reports (ValueError: statistics broke); the runs are saved" in capsys.readouterr().err
