@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import PRESETS, WORKERS, DataConfig, GridConfig, TrainConfig, build_section
+from .config import PRESETS, DataConfig, GridConfig, ScaleConfig, TrainConfig, build_section
 from .errors import UserError
 
 EXIT_BAD_INPUT = 2
@@ -79,13 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--seeds", help="comma-separated seeds, one run per method and seed (default: --seed)")
-    run.add_argument(
-        "--workers", default="process", choices=WORKERS,
-        help="process: each run in a worker process of its own (its own peak memory; a crash takes only that run); "
-        "inline: every run in this process, for a debugger (peak memory then includes earlier runs) (default: process)",
-    )  # fmt: skip
     _add_section(run, DataConfig)
     _add_section(run, TrainConfig)
+    _add_section(run, ScaleConfig)
 
     commands.add_parser("methods", help="list the registered methods with their settings")
     predict = commands.add_parser("predict", help="label texts with a trained run: one label and probability per line")
@@ -134,7 +131,7 @@ def _grid_from_args(args: argparse.Namespace) -> GridConfig:
         dry_run=args.dry_run,
         select_only=args.select_only,
         seeds=_parse_seeds(args.seeds),
-        workers=args.workers,
+        scale=ScaleConfig(**_section_values(args, ScaleConfig)),
     )
 
 
@@ -236,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args.dirs, args.out, _constraints(args))
         from .runner import run_grid
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError("peftbench run plans the grid in one process; for data-parallel runs use peftbench run --num-processes N (without accelerate launch or torchrun)")
         summary = run_grid(_grid_from_args(args), progress=not args.no_progress)
     except UserError as exc:
         print(f"peftbench: error: {exc}", file=sys.stderr)
@@ -243,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("peftbench: interrupted; finished runs are saved and are skipped when the command is run again", file=sys.stderr)
         return 130
-    print(f"{summary.ran} run(s) done, {summary.skipped} skipped, {summary.failed} failed")
+    elsewhere = f", {summary.elsewhere} left to other processes" if summary.elsewhere else ""
+    print(f"{summary.ran} run(s) done, {summary.skipped} skipped, {summary.failed} failed{elsewhere}")
     for path in summary.out_files:
         print(f"wrote {path}")
     return EXIT_RUN_FAILED if summary.failed else 0

@@ -177,7 +177,90 @@ class TrainConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-WORKERS = ("process", "inline")
+
+
+@dataclass
+class ScaleConfig:
+    """Where the runs execute and how many at once (none of it changes a run's results)."""
+
+    executor: str = _help(
+        "local: worker processes on this machine, --workers at a time; ray: each run a Ray task on the cluster "
+        "at --ray-address (RAY_ADDRESS), or on a local Ray instance started for the grid (pip install 'peftbench[ray]')",
+        default="local",
+    )
+    workers: str | None = _help(
+        "runs at a time on this machine (local executor): a number, or inline (every run in this process, for a "
+        "debugger; peak memory then includes earlier runs). On CPUs the cores are divided between them. "
+        "Unset: one per visible GPU, 1 on a CPU",
+        default=None,
+    )
+    num_processes: int = _help(
+        "processes that train each run data-parallel (torchrun; gloo on CPUs, NCCL on GPUs, one GPU each); each "
+        "batch is split between them, so the global batch and the experiment stay those of one process",
+        default=1,
+    )
+    device: str = _help("cpu, cuda or auto (the GPU when there is one)", default="auto")
+    shard: str | None = _help(
+        "I/N: run only the I-th of N deterministic parts of the grid (one per job of a scheduler's array); "
+        "shards may share one --out, and `peftbench report DIR` merges them. Unset: the whole grid",
+        default=None,
+    )
+    claim_timeout: float = _help(
+        "seconds after which a claim (DIR/claims/, refreshed every 20 s while its run trains) whose process "
+        "stopped refreshing it is stale and may be taken over; a claim of a dead process on this host is stale at once",
+        default=300.0,
+    )
+    ray_address: str | None = _help("Ray cluster to join (ray start --head prints it). Unset: RAY_ADDRESS, else a local instance", default=None)
+    ray_num_cpus: float = _help("CPUs a Ray task of a run on CPU asks for (its torch threads)", default=1.0)
+    ray_num_gpus: float = _help("GPUs a Ray task of a run on GPU asks for, per process", default=1.0)
+    ray_max_retries: int = _help("times Ray runs a task again when its worker process died", default=3)
+
+    def shard_part(self) -> tuple[int, int] | None:
+        """(I, N) of --shard I/N, 1-based; None for the whole grid."""
+        if self.shard is None:
+            return None
+        try:
+            index, count = (int(v) for v in self.shard.split("/"))
+        except ValueError:
+            raise UserError(f"--shard must be I/N (e.g. 1/4), got {self.shard!r}") from None
+        if not 1 <= index <= count:
+            raise UserError(f"--shard I/N needs 1 <= I <= N, got {self.shard!r}")
+        return index, count
+
+    def worker_count(self, gpus: int) -> int | None:
+        """Runs at a time on this machine; None for inline."""
+        if self.workers is None:
+            return max(1, gpus // self.num_processes)
+        if self.workers == "inline":
+            return None
+        if self.workers == "process":  # the name of one worker process at a time in earlier versions
+            return 1
+        try:
+            count = int(self.workers)
+        except ValueError:
+            raise UserError(f"--workers must be a positive number or inline, got {self.workers!r}") from None
+        if count < 1:
+            raise UserError(f"--workers must be a positive number or inline, got {self.workers!r}")
+        return count
+
+    def validate(self) -> None:
+        from .executors import EXECUTORS
+        from .hardware import DEVICES
+
+        if self.executor not in EXECUTORS:
+            raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.device not in DEVICES:
+            raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.num_processes < 1:
+            raise UserError(f"--num-processes must be at least 1, got {self.num_processes}")
+        if self.workers == "inline" and (self.num_processes > 1 or self.executor != "local"):
+            raise UserError("--workers inline runs in this process: it cannot be combined with --num-processes or --executor ray")
+        self.worker_count(0)
+        self.shard_part()
+        if not self.claim_timeout > 0:
+            raise UserError(f"--claim-timeout must be a positive number of seconds, got {self.claim_timeout}")
+        if self.ray_max_retries < 0 or self.ray_num_cpus <= 0 or self.ray_num_gpus <= 0:
+            raise UserError("--ray-max-retries must be >= 0 and --ray-num-cpus, --ray-num-gpus positive")
 
 # The two ways of executing one protocol, named in one place. Execution changes speed and memory, not
 # the experiment: it is recorded in provenance and left out of a run's identity (results.protocol).
@@ -207,7 +290,7 @@ class GridConfig:
     preset: str = "seed"
     dry_run: bool = False
     seeds: list[int] = field(default_factory=list)  # empty: the one seed of train.seed
-    workers: str = "process"  # process: each run in a worker process of its own; inline: in this one (debugging)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)  # where the runs execute, how many at once
     # Choose on dev and stop: no test evaluation and no saved weights. For choosing settings (a learning-rate
     # sweep whose choice goes into the registry) without the test split ever being read.
     select_only: bool = False
@@ -222,8 +305,9 @@ class GridConfig:
             raise UserError("--lr-grid needs a dev set to choose on: add --dev-size (or use --preset tuned)")
         if self.select_only and self.data.dev_size is None:
             raise UserError("--select-only needs a dev set to choose on: add --dev-size (or use --preset tuned)")
-        if self.workers not in WORKERS:
-            raise UserError(f"--workers must be one of {', '.join(WORKERS)}, got {self.workers!r}")
+        self.scale.validate()
+        if self.train.batch_size % self.scale.num_processes:
+            raise UserError(f"--batch-size {self.train.batch_size} does not split evenly over --num-processes {self.scale.num_processes}")
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} exists and is not a folder")
 

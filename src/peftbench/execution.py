@@ -1,5 +1,7 @@
-"""Where a worker request runs: in a child process of its own (the default) or in this process (`--workers
-inline`, for a debugger; its peak memory then includes what earlier runs left behind)."""
+"""Where a worker request runs: in a child process of its own (the default), in several child processes that
+train one run data-parallel (`--num-processes N`, launched with torchrun, which is what `accelerate launch`
+runs on several GPUs; accelerate inside the worker reads the ranks it sets), or in this process
+(`--workers inline`, for a debugger; its peak memory then includes what earlier runs left behind)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,31 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 STOP_GRACE_S = 10  # after Ctrl-C, how long a worker may take to stop before it is killed
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+_live: set[subprocess.Popen] = set()  # worker processes under way, so that a cancelled grid can stop them
+_live_guard = threading.Lock()
 
 
-def run_request(request: dict[str, Any], folder: Path, inline: bool = False) -> dict[str, Any]:
-    """The worker's response; a worker that dies comes back as {"error": why} and never raises."""
+def run_request(request: dict[str, Any], folder: Path, inline: bool = False, env: dict[str, str] | None = None, processes: int = 1) -> dict[str, Any]:
+    """The worker's response; a worker that dies comes back as {"error": why} and never raises.
+    env: extra environment of the worker (its GPUs, its CPU threads); processes: data-parallel processes."""
     if inline:
         return _in_this_process(request)
-    return _in_child_process(request, folder)
+    return _in_child_process(request, folder, env or {}, processes)
+
+
+def stop_all_workers() -> None:
+    """Stop every worker process this process started (a grid cancelled by Ctrl-C or SIGTERM)."""
+    with _live_guard:
+        children = list(_live)
+    for child in children:
+        _stop(child)
 
 
 def _in_this_process(request: dict[str, Any]) -> dict[str, Any]:
@@ -32,25 +48,56 @@ def _in_this_process(request: dict[str, Any]) -> dict[str, Any]:
     return work(request)
 
 
-def _child_environment() -> dict[str, str]:
+def _child_environment(extra: dict[str, str]) -> dict[str, str]:
     """The child imports the very peftbench this process runs (a source checkout as well as an install)."""
     package_root = str(Path(__file__).resolve().parents[1])
     paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
-def _in_child_process(request: dict[str, Any], folder: Path) -> dict[str, Any]:
+def _parent_death_signal() -> Any:
+    """Linux's prctl, looked up before any fork: what runs between fork and exec must not load libraries."""
+    if sys.platform != "linux":
+        return None  # elsewhere an orphaned worker finishes on its own; nobody records it
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    # The worker is killed when the thread that started it ends (a grid or a Ray worker killed with -9),
+    # so no orphan goes on training a run that nobody will record.
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_DIE_WITH_PARENT = _parent_death_signal()
+
+
+def _command(request_path: Path, response_path: Path, processes: int) -> list[str]:
+    worker = ["-m", "peftbench.worker", str(request_path), str(response_path)]
+    if processes == 1:
+        return [sys.executable, *worker]
+    # torchrun sets RANK/WORLD_SIZE/MASTER_PORT for each process; --standalone picks a free port on this machine
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "--no-python"]
+    return [sys.executable, *launcher, sys.executable, *worker]
+
+
+def _in_child_process(request: dict[str, Any], folder: Path, env: dict[str, str], processes: int) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     request_path, response_path = folder / "request.json", folder / "response.json"
     request_path.write_text(json.dumps(request), encoding="utf-8")
     response_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "peftbench.worker", str(request_path), str(response_path)]
-    child = subprocess.Popen(command, env=_child_environment())
+    child = subprocess.Popen(_command(request_path, response_path, processes), env=_child_environment(env), preexec_fn=_DIE_WITH_PARENT)
+    with _live_guard:
+        _live.add(child)
     try:
         code = child.wait()
     except BaseException:  # Ctrl-C (which the child got too) or anything else: never leave it running
         _stop(child)
         raise
+    finally:
+        with _live_guard:
+            _live.discard(child)
     if code == 0 and response_path.exists():
         return json.loads(response_path.read_text(encoding="utf-8"))
     if code < 0:

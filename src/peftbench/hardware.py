@@ -7,8 +7,18 @@ import torch
 from .measure import device_description
 
 
-def likely_device() -> torch.device:
-    """The device accelerate will pick: the GPU when there is one (precision must be resolved before it starts)."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def likely_device(requested: str = "auto") -> torch.device:
+    """The device a worker trains on: `auto` → the GPU when there is one (precision must be resolved before
+    accelerate starts); `cpu` even where there is a GPU; `cuda` only where there is one."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        from .errors import UserError
+
+        raise UserError("--device cuda, but torch sees no CUDA GPU here")
+    if requested == "cpu":
+        return torch.device("cpu")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

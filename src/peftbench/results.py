@@ -233,7 +233,7 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def provenance(device: dict[str, Any], train: Any = None, workers: str = "process") -> dict[str, Any]:
+def provenance(device: dict[str, Any], train: Any = None, scale: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where and how a run was made: command, versions, commit, the device with what `auto` resolved to there,
     and the execution (how the protocol was run; not part of the run's identity)."""
     from .config import EXECUTION_FIELDS
@@ -257,5 +257,5 @@ def provenance(device: dict[str, Any], train: Any = None, workers: str = "proces
         "device": device,
     }
     if train is not None:
-        described["execution"] = {**{name: getattr(train, name) for name in EXECUTION_FIELDS}, "workers": workers}
+        described["execution"] = {**{name: getattr(train, name) for name in EXECUTION_FIELDS}, **(scale or {"workers": "process"})}
     return described

@@ -7,19 +7,25 @@ so a scheduler can later stand where execution.run_request stands without changi
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from tqdm.auto import tqdm
+
 from . import hardware, models
+from .claims import ClaimBook
 from .config import GridConfig, TrainConfig, as_dict
 from .data import TokenizedData, load_labeled_texts, split, tokenize_split
 from .errors import UserError
 from .execution import run_request
+from .executors import LocalExecutor, RayExecutor, RayOptions, RunOutcome, Slot, local_slots, materialise
 from .measure import MEASUREMENT_NOTES
 from .methods import REGISTRY, Method
 from .recommend import Constraints
@@ -45,6 +51,7 @@ class GridSummary:
     skipped: int
     failed: int
     out_files: list[str]
+    elsewhere: int = 0  # runs another process (a shard, an identical command) claimed or finished meanwhile
 
 
 @dataclass
@@ -92,6 +99,16 @@ def _plan(grid: GridConfig, prepared: Prepared) -> list[PlannedRun]:
     return planned
 
 
+def _shard(grid: GridConfig, planned: list[PlannedRun]) -> list[PlannedRun]:
+    """--shard I/N: every N-th run of the plan from the I-th on, so each shard gets a mix of methods and seeds
+    and the parts are the same in every job that plans the same grid."""
+    part = grid.scale.shard_part()
+    if part is None:
+        return planned
+    index, count = part
+    return planned[index - 1 :: count]
+
+
 def _todo(grid: GridConfig, planned: list[PlannedRun], store: ResultStore) -> list[PlannedRun]:
     """The runs still to do; a finished run of other settings under the same name stops the grid."""
     todo = []
@@ -99,18 +116,23 @@ def _todo(grid: GridConfig, planned: list[PlannedRun], store: ResultStore) -> li
         done = store.finished(run.run_id)
         if done is None:
             todo.append(run)
-        elif not grid.dry_run:
-            differences = protocol_differences(done, run.config, type(grid.train))
-            if differences:
-                raise UserError(
-                    f"{store.path_of(run.run_id)} holds a finished run of different settings ({'; '.join(differences[:3])}); "
-                    "use another --out, or delete that file to run it again"
-                )
+        else:
+            _refuse_other_settings(grid, run, done, store)
     return todo
 
 
+def _refuse_other_settings(grid: GridConfig, run: PlannedRun, done: dict[str, Any], store: ResultStore) -> None:
+    differences = [] if grid.dry_run else protocol_differences(done, run.config, type(grid.train))
+    if differences:
+        raise UserError(
+            f"{store.path_of(run.run_id)} holds a finished run of different settings ({'; '.join(differences[:3])}); "
+            "use another --out, or delete that file to run it again"
+        )
+
+
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    tqdm.write(message, file=sys.stderr)  # above a progress bar over the grid, when there is one
+    sys.stderr.flush()
 
 
 @contextmanager
@@ -136,31 +158,187 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     skipped = len(planned) - len(todo)
     if skipped:
         _log(f"{skipped} run(s) already finished in {grid.out}: skipped")
-    failed = _run_all(grid, prepared, store, todo, progress) if todo else 0
+    tally = _run_all(grid, prepared, store, todo, progress) if todo else _Tally()
     files = write_reports(store)
-    return GridSummary(ran=len(todo), skipped=skipped, failed=failed, out_files=files)
+    return GridSummary(ran=tally.ran, skipped=skipped, failed=tally.failed, out_files=files, elsewhere=tally.elsewhere)
 
 
-def _run_all(grid: GridConfig, prepared: Prepared, store: ResultStore, todo: list[PlannedRun], progress: bool) -> int:
-    """Tokenise once for every run, hand each run to its workers, store each record as it comes; the failures."""
-    failed = 0
+@dataclass
+class _Tally:
+    ran: int = 0
+    failed: int = 0
+    elsewhere: int = 0
+
+
+@dataclass
+class _Grid:
+    """One grid under way: what every run shares, and the executor running them."""
+
+    grid: GridConfig
+    prepared: Prepared
+    store: ResultStore
+    data: TokenizedData
+    data_file: Path
+    work: Path
+    executor: Any
+    progress: bool  # per-run progress bars (one run at a time) ...
+    bar: Any  # ... or one bar over the grid (several at once)
+    total: int
+    data_ref: Any = None  # the tokenised data in Ray's object store
+
+    def context(self, run: PlannedRun, label: str, slot: Slot) -> _RunContext:
+        return _RunContext(self.grid, self.prepared.model_path, self.data, self.data_file, self.work / run.run_id, self.progress, label, slot)
+
+
+def _run_all(grid: GridConfig, prepared: Prepared, store: ResultStore, todo: list[PlannedRun], progress: bool) -> _Tally:
+    """Tokenise once for every run, hand the runs to the executor as it has room, store each record as it
+    comes back. A run is claimed before it is handed out, so that processes sharing grid.out share the work."""
+    claims = ClaimBook(grid.out, grid.scale.claim_timeout)
     with _work_folder(grid.out) as work:
         data = tokenize_split(prepared.parts, prepared.tokenizer, prepared.max_length)
         data_file = work / "data.json"
         write_tokenized(data, data_file)
-        for index, run in enumerate(todo, start=1):
-            label = f"[{index}/{len(todo)}] {run.run_id}"
-            rates = grid.train.lr_grid or f"{run.config['lr']:g}"
-            _log(f"{label}: {run.method.summary}; lr {rates}")
-            record = _execute(run, _RunContext(grid, prepared, data, data_file, work / run.run_id, progress, label))
-            _keep_weights(record, work / run.run_id / "weights", grid.out / run.run_id)
-            store.save(record)
-            failed += record["result"]["status"] == "failed"
-            if progress and record["result"].get("worker_died"):
-                _log("")  # a killed worker leaves its progress bar unfinished on the line
-            _log(f"{label}: {_one_line_result(record['result'])}")
-            _refresh_reports(store)
-    return failed
+        executor = _executor(grid, work)
+        several = executor.concurrent > 1 or grid.scale.executor == "ray"
+        bar = tqdm(total=len(todo), desc="grid", unit="run", disable=not (progress and several), dynamic_ncols=True)
+        state = _Grid(grid, prepared, store, data, data_file, work, executor, progress and not several, bar, len(todo))
+        if grid.scale.executor == "ray":
+            state.data_ref = executor.put(dataclasses.asdict(data))
+        try:
+            return _dispatch(state, todo, claims)
+        except BaseException:  # Ctrl-C, or a conflict found on a claim: stop what is under way, keep what finished
+            executor.cancel()
+            raise
+        finally:
+            claims.release_all()
+            executor.close()
+            bar.close()
+
+
+def _executor(grid: GridConfig, work: Path) -> Any:
+    scale = grid.scale
+    device = hardware.likely_device(scale.device) if scale.executor == "local" else None
+    if scale.executor == "ray":
+        import torch
+
+        on_gpu = scale.device == "cuda" or (scale.device == "auto" and torch.cuda.is_available())
+        options = RayOptions(scale.ray_address, scale.ray_num_cpus, scale.ray_num_gpus, scale.ray_max_retries)
+        return RayExecutor(options, on_gpu, scale.num_processes, grid.out)
+    import torch
+
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    count = scale.worker_count(gpus)
+    if count is None:
+        return LocalExecutor([Slot()], inline=True)
+    return LocalExecutor(local_slots(count, device.type, scale.num_processes, len(os.sched_getaffinity(0))))
+
+
+def _dispatch(state: _Grid, todo: list[PlannedRun], claims: ClaimBook) -> _Tally:
+    tally, pending, in_flight = _Tally(), list(todo), {}
+    while pending or in_flight:
+        while pending and len(in_flight) < state.executor.concurrent:
+            run = pending.pop(0)
+            if _claim(state, run, claims):
+                in_flight[_submit(state, run, tally.ran + len(in_flight) + 1)] = run
+            else:
+                tally.elsewhere += 1
+                state.bar.update(1)
+        if not in_flight:
+            break
+        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        for future in done:
+            run = in_flight.pop(future)
+            tally.ran += 1
+            tally.failed += _store_outcome(state, run, _outcome_of(future, run, state), tally.ran)
+            claims.release(run.run_id)
+            state.bar.update(1)
+    return tally
+
+
+def _claim(state: _Grid, run: PlannedRun, claims: ClaimBook) -> bool:
+    """Whether this process trains the run: not when another process holds it or finished it meanwhile."""
+    holder = claims.claim(run.run_id, run.fingerprint)
+    if holder is not None:
+        _log(f"{run.run_id}: being trained by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started_utc')}: left to it")
+        return False
+    done = state.store.finished(run.run_id)
+    if done is None:
+        return True
+    claims.release(run.run_id)
+    _refuse_other_settings(state.grid, run, done, state.store)
+    _log(f"{run.run_id}: finished meanwhile by another process: skipped")
+    return False
+
+
+def _submit(state: _Grid, run: PlannedRun, index: int) -> Future:
+    label = f"[{index}/{state.total}] {run.run_id}"
+    rates = state.grid.train.lr_grid or f"{run.config['lr']:g}"
+    _log(f"{label}: {run.method.summary}; lr {rates}")
+    if state.grid.scale.executor == "ray":
+        return state.executor.submit(_payload(state, run, label), state.data_ref)
+    return state.executor.submit(lambda slot: _run_here(run, state.context(run, label, slot)))
+
+
+def _run_here(run: PlannedRun, context: _RunContext) -> RunOutcome:
+    record = _execute(run, context)
+    weights = context.folder / "weights" if record["result"].get("weights_dir") else None
+    return RunOutcome(record, weights)
+
+
+def _outcome_of(future: Future, run: PlannedRun, state: _Grid) -> RunOutcome:
+    """The run's outcome; a Ray task that failed for good (its retries spent) becomes a failed run."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - the executor's failure of one run must not stop the grid
+        text = str(exc).strip().splitlines()
+        result = {"status": "failed", "error": f"{type(exc).__name__}: {text[0] if text else ''}", "worker_died": True}
+        result["majority_accuracy"] = state.data.majority_accuracy
+        return RunOutcome(_record(run, state.data, result, {}))
+
+
+def _store_outcome(state: _Grid, run: PlannedRun, outcome: RunOutcome, finished: int) -> int:
+    """Keep a run's weights and record (the driver alone writes the store); 1 if the run failed."""
+    record = outcome.record
+    record["provenance"] = provenance(record["provenance"]["device"], run.train, _scale_provenance(state))
+    staged = materialise(outcome, state.work / run.run_id)
+    if staged is not None:
+        _keep_weights(record, staged, state.grid.out / run.run_id)
+    state.store.save(record)
+    if state.progress and record["result"].get("worker_died"):
+        _log("")  # a killed worker leaves its progress bar unfinished on the line
+    _log(f"[{finished}/{state.total}] {run.run_id}: {_one_line_result(record['result'])}")
+    _refresh_reports(state.store)
+    return int(record["result"]["status"] == "failed")
+
+
+def _scale_provenance(state: _Grid) -> dict[str, Any]:
+    scale = state.grid.scale
+    return {
+        "workers": "inline" if state.executor.concurrent == 1 and getattr(state.executor, "inline", False) else "process",
+        "executor": scale.executor, "concurrent_runs": state.executor.concurrent,
+        "processes_per_run": scale.num_processes, "device_requested": scale.device,
+    }  # fmt: skip
+
+
+def _payload(state: _Grid, run: PlannedRun, label: str) -> dict[str, Any]:
+    """A run as plain data, for a Ray task on any machine of the cluster (runner.execute_payload)."""
+    return {
+        "grid": state.grid, "method": run.method.name, "train": as_dict(run.train), "config": run.config,
+        "fingerprint": run.fingerprint, "run_id": run.run_id, "model_path": state.prepared.model_path, "label": label,
+    }  # fmt: skip
+
+
+def execute_payload(payload: dict[str, Any], data: dict[str, Any], scratch: Path) -> RunOutcome:
+    """One whole run where a Ray task landed: its workers are processes of this machine, in `scratch`."""
+    grid: GridConfig = payload["grid"]
+    run = PlannedRun(REGISTRY[payload["method"]], TrainConfig(**payload["train"]), payload["config"], payload["fingerprint"], payload["run_id"])
+    tokenized = TokenizedData(**data)
+    data_file = scratch / "data.json"
+    write_tokenized(tokenized, data_file)
+    threads = str(max(1, int(grid.scale.ray_num_cpus)))
+    slot = Slot({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    context = _RunContext(grid, payload["model_path"], tokenized, data_file, scratch / run.run_id, False, payload["label"], slot)
+    return _run_here(run, context)
 
 
 def _refresh_reports(store: ResultStore) -> None:
@@ -181,6 +359,8 @@ def _keep_weights(record: dict[str, Any], staged: Path, final: Path) -> None:
     if final.exists():
         shutil.rmtree(final)  # an earlier run of this name that is being replaced
     staged.rename(final)
+    if staged.parent.name.startswith(".incoming-"):  # sent by a Ray task through the shared --out
+        shutil.rmtree(staged.parent, ignore_errors=True)
 
 
 def _one_line_result(result: dict[str, Any]) -> str:
@@ -218,25 +398,27 @@ def write_reports(store: ResultStore, records: list[dict[str, Any]] | None = Non
 @dataclass
 class _RunContext:
     grid: GridConfig
-    prepared: Prepared
+    model_path: str
     data: TokenizedData
     data_file: Path
     folder: Path  # this run's scratch folder
     progress: bool
     label: str
+    slot: Slot  # the GPUs and CPU threads of this run's workers
 
     def send(self, request: dict[str, Any], name: str) -> dict[str, Any]:
         """Run a worker request, its files in this run's scratch folder under `name`."""
-        return run_request(request, self.folder / name, inline=self.grid.workers == "inline")
+        scale = self.grid.scale
+        return run_request(request, self.folder / name, scale.workers == "inline", self.slot.env, scale.num_processes)
 
 
 def _request(run: PlannedRun, context: _RunContext, kind: str, lr: float, **extra: Any) -> dict[str, Any]:
     """A worker request: plain data only, so that it can cross any process or machine boundary."""
     return {
-        "kind": kind, "run_id": run.run_id, "method": run.method.name, "model_path": context.prepared.model_path,
+        "kind": kind, "run_id": run.run_id, "method": run.method.name, "model_path": context.model_path,
         "base_model": run.config["model"], "train": run.config["train"], "lr": lr, "data_file": str(context.data_file),
         "weights_dir": str(context.folder / "weights"), "progress": context.progress, "dry_run": context.grid.dry_run,
-        **extra,
+        "device": context.grid.scale.device, **extra,
     }  # fmt: skip
 
 
@@ -304,16 +486,21 @@ def _execute(run: PlannedRun, context: _RunContext) -> dict[str, Any]:
         result.update({k: peak[k] for k in ("peak_memory_mb", "peak_memory_method", "process_peak_rss_mb") if k in peak})
     resolved = next((r["resolved"] for r in responses if "resolved" in r), {})
     result.update({k: v for k, v in resolved.items() if k != "device"})
-    device = resolved.get("device") or hardware.describe(hardware.likely_device())
+    device = resolved.get("device") or hardware.describe(hardware.likely_device("cpu" if context.grid.scale.device == "cpu" else "auto"))
+    return _record(run, context.data, result, device)
+
+
+def _record(run: PlannedRun, data: TokenizedData, result: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+    """A run's record; its provenance (command, commit) is completed by the grid process (_store_outcome)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.run_id,
         "config": run.config,
         "config_fingerprint": run.fingerprint,
-        "data": context.data.description,
+        "data": data.description,
         "measurement": MEASUREMENT_NOTES,
         "result": result,
-        "provenance": provenance(device, run.train, context.grid.workers),
+        "provenance": {"device": device},
     }
 
 

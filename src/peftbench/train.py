@@ -234,7 +234,7 @@ def _train_epoch(
             running += train_step(model, batch, optimizer, scheduler, accelerator, hook)
         running_steps += 1
         outcome.train_steps += 1
-        clock.samples += len(batch["labels"])
+        clock.samples += len(batch["labels"]) * accelerator.num_processes  # each process holds its share of a batch
         if outcome.train_steps == 1:
             synchronize(device)
             clock.first_step_s, clock.first_step_samples = now() - started, clock.samples
@@ -245,14 +245,16 @@ def _train_epoch(
             running.zero_()
             running_steps = 0
             bar.set_postfix(loss=f"{mean_loss:.4f}")
-            if not math.isfinite(mean_loss):
-                break
+            if not math.isfinite(mean_loss) and accelerator.num_processes == 1:
+                break  # (several processes must stop together: they check at the end of the epoch)
     if running_steps:
         loss_sum, loss_steps = loss_sum + running.item(), loss_steps + running_steps
     synchronize(device)
     outcome.train_time_s += now() - started
     bar.close()
-    return loss_sum / max(loss_steps, 1)
+    mean = torch.tensor(loss_sum / max(loss_steps, 1), device=device)
+    # every process then takes the same decisions (diverged or not) on the mean over all of them
+    return accelerator.reduce(mean, "mean").item() if accelerator.num_processes > 1 else mean.item()
 
 
 def _evaluate_epoch(

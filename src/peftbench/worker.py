@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -65,11 +66,20 @@ def _setup(request: dict[str, Any]) -> _Setup:
     from accelerate import Accelerator
     from transformers import DataCollatorWithPadding
 
+    from accelerate.utils import DataLoaderConfiguration
+
     train = TrainConfig(**request["train"])
-    device = likely_device()
+    device = likely_device(request.get("device", "auto"))
     precision = resolve_precision(train.precision, device)
     attention = resolve_attention(train.attention, device)
-    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision])
+    # Several processes (--num-processes) split each batch between them: the global batch, the number of
+    # steps (AdaLoRA's schedule) and so the experiment stay those of one process.
+    accelerator = Accelerator(
+        mixed_precision=PRECISION_TO_ACCELERATE[precision], cpu=device.type == "cpu",
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )  # fmt: skip
+    if train.batch_size % accelerator.num_processes:
+        raise UserError(f"--batch-size {train.batch_size} does not split evenly over {accelerator.num_processes} processes")
     tokenizer = models.load_tokenizer(request["model_path"])
     models.configure_padding(tokenizer, models.load_config(request["model_path"]).model_type)
     data = load_tokenized(request["data_file"])
@@ -114,7 +124,7 @@ def _trial(setup: _Setup) -> dict[str, Any]:
         restore_trainable(setup.accelerator.unwrap_model(model), outcome.best_state)  # the state judged on dev
     if request.get("finish"):
         response["finish"] = _finish(setup, model, response["outcome"])
-    elif outcome.best_state is not None and request.get("state_file"):
+    elif outcome.best_state is not None and request.get("state_file") and setup.accelerator.is_main_process:
         from safetensors.torch import save_file
 
         save_file(outcome.best_state, request["state_file"])
@@ -146,7 +156,7 @@ def _finish(setup: _Setup, model: Any, outcome: dict[str, Any]) -> dict[str, Any
         later = outcome["note"] if outcome["status"] == "diverged" else ""
         finished["status"] = "collapsed" if note else "ok"
         finished["note"] = "; ".join(n for n in (note, later and f"{later}: epoch {outcome['best_epoch']}, best on dev, was tested") if n)
-    if finished["status"] in ("ok", "collapsed"):
+    if finished["status"] in ("ok", "collapsed") and setup.accelerator.is_main_process:
         folder = Path(request["weights_dir"])
         finished["adapter_size_mb"] = save_trained(
             setup.accelerator.unwrap_model(model), setup.tokenizer, folder, REGISTRY[request["method"]],
@@ -157,7 +167,11 @@ def _finish(setup: _Setup, model: Any, outcome: dict[str, Any]) -> dict[str, Any
 
 def work(request: dict[str, Any]) -> dict[str, Any]:
     """Do one request; every failure of the work itself comes back as data, not as an exception."""
-    memory = PeakMemory(likely_device())
+    try:
+        device = likely_device(request.get("device", "auto"))
+    except UserError:
+        device = torch.device("cpu")  # _setup below raises the same error, which then comes back as data
+    memory = PeakMemory(device)
     memory.start()
     try:
         setup = _setup(request)
@@ -167,6 +181,9 @@ def work(request: dict[str, Any]) -> dict[str, Any]:
             "attention_used": setup.attention,
             "dropout_masks_used": resolve_dropout_masks(setup.train.dropout_masks, setup.accelerator.device),
             "device": describe_device(setup.accelerator.device),
+            "processes": setup.accelerator.num_processes,
+            "global_batch_size": setup.train.batch_size,
+            "per_process_batch_size": setup.train.batch_size // setup.accelerator.num_processes,
         }
     except (Exception, UserError) as exc:  # one broken method must not stop the grid: keep the error and go on
         text = str(exc).strip()
@@ -182,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         response = work(json.loads(Path(request_path).read_text(encoding="utf-8")))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the grid process tells the user
         return 130
-    Path(response_path).write_text(json.dumps(response), encoding="utf-8")
+    if int(os.environ.get("RANK", "0")) == 0:  # of several data-parallel processes, the main one answers
+        Path(response_path).write_text(json.dumps(response), encoding="utf-8")
     return 0
 
 

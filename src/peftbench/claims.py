@@ -1,0 +1,141 @@
+"""Claims: which process is training which run of an output folder, so that processes sharing one `--out`
+(two identical commands, the shards of a job array, two machines on a shared disk) never train a run twice
+and never mix settings.
+
+DIR/claims/<run_id>.json holds the claimant's host, pid, start time and the run's config fingerprint. It is
+created with O_EXCL; while the run trains, the claimant touches it every HEARTBEAT_S seconds. A claim whose
+heartbeat is older than the timeout, or whose process is gone (same host), is stale and may be taken over.
+Taking over and creating go through one lock on DIR/claims/.lock (fcntl.flock: local disks and NFS), so two
+processes cannot both take over the same stale claim.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UserError
+
+HEARTBEAT_S = 20.0  # how often a live claimant touches its claims
+DEFAULT_TIMEOUT_S = 300.0  # a claim untouched this long belongs to a process that died (or a machine that did)
+HOST = socket.gethostname()
+
+
+@dataclass
+class Claim:
+    run_id: str
+    path: Path
+    holder: dict[str, Any]  # what is in the file
+
+
+class ClaimBook:
+    """The claims this process holds in one output folder, kept alive by a heartbeat thread."""
+
+    def __init__(self, out: Path, timeout_s: float = DEFAULT_TIMEOUT_S, heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.folder = out / "claims"
+        self.timeout_s, self.heartbeat_s = timeout_s, heartbeat_s
+        self.held: dict[str, Claim] = {}
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def claim(self, run_id: str, fingerprint: str) -> dict[str, Any] | None:
+        """Claim a run: None when it is now ours, else the live holder's record (host, pid, started).
+
+        A live claim of the same run with another fingerprint means another process is writing this folder
+        with other settings: that is refused, before anything is trained."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{run_id}.json"
+        with self._folder_lock():
+            holder = _read(path)
+            if holder is not None and not self._stale(path, holder):
+                if holder.get("fingerprint") != fingerprint:
+                    raise UserError(
+                        f"{self.folder.parent} is being written with other settings by pid {holder.get('pid')} on "
+                        f"{holder.get('host')} (run {run_id}); use another --out or wait for it to finish"
+                    )
+                return holder
+            path.unlink(missing_ok=True)  # absent, unreadable or stale: ours now
+            mine = {"run_id": run_id, "fingerprint": fingerprint, "host": HOST, "pid": os.getpid(),
+                    "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(mine, handle)
+        with self._guard:
+            self.held[run_id] = Claim(run_id, path, mine)
+        self._start_heartbeat()
+        return None
+
+    def release(self, run_id: str) -> None:
+        with self._guard:
+            claim = self.held.pop(run_id, None)
+        if claim is not None:
+            with self._folder_lock():
+                if _read(claim.path) == claim.holder:  # never remove a claim that another process took over
+                    claim.path.unlink(missing_ok=True)
+
+    def release_all(self) -> None:
+        for run_id in list(self.held):
+            self.release(run_id)
+        self._stop.set()
+
+    def _stale(self, path: Path, holder: dict[str, Any]) -> bool:
+        if holder.get("host") == HOST and not _alive(holder.get("pid")):
+            return True  # its process is gone: no need to wait for the timeout
+        try:
+            return time.time() - path.stat().st_mtime > self.timeout_s
+        except FileNotFoundError:
+            return True
+
+    @contextmanager
+    def _folder_lock(self) -> Iterator[None]:
+        with open(self.folder / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _start_heartbeat(self) -> None:
+        if self._beat is None:
+            self._beat = threading.Thread(target=self._heartbeat, name="peftbench-claims", daemon=True)
+            self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            with self._guard:
+                paths = [claim.path for claim in self.held.values()]
+            for path in paths:
+                try:
+                    os.utime(path)
+                except FileNotFoundError:
+                    pass  # released meanwhile
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # absent, or torn by a crash between create and write: treated as no claim
+    return holder if isinstance(holder, dict) else None
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
