@@ -24,16 +24,18 @@ def write_char_tokenizer(folder: Path, vocab_size: int = 3000) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
-def write_tiny_bert(folder: Path, seed: int = 0) -> Path:
+BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+
+
+def write_tiny_bert(folder: Path, seed: int = 0, **size: int) -> Path:
+    """size: BertConfig fields that replace the tiny ones (BERT_BASE: a random model of bert-base's size)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     write_char_tokenizer(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=160, type_vocab_size=2,
-    )  # fmt: skip
+    tiny = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=160, type_vocab_size=2, **{**tiny, **size})
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     return folder

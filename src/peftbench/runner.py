@@ -273,7 +273,7 @@ def _claim(state: _Grid, run: PlannedRun, claims: ClaimBook) -> bool:
 def _submit(state: _Grid, run: PlannedRun, index: int) -> Future:
     label = f"[{index}/{state.total}] {run.run_id}"
     rates = state.grid.train.lr_grid or f"{run.config['lr']:g}"
-    _log(f"{label}: {run.method.summary}; lr {rates}")
+    _log(f"{label}: started: {run.method.summary}; lr {rates}")
     if state.grid.scale.executor == "ray":
         return state.executor.submit(_payload(state, run, label), state.data_ref)
     return state.executor.submit(lambda slot: _run_here(run, state.context(run, label, slot)))

@@ -1,0 +1,224 @@
+"""Scale-out: several runs at once (local workers, Ray), shards and claims on one shared --out, one run over
+several processes, and the device switch. Tiny random BERT on CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from peftbench import cli
+from peftbench.claims import ClaimBook
+from peftbench.errors import UserError
+
+QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress", "--epochs", "1"]
+GRID = ["--methods", "lora,bitfit,full,ia3"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def _runs(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "runs").glob("*.json"))}
+
+
+def _command(model: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "peftbench.cli", "run", "--model", str(model), *GRID, "--out", str(out), *QUICK, *extra]
+
+
+def _same_results(a: dict[str, dict], b: dict[str, dict]) -> None:
+    assert a.keys() == b.keys() and len(a) == 4
+    for name in a:
+        ra, rb = a[name]["result"], b[name]["result"]
+        assert ra["status"] == rb["status"], name
+        # the same computation with a different number of CPU threads: float sums in another order
+        assert abs(ra["accuracy"] - rb["accuracy"]) <= 1 / 32 and abs(ra["eval_loss"] - rb["eval_loss"]) < 1e-3, name
+
+
+@pytest.fixture(scope="module")
+def one_worker(tiny_model, tmp_path_factory) -> dict[str, dict]:
+    """The grid run one run at a time, in worker processes: what every other way of running it must match."""
+    out = tmp_path_factory.mktemp("one-worker")
+    done = subprocess.run(_command(tiny_model, out, "--workers", "1"), env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _runs(out)
+
+
+def test_two_local_workers_write_what_one_writes(tiny_model, one_worker, tmp_path):
+    assert cli.main(["run", "--model", str(tiny_model), *GRID, "--out", str(tmp_path / "two"), *QUICK, "--workers", "2"]) == 0
+    two = _runs(tmp_path / "two")
+    _same_results(one_worker, two)
+    assert {r["provenance"]["execution"]["concurrent_runs"] for r in two.values()} == {2}
+    assert not list((tmp_path / "two" / "claims").glob("*.json"))  # every claim released
+
+
+def _together(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+    started = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=600), *p.communicate()) for p in started]
+
+
+def _done_count(stdout: str) -> int:
+    line = next(line for line in stdout.splitlines() if "run(s) done" in line)
+    return int(line.split()[0])
+
+
+def _trained_ids(stderr: str) -> list[str]:
+    return [line.split("] ", 1)[1].split(":")[0] for line in stderr.splitlines() if ": started: " in line]
+
+
+def test_two_shards_started_together_on_one_out_run_every_run_once(tiny_model, tmp_path):
+    shards = _together(_command(tiny_model, tmp_path, "--shard", "1/2"), _command(tiny_model, tmp_path, "--shard", "2/2"))
+    for done in shards:
+        assert done.returncode == 0, done.stderr
+    trained = [run for done in shards for run in _trained_ids(done.stderr)]
+    assert sorted(trained) == sorted(_runs(tmp_path)) and len(trained) == 4  # each run trained by exactly one shard
+    assert sum(_done_count(done.stdout) for done in shards) == 4
+
+
+def test_two_identical_commands_together_never_train_a_run_twice(tiny_model, tmp_path):
+    both = _together(_command(tiny_model, tmp_path), _command(tiny_model, tmp_path))
+    for done in both:
+        assert done.returncode == 0, done.stderr
+    trained = [run for done in both for run in _trained_ids(done.stderr)]
+    assert len(trained) == len(set(trained)) == 4, [d.stderr for d in both]
+    assert len(_runs(tmp_path)) == 4
+
+
+def test_a_command_of_other_settings_on_a_folder_being_written_is_refused(tiny_model, tmp_path):
+    two = ["--methods", "lora,bitfit"]  # replaces GRID's: the last --methods wins
+    first, second = _together(_command(tiny_model, tmp_path, "--lr", "3e-4", *two), _command(tiny_model, tmp_path, "--lr", "1e-2", *two))
+    codes = sorted([first.returncode, second.returncode])
+    assert codes == [0, 2], (first.stderr, second.stderr)
+    refused = first if first.returncode == 2 else second
+    assert "other settings" in refused.stderr.strip().splitlines()[-1] and "Traceback" not in refused.stderr
+    assert {r["config"]["lr"] for r in _runs(tmp_path).values()} == {3e-4 if first.returncode == 0 else 1e-2}
+
+
+def test_claims_live_stale_and_of_other_settings(tmp_path):
+    book = ClaimBook(tmp_path, timeout_s=60)
+    assert book.claim("lora__seed1", "abc") is None
+    other = ClaimBook(tmp_path, timeout_s=60)
+    assert other.claim("lora__seed1", "abc")["pid"] == os.getpid()  # live: left to its holder
+    with pytest.raises(UserError, match="other settings"):
+        other.claim("lora__seed1", "xyz")
+    # a claim of a process that is gone (same host) is stale at once and taken over
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    path = tmp_path / "claims" / "full__seed1.json"
+    path.write_text(json.dumps({"run_id": "full__seed1", "fingerprint": "abc", "host": book_host(), "pid": int(dead)}))
+    assert other.claim("full__seed1", "abc") is None
+    # a claim untouched for longer than the timeout is stale too, whoever holds it
+    path = tmp_path / "claims" / "ia3__seed1.json"
+    path.write_text(json.dumps({"run_id": "ia3__seed1", "fingerprint": "abc", "host": "elsewhere", "pid": 1}))
+    assert other.claim("ia3__seed1", "abc")["host"] == "elsewhere"
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    assert other.claim("ia3__seed1", "abc") is None
+    book.release_all()
+    other.release_all()
+    assert not list((tmp_path / "claims").glob("*.json"))
+
+
+def book_host() -> str:
+    from peftbench.claims import HOST
+
+    return HOST
+
+
+def test_shard_parts_are_disjoint_and_cover_the_grid():
+    from peftbench.config import ScaleConfig
+    from peftbench.runner import _shard
+
+    class Grid:
+        def __init__(self, shard):
+            self.scale = ScaleConfig(shard=shard)
+
+    plan = list(range(10))
+    parts = [_shard(Grid(f"{i}/3"), plan) for i in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == plan and all(parts)
+    for bad in ("0/2", "3/2", "x"):
+        with pytest.raises(UserError):
+            ScaleConfig(shard=bad).shard_part()
+
+
+def test_device_cpu_runs_on_the_cpu(tiny_model, tmp_path):
+    assert cli.main(["run", "--model", str(tiny_model), "--methods", "lora", "--out", str(tmp_path), *QUICK, "--device", "cpu"]) == 0
+    record = _runs(tmp_path)["lora__seed123"]
+    assert record["provenance"]["device"]["type"] == "cpu" and record["provenance"]["execution"]["device_requested"] == "cpu"
+
+
+def test_device_cuda_without_a_gpu_is_one_line(tiny_model, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: --device cuda is valid here")
+    code = cli.main(["run", "--model", str(tiny_model), "--methods", "lora", "--out", str(tmp_path), *QUICK, "--device", "cuda"])
+    assert code == 2 and "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_two_processes_train_one_run_like_one_process(tiny_model, one_worker, tmp_path):
+    """Data-parallel over 2 gloo processes, each with half of every batch: the global batch and the steps are
+    those of one process, so the run is the same computation; dropout draws its masks per process (other
+    masks), so accuracy may move by a few of the 32 examples, the eval count must be exact."""
+    two = subprocess.run(_command(tiny_model, tmp_path, "--num-processes", "2", "--methods", "lora,full"), env=ENV, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = one_worker, _runs(tmp_path)
+    assert sorted(b) == ["full__seed123", "lora__seed123"]  # one run JSON per run, not one per process
+    for name, record in b.items():
+        result = record["result"]
+        assert len(result["predictions"]) == len(result["references"]) == record["data"]["eval_examples"] == 32
+        assert result["processes"] == 2 and result["global_batch_size"] == 16 and result["per_process_batch_size"] == 8
+        assert result["train_steps"] == a[name]["result"]["train_steps"]
+        assert abs(result["accuracy"] - a[name]["result"]["accuracy"]) <= 4 / 32, name
+
+
+def test_the_ray_executor_writes_what_the_local_one_writes(tiny_model, one_worker, tmp_path):
+    pytest.importorskip("ray")
+    remote = subprocess.run(_command(tiny_model, tmp_path, "--executor", "ray"), env=ENV, capture_output=True, text=True, timeout=600)
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    runs = _runs(tmp_path)
+    _same_results(one_worker, runs)
+    assert all((tmp_path / name / "adapter_config.json").exists() or (tmp_path / name / "config.json").exists() for name in runs)
+    assert {r["provenance"]["execution"]["executor"] for r in runs.values()} == {"ray"}
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid → (parent pid, command line) of every process (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                found[int(entry.name)] = (parent, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def _ray_task_process(before: set[int]) -> int | None:
+    """The Ray worker process running one of our runs: the parent of a new peftbench.worker process."""
+    table = _processes()
+    for pid, (parent, command) in table.items():
+        if pid not in before and "peftbench.worker" in command and parent in table and "peftbench.cli" not in table[parent][1]:
+            return parent
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the Ray worker through /proc (Linux)")
+def test_a_ray_worker_killed_mid_run_is_retried_and_no_run_is_lost_or_doubled(tiny_model, tmp_path):
+    pytest.importorskip("ray")
+    before = set(_processes())
+    grid = subprocess.Popen(_command(tiny_model, tmp_path, "--executor", "ray"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, killed = time.monotonic() + 300, None
+    while killed is None and time.monotonic() < deadline and grid.poll() is None:
+        killed = _ray_task_process(before)
+        time.sleep(0.05)
+    if killed is not None:
+        time.sleep(0.5)  # under way: its worker process is loading the model or training
+        os.kill(killed, signal.SIGKILL)
+    out, err = grid.communicate(timeout=600)
+    assert killed is not None, err[-3000:]
+    assert grid.returncode == 0, err[-3000:]
+    assert sorted(_runs(tmp_path)) == sorted(_trained_ids(err)) and len(_runs(tmp_path)) == 4  # each run once
+    assert not list((tmp_path / "failed").glob("*.json")) and _done_count(out) == 4
