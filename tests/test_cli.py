@@ -154,7 +154,7 @@ def _bad_inputs(tmp_path: Path, model: Path) -> dict[str, tuple[list, str]]:
     return {
         "missing data": (data + ["--data", tmp_path / "nope.csv"], "data file not found"),
         "data is a folder": (data + ["--data", tmp_path], "is a folder"),
-        "undecodable data": (data + ["--data", binary], "cannot parse"),
+        "undecodable data": (data + ["--data", binary], "cannot be decoded"),
         "empty data": (data + ["--data", empty], "empty"),
         "unsupported type": (data + ["--data", not_a_folder], "unsupported data file type"),
         "missing column": (data + ["--data", no_column], "column(s) review not found"),

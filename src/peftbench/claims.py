@@ -139,3 +139,17 @@ def _alive(pid: Any) -> bool:
     except PermissionError:
         return True  # exists, another user's
     return True
+
+
+def owner_prefix() -> str:
+    """Names scratch folders by their process (`.work-<host>-<pid>-…`), so a later grid can tell those left
+    by a process that was killed (kill -9 runs no cleanup) from those of a grid still running."""
+    return f"{HOST}-{os.getpid()}-"
+
+
+def left_by_dead_process(name: str, prefix: str) -> bool:
+    """Whether a folder named `<prefix><host>-<pid>-…` belongs to a process of this host that is gone."""
+    parts = name[len(prefix) :].rsplit("-", 2)
+    if not name.startswith(prefix) or len(parts) != 3 or not parts[1].isdigit():
+        return False
+    return parts[0] == HOST and not _alive(int(parts[1]))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
+import signal
 import sys
 import types
 import typing
@@ -13,9 +15,12 @@ from typing import Any, NoReturn
 
 from .config import PRESETS, DataConfig, GridConfig, ScaleConfig, TrainConfig, build_section
 from .errors import UserError
+from .interrupts import stop_signals
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
+# a full disk, a quota, a read-only or forbidden folder: the user's to fix, said in one line
+FILE_SYSTEM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 # CLI names that differ from the config field they set.
 OPTION_NAMES = {"source": "--data"}
 
@@ -159,7 +164,7 @@ def _print_methods() -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .predict import merge, predict
+    from .predict import merge, predict, run_warning
 
     if args.merge is not None:
         merge(args.run, args.merge)
@@ -177,6 +182,9 @@ def _predict(args: argparse.Namespace) -> int:
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise UserError("no text to label")
+    warning = run_warning(args.run)
+    if warning:
+        print(f"peftbench: warning: {warning}", file=sys.stderr)
     for text, (label, probability) in zip(texts, predict(args.run, texts)):
         print(f"{label}\t{probability:.4f}\t{text}")
     return 0
@@ -221,6 +229,11 @@ def _report(folder: Path, constraints: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with stop_signals():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.command == "methods":
             _print_methods()
@@ -239,9 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"peftbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("peftbench: interrupted; finished runs are saved and are skipped when the command is run again", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"peftbench: stopped by {signal.Signals(signum).name}; finished runs are saved and are skipped when the command is run again", file=sys.stderr)
+        return 128 + signum
+    except OSError as exc:
+        if exc.errno not in FILE_SYSTEM_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"peftbench: error: cannot write{where}: {exc.strerror}; finished runs are saved", file=sys.stderr)
+        return EXIT_BAD_INPUT
     elsewhere = f", {summary.elsewhere} left to other processes" if summary.elsewhere else ""
     print(f"{summary.ran} run(s) done, {summary.skipped} skipped, {summary.failed} failed{elsewhere}")
     for path in summary.out_files:

@@ -29,6 +29,10 @@ class DataConfig:
     )
     text_column: str = _help("column holding the text", default="review")
     label_column: str = _help("column holding the label (integers 0..K-1 or strings)", default="label")
+    encoding: str = _help(
+        "the data file's text encoding; auto: utf-8 (with or without BOM), else gb18030 (GBK), whichever decodes it",
+        default="auto",
+    )
     test_size: float = _help(
         "fraction held out for evaluation by datasets' train_test_split (the reference's 0.2)", default=0.2
     )

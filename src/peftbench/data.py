@@ -5,12 +5,13 @@ Everything here runs once per grid: every method then trains on the very same to
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import lzma
 from dataclasses import dataclass
 from importlib import resources
-from io import BytesIO
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ class LabeledTexts:
     sha256: str
     rows_read: int
     rows_dropped_empty: int
+    encoding: str = "utf-8"  # how the file's bytes were decoded
 
 
 @dataclass
@@ -77,20 +79,47 @@ def _read_builtin(name: str) -> tuple[bytes, str]:
     raise UserError(f"unknown builtin dataset {name!r}; available: {', '.join(BUILTIN_PREFIX + n for n in builtin_names())}")
 
 
-def _parse_table(raw: bytes, suffix: str, where: str) -> pd.DataFrame:
+ENCODINGS_TRIED = ("utf-8", "gb18030")  # what `auto` tries, in this order (a UTF-8 BOM means utf-8-sig)
+MISSING_LABELS = {"", "nan", "null", "none"}  # how a missing label reads once written as text (CSV NaN, JSON null)
+
+
+def decode(raw: bytes, encoding: str, where: str) -> tuple[str, str]:
+    """The file's text and the encoding it was read with: `auto` takes a UTF-8 BOM as utf-8-sig, then the
+    first of ENCODINGS_TRIED that decodes every byte (GBK files, common for Chinese data, are gb18030)."""
+    tried = encoding
+    if encoding == "auto":
+        tried = ", ".join(ENCODINGS_TRIED)
+        if raw.startswith(codecs.BOM_UTF8):
+            return raw.decode("utf-8-sig"), "utf-8-sig"
+        for candidate in ENCODINGS_TRIED:
+            try:
+                return raw.decode(candidate), candidate
+            except UnicodeDecodeError:
+                continue
+        encoding = ENCODINGS_TRIED[0]  # none fits: report where UTF-8 fails
+    try:
+        return raw.decode(encoding), encoding
+    except LookupError:
+        raise UserError(f"unknown --encoding {encoding!r} (e.g. utf-8, gb18030, big5, latin-1)") from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(f"{where}: line {line} cannot be decoded as {tried}; name the file's encoding with --encoding") from None
+
+
+def _parse_table(text: str, suffix: str, where: str) -> pd.DataFrame:
     try:
         if suffix == ".jsonl":
             # dtype=False: keep labels and texts as written instead of letting pandas guess dates etc.
-            return pd.read_json(BytesIO(raw), lines=True, dtype=False)
+            return pd.read_json(StringIO(text), lines=True, dtype=False)
         # keep_default_na=False: a review that reads "NA" or "null" is text, not a missing value.
-        return pd.read_csv(BytesIO(raw), sep=SUPPORTED_SUFFIXES[suffix], dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        return pd.read_csv(StringIO(text), sep=SUPPORTED_SUFFIXES[suffix], dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot parse {where} as {suffix[1:].upper()}: {first_line}") from None
 
 
-def _read_source(source: str) -> tuple[pd.DataFrame, str, str]:
-    """The raw table, a description of where it came from, and the sha256 of its bytes."""
+def _read_source(source: str, encoding: str = "auto") -> tuple[pd.DataFrame, str, str, str]:
+    """The raw table, a description of where it came from, the sha256 of its bytes and their encoding."""
     if source.startswith(BUILTIN_PREFIX):
         raw, file_name = _read_builtin(source[len(BUILTIN_PREFIX) :])
         suffix = Path(file_name).suffix
@@ -109,15 +138,25 @@ def _read_source(source: str) -> tuple[pd.DataFrame, str, str]:
             raise UserError(f"cannot read data file {source}: {exc.strerror}") from None
         if not raw.strip():
             raise UserError(f"data file is empty: {source}")
-    return _parse_table(raw, suffix, source), source, hashlib.sha256(raw).hexdigest()
+    text, used = decode(raw, encoding, source)
+    return _parse_table(text, suffix, source), source, hashlib.sha256(raw).hexdigest(), used
+
+
+def _label_text(value: Any) -> str:
+    """A raw label as text: None and float NaN are missing (""), an integral float (JSON 1.0) is its integer."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def _label_ids(values: list[Any], where: str) -> tuple[list[int], list[str]]:
     """Map raw labels to ids 0..K-1: integers 0..K-1 keep their value, anything else is sorted and numbered."""
-    as_text = [str(v).strip() for v in values]
-    if any(v == "" for v in as_text):
-        missing = sum(v == "" for v in as_text)
-        raise UserError(f"{where}: {missing} row(s) have an empty label")
+    as_text = [_label_text(v) for v in values]
+    if any(v.lower() in MISSING_LABELS for v in as_text):
+        missing = sum(v.lower() in MISSING_LABELS for v in as_text)
+        raise UserError(f"{where}: {missing} row(s) have a missing label (empty, NaN or null)")
     try:
         as_int = [int(v) for v in as_text]
     except ValueError:
@@ -132,7 +171,7 @@ def _label_ids(values: list[Any], where: str) -> tuple[list[int], list[str]]:
 
 def load_labeled_texts(config: DataConfig) -> LabeledTexts:
     """Read the data, drop rows whose text is empty, map labels to ids; UserError on anything unusable."""
-    frame, where, digest = _read_source(config.source)
+    frame, where, digest, encoding = _read_source(config.source, config.encoding)
     if len(frame) == 0:
         raise UserError(f"data has no rows: {where}")
     missing = [c for c in (config.text_column, config.label_column) if c not in frame.columns]
@@ -148,7 +187,7 @@ def load_labeled_texts(config: DataConfig) -> LabeledTexts:
     labels, names = _label_ids([v for v, k in zip(frame[config.label_column].tolist(), keep) if k], where)
     if len(names) < 2:
         raise UserError(f"{where}: only one class ({names[0]!r}) in {config.label_column!r}; classification needs two or more")
-    return LabeledTexts(texts, labels, names, where, digest, rows_read=len(frame), rows_dropped_empty=len(keep) - len(texts))
+    return LabeledTexts(texts, labels, names, where, digest, rows_read=len(frame), rows_dropped_empty=len(keep) - len(texts), encoding=encoding)
 
 
 def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
@@ -163,7 +202,8 @@ def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
         n = len(rows) if limit is None else min(limit, len(rows))
         rows = rows.select(range(n))
         return LabeledTexts(
-            list(rows["text"]), list(rows["label"]), data.label_names, data.source, data.sha256, data.rows_read, data.rows_dropped_empty
+            list(rows["text"]), list(rows["label"]), data.label_names, data.source, data.sha256, data.rows_read, data.rows_dropped_empty,
+            data.encoding,
         )
 
     try:
@@ -210,6 +250,7 @@ def tokenize_split(parts: SplitTexts, tokenizer: Any, max_length: int) -> Tokeni
         description={
             "source": parts.train.source,
             "sha256": parts.train.sha256,
+            "encoding": parts.train.encoding,
             "rows_read": parts.train.rows_read,
             "rows_dropped_empty_text": parts.train.rows_dropped_empty,
             "train_examples": len(parts.train.texts),

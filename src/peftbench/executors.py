@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import signal
 import tempfile
+import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -117,8 +119,12 @@ class RayExecutor:
         self.ray = ray
         address = options.address or os.environ.get("RAY_ADDRESS")
         if not ray.is_initialized():
+            # ray.init makes SIGTERM exit at once; the grid's own handler (interrupts.py) stops it cleanly
+            handler = signal.getsignal(signal.SIGTERM)
             # No address: a local instance for this grid (nothing to start by hand); otherwise join the cluster.
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, handler)
         resources = {"num_gpus": options.num_gpus * gpus_per_run} if on_gpu else {"num_cpus": options.num_cpus}
         self.concurrent = max(1, int(ray.available_resources().get("GPU" if on_gpu else "CPU", 1) // max(next(iter(resources.values())), 1e-9)))
         self._remote = ray.remote(max_retries=options.max_retries, retry_exceptions=False, **resources)(_run_remotely)

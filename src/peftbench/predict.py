@@ -63,6 +63,21 @@ def load_trained(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
     return model.eval(), tokenizer, meta
 
 
+def run_warning(folder: Path) -> str | None:
+    """What a user should know before trusting a saved run's labels: its stored status, when it learnt nothing.
+    The record lies beside the weights (DIR/runs/<run>.json for DIR/<run>); a folder moved elsewhere has none."""
+    record_path = folder.parent / "runs" / f"{folder.name}.json"
+    try:
+        result = json.loads(record_path.read_text(encoding="utf-8"))["result"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if result.get("status") == "collapsed":
+        accuracy, majority = result.get("accuracy"), result.get("majority_accuracy")
+        figures = f" (accuracy {accuracy:.3f}, majority class {majority:.3f})" if accuracy is not None and majority is not None else ""
+        return f"{folder.name} is collapsed: it predicted one class for nearly every evaluation example{figures}; its labels say little about the text"
+    return None
+
+
 def predict(folder: Path, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:
     """(label, probability of that label) for each text, computed as during the run's evaluation."""
     model, tokenizer, meta = load_trained(folder)

@@ -3,6 +3,8 @@
 DIR/runs/<method>__seed<seed>.json     finished runs (ok, collapsed, diverged) and dry runs
 DIR/failed/<method>__seed<seed>.json   runs that raised; kept apart so they never mix into the tables
 DIR/results.csv, DIR/report.md         rebuilt from the JSON files after every run
+DIR/runs/corrupt/                      run files that could not be read (torn, edited, random bytes), moved
+                                       aside with one line on stderr; the run counts as not done
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -61,7 +64,8 @@ def protocol(config: dict[str, Any], data_sha256: str | None = None, train_cls: 
         "method_hyperparameters": config["method_hyperparameters"],
         "peft_config_class": config["peft_config_class"],
         "lr": config["lr"],
-        "data": {**section(DataConfig, data, ("source",)), "sha256": data.get("sha256", data_sha256)},
+        # where the bytes lie and how they are decoded are not the experiment: the sha256 pins the bytes
+        "data": {**section(DataConfig, data, ("source", "encoding")), "sha256": data.get("sha256", data_sha256)},
         "train": section(train_cls or TrainConfig, config["train"], EXECUTION_FIELDS),
         "select_only": config.get("select_only", False),  # a run that never read the test split is another kind
     }
@@ -112,9 +116,33 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+STALE_TEMPORARY_S = 600  # write_atomic holds its temporary file for milliseconds; older ones were orphaned
+
+
+def make_ordinary(folder: Path) -> None:
+    """Give a folder written through temporary files (private: 0600/0700) the modes of ordinary files under the
+    user's umask, as the run JSONs have, so that the group's other tools can read saved weights."""
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
+
+
 class ResultStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def remove_stale_temporary_files(self) -> int:
+        """Delete write_atomic's temporary files (`.<name>.<random>.tmp`) that a killed process left; only
+        old ones, since another process sharing the folder may be writing one right now."""
+        removed = 0
+        for folder in (self.root, self.root / "runs", self.root / "failed"):
+            for path in folder.glob(".*.tmp"):
+                try:
+                    if time.time() - path.stat().st_mtime > STALE_TEMPORARY_S:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass  # another process cleaned it meanwhile
+        return removed
 
     def _path(self, folder: str, rid: str) -> Path:
         return self.root / folder / f"{rid}.json"
@@ -124,9 +152,8 @@ class ResultStore:
 
     def finished(self, rid: str) -> dict[str, Any] | None:
         """The finished record under this name, of whatever settings (the caller compares them), or None."""
-        try:
-            record = json.loads(self._path("runs", rid).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        record = self._read(self._path("runs", rid))
+        if record is None:
             return None  # absent or unreadable: run it (again)
         if record.get("schema_version") not in READABLE_SCHEMAS:
             return None
@@ -145,13 +172,37 @@ class ResultStore:
         found = []
         for folder in ("runs", "failed") if include_failed else ("runs",):
             for path in sorted((self.root / folder).glob("*.json")):
-                try:
-                    record = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError):
-                    continue
-                if record.get("schema_version") in READABLE_SCHEMAS:
+                record = self._read(path)
+                if record is not None and record.get("schema_version") in READABLE_SCHEMAS:
                     found.append(record)
         return sorted(found, key=_display_order)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        """A run file's record; None when absent. One that cannot be a record is moved aside (so that it
+        is said once, and the run is trained again), with one line on stderr."""
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            if isinstance(record, dict) and isinstance(record.get("result"), dict) and isinstance(record.get("config"), dict):
+                return record
+            why = f"not a run record but {json.dumps(record)[:20]}"
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            why = "empty" if not raw.strip() else f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'start', getattr(exc, 'pos', 0))})"
+        aside = path.parent / "corrupt" / path.name
+        if aside.exists():
+            aside = aside.with_name(f"{path.stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.json")
+        try:
+            aside.parent.mkdir(exist_ok=True)
+            os.replace(path, aside)
+            where = f"moved to {aside.relative_to(self.root)}"
+        except OSError as exc:  # a read-only folder: say so, and leave the file
+            where = f"left in place ({exc.strerror})"
+        print(f"peftbench: warning: {path} is unreadable ({why}); {where}; the run counts as not done and a rerun "
+              "trains it again", file=sys.stderr)  # fmt: skip
+        return None
 
     def write_csv(self, records: list[dict[str, Any]]) -> Path:
         return self._write_table("results.csv", CSV_COLUMNS, [csv_row(r) for r in records])

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from tqdm.auto import tqdm
 
 from . import hardware, models
-from .claims import ClaimBook
+from .claims import ClaimBook, left_by_dead_process, owner_prefix
 from .config import GridConfig, TrainConfig, as_dict
 from .data import TokenizedData, load_labeled_texts, split, tokenize_split
 from .errors import UserError
@@ -31,7 +31,7 @@ from .methods import REGISTRY, Method
 from .recommend import Constraints
 from .report import findings, header_lines, render_markdown
 from .report_html import render_html
-from .results import SCHEMA_VERSION, ResultStore, fingerprint, protocol_differences, provenance, run_id, write_atomic
+from .results import SCHEMA_VERSION, ResultStore, fingerprint, make_ordinary, protocol_differences, provenance, run_id, write_atomic
 from .train import better_on_dev
 from .worker import FINISH, TRIAL, write_tokenized
 
@@ -138,11 +138,26 @@ def _log(message: str) -> None:
 @contextmanager
 def _work_folder(out: Path) -> Iterator[Path]:
     """Scratch space inside the output folder (so finished weights move in by a rename), removed at the end."""
-    folder = Path(tempfile.mkdtemp(prefix=".work-", dir=out))
+    folder = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{owner_prefix()}", dir=out))
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+WORK_PREFIX = ".work-"
+
+
+def _sweep_leftovers(out: Path, store: ResultStore) -> None:
+    """What killed processes left in the folder: half-written files of the store, and work folders (with
+    their half-trained weights) of grid processes that are gone."""
+    removed = store.remove_stale_temporary_files()
+    for folder in out.glob(f"{WORK_PREFIX}*"):
+        if folder.is_dir() and left_by_dead_process(folder.name, WORK_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    if removed:
+        _log(f"removed {removed} temporary file(s) or folder(s) left in {out} by processes that were killed")
 
 
 def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
@@ -155,6 +170,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
         grid.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output folder {grid.out}: {exc.strerror}") from None
+    _sweep_leftovers(grid.out, store)
     skipped = len(planned) - len(todo)
     if skipped:
         _log(f"{skipped} run(s) already finished in {grid.out}: skipped")
@@ -234,9 +250,12 @@ def _executor(grid: GridConfig, work: Path) -> Any:
 
 
 def _dispatch(state: _Grid, todo: list[PlannedRun], claims: ClaimBook) -> _Tally:
-    tally, pending, in_flight = _Tally(), list(todo), {}
+    tally, pending, in_flight, short = _Tally(), list(todo), {}, None
     while pending or in_flight:
-        while pending and len(in_flight) < state.executor.concurrent:
+        while pending and len(in_flight) < state.executor.concurrent and short is None:
+            short = _short_of_space(state, pending[0], len(in_flight))
+            if short is not None:
+                break  # the runs under way finish and are stored; then the grid stops with the reason
             run = pending.pop(0)
             if _claim(state, run, claims):
                 in_flight[_submit(state, run, tally.ran + len(in_flight) + 1)] = run
@@ -252,7 +271,38 @@ def _dispatch(state: _Grid, todo: list[PlannedRun], claims: ClaimBook) -> _Tally
             tally.failed += _store_outcome(state, run, _outcome_of(future, run, state), tally.ran)
             claims.release(run.run_id)
             state.bar.update(1)
+    if short is not None:
+        raise UserError(short)
     return tally
+
+
+SPACE_MARGIN_MB = 50.0  # run JSONs, reports and tokenizer files beside the weights
+
+
+def _short_of_space(state: _Grid, run: PlannedRun, under_way: int) -> str | None:
+    """Why the next run would not fit on grid.out's disk, before it trains rather than after: its weights
+    (the whole model for a method that trains every weight, a small share otherwise) and, with --lr-grid,
+    one state file per rate, for it and each run under way. None when it fits."""
+    if state.grid.dry_run:
+        return None
+    model_mb = _model_size_mb(state.prepared.model_path)
+    rates = state.grid.train.learning_rates() or [run.config["lr"]]
+    # --select-only saves nothing; several rates each leave a state file until the choice
+    files = 0 if state.grid.select_only else (len(rates) if len(rates) > 1 else 0) + 1
+    share = 1.0 if run.method.peft_config_class is None else 0.05
+    needed = model_mb * share * files * (under_way + 1) + SPACE_MARGIN_MB
+    free = shutil.disk_usage(state.grid.out).free / 2**20
+    if free >= needed:
+        return None
+    return (f"not enough free space in {state.grid.out}: {free:.0f} MB free, {run.run_id} needs about {needed:.0f} MB "
+            f"(its weights{' and trial states' if files > 1 else ''}); free some space or give another --out")  # fmt: skip
+
+
+def _model_size_mb(model_path: str) -> float:
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return 0.0
+    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")) / 2**20
 
 
 def _claim(state: _Grid, run: PlannedRun, claims: ClaimBook) -> bool:
@@ -358,6 +408,7 @@ def _keep_weights(record: dict[str, Any], staged: Path, final: Path) -> None:
         return
     if final.exists():
         shutil.rmtree(final)  # an earlier run of this name that is being replaced
+    make_ordinary(staged)
     staged.rename(final)
     if staged.parent.name.startswith(".incoming-"):  # sent by a Ray task through the shared --out
         shutil.rmtree(staged.parent, ignore_errors=True)

@@ -26,6 +26,7 @@ from . import models
 from .config import TrainConfig
 from .data import TokenizedData
 from .errors import UserError
+from .interrupts import stop_signals
 from .hardware import describe as describe_device
 from .hardware import likely_device, resolve_attention, resolve_dropout_masks, resolve_precision
 from .measure import PeakMemory, count_parameters
@@ -196,9 +197,10 @@ def work(request: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     request_path, response_path = argv or sys.argv[1:]
     try:
-        response = work(json.loads(Path(request_path).read_text(encoding="utf-8")))
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the grid process tells the user
-        return 130
+        with stop_signals():
+            response = work(json.loads(Path(request_path).read_text(encoding="utf-8")))
+    except KeyboardInterrupt as exc:  # Ctrl-C reaches the whole process group; the grid process tells the user
+        return getattr(exc, "exit_code", 130)
     if int(os.environ.get("RANK", "0")) == 0:  # of several data-parallel processes, the main one answers
         Path(response_path).write_text(json.dumps(response), encoding="utf-8")
     return 0
