@@ -171,6 +171,8 @@ def test_two_processes_train_one_run_like_one_process(tiny_model, one_worker, tm
         assert result["processes"] == 2 and result["global_batch_size"] == 16 and result["per_process_batch_size"] == 8
         assert result["train_steps"] == a[name]["result"]["train_steps"]
         assert abs(result["accuracy"] - a[name]["result"]["accuracy"]) <= 4 / 32, name
+        # 4 steps apart only in dropout masks: the eval loss moves in the 4th decimal (measured: ≤ 1e-4)
+        assert abs(result["eval_loss"] - a[name]["result"]["eval_loss"]) < 0.01, name
 
 
 def test_the_ray_executor_writes_what_the_local_one_writes(tiny_model, one_worker, tmp_path):
