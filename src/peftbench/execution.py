@@ -87,12 +87,15 @@ def _in_child_process(request: dict[str, Any], folder: Path, env: dict[str, str]
     request_path, response_path = folder / "request.json", folder / "response.json"
     request_path.write_text(json.dumps(request), encoding="utf-8")
     response_path.unlink(missing_ok=True)
-    child = subprocess.Popen(_command(request_path, response_path, processes), env=_child_environment(env), preexec_fn=_DIE_WITH_PARENT)
+    # A process group of its own: a terminal's Ctrl-C reaches the grid process alone, which stops its workers
+    # (a worker hit while still importing would print a traceback), and _stop reaches torchrun's ranks too.
+    command = _command(request_path, response_path, processes)
+    child = subprocess.Popen(command, env=_child_environment(env), preexec_fn=_DIE_WITH_PARENT, start_new_session=True)
     with _live_guard:
         _live.add(child)
     try:
         code = child.wait()
-    except BaseException:  # Ctrl-C (which the child got too) or anything else: never leave it running
+    except BaseException:  # Ctrl-C, SIGTERM or anything else: never leave it running
         _stop(child)
         raise
     finally:
@@ -108,9 +111,16 @@ def _in_child_process(request: dict[str, Any], folder: Path, env: dict[str, str]
 def _stop(child: subprocess.Popen) -> None:
     if child.poll() is not None:
         return
-    child.terminate()
+    _signal_group(child, signal.SIGTERM)
     try:
         child.wait(timeout=STOP_GRACE_S)
     except subprocess.TimeoutExpired:
-        child.kill()
+        _signal_group(child, signal.SIGKILL)
         child.wait()
+
+
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)  # the worker and, under --num-processes, every rank torchrun started
+    except ProcessLookupError:
+        pass  # gone meanwhile
