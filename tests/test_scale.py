@@ -224,3 +224,25 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_no_run_is_lost_or_doubled(ti
     assert grid.returncode == 0, err[-3000:]
     assert sorted(_runs(tmp_path)) == sorted(_trained_ids(err)) and len(_runs(tmp_path)) == 4  # each run once
     assert not list((tmp_path / "failed").glob("*.json")) and _done_count(out) == 4
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_ray_task_weights_come_back_through_shared_out_or_the_object_store(tmp_path, monkeypatch, shared):
+    """A task's weights: moved into --out when its node sees the grid's mark there, else sent as bytes."""
+    from peftbench import executors, runner
+    from peftbench.executors import RunOutcome, materialise
+
+    def one_run(payload, data, scratch):
+        (scratch / "w").mkdir()
+        (scratch / "w" / "adapter_model.safetensors").write_bytes(b"weights")
+        return RunOutcome({"run_id": "lora__seed1"}, scratch / "w")
+
+    monkeypatch.setattr(runner, "execute_payload", one_run)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / executors.SHARED_MARK).write_text("this-grid", encoding="utf-8")
+    outcome = executors._run_remotely({}, None, str(out), "this-grid" if shared else "a-grid-elsewhere")
+    assert (outcome.weight_files is None) == shared
+    folder = materialise(outcome, tmp_path / "staging")
+    assert (folder / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert (folder.parent.parent == out) == shared  # shared: already inside --out, renamed into place later
