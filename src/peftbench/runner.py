@@ -13,7 +13,7 @@ import sys
 import tempfile
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +52,7 @@ class GridSummary:
     failed: int
     out_files: list[str]
     elsewhere: int = 0  # runs another process (a shard, an identical command) claimed or finished meanwhile
+    records: list[dict[str, Any]] = field(default_factory=list)  # every run now in the folder (API users read them)
 
 
 @dataclass
@@ -175,8 +176,9 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     if skipped:
         _log(f"{skipped} run(s) already finished in {grid.out}: skipped")
     tally = _run_all(grid, prepared, store, todo, progress) if todo else _Tally()
-    files = write_reports(store)
-    return GridSummary(ran=tally.ran, skipped=skipped, failed=tally.failed, out_files=files, elsewhere=tally.elsewhere)
+    records = store.records()
+    files = write_reports(store, records)
+    return GridSummary(tally.ran, skipped, tally.failed, files, tally.elsewhere, records)
 
 
 @dataclass

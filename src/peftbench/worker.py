@@ -172,6 +172,11 @@ def work(request: dict[str, Any]) -> dict[str, Any]:
         device = likely_device(request.get("device", "auto"))
     except UserError:
         device = torch.device("cpu")  # _setup below raises the same error, which then comes back as data
+    if not request["progress"]:
+        # transformers' own bars ("Writing model shards") would break the grid's one line per run
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
     memory = PeakMemory(device)
     memory.start()
     try:
