@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from .config import PRESETS, DataConfig, GridConfig, ScaleConfig, TrainConfig, build_section
 from .errors import UserError
-from .interrupts import stop_signals
+from .interrupts import Interrupted, stop_signals
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
@@ -252,10 +252,10 @@ def _main(args: argparse.Namespace) -> int:
     except UserError as exc:
         print(f"peftbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        print(f"peftbench: stopped by {signal.Signals(signum).name}; finished runs are saved and are skipped when the command is run again", file=sys.stderr)
-        return 128 + signum
+    except KeyboardInterrupt as exc:  # interrupts.Interrupted for a signal; a bare one counts as Ctrl-C
+        stopped = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        print(f"peftbench: stopped by {signal.Signals(stopped.signum).name}; finished runs are saved and are skipped when the command is run again", file=sys.stderr)
+        return stopped.exit_code
     except OSError as exc:
         if exc.errno not in FILE_SYSTEM_ERRORS:
             raise

@@ -154,8 +154,8 @@ def _label_text(value: Any) -> str:
 def _label_ids(values: list[Any], where: str) -> tuple[list[int], list[str]]:
     """Map raw labels to ids 0..K-1: integers 0..K-1 keep their value, anything else is sorted and numbered."""
     as_text = [_label_text(v) for v in values]
-    if any(v.lower() in MISSING_LABELS for v in as_text):
-        missing = sum(v.lower() in MISSING_LABELS for v in as_text)
+    missing = sum(v.lower() in MISSING_LABELS for v in as_text)
+    if missing:
         raise UserError(f"{where}: {missing} row(s) have a missing label (empty, NaN or null)")
     try:
         as_int = [int(v) for v in as_text]

@@ -287,7 +287,8 @@ def _short_of_space(state: _Grid, run: PlannedRun, under_way: int) -> str | None
     one state file per rate, for it and each run under way. None when it fits."""
     if state.grid.dry_run:
         return None
-    model_mb = _model_size_mb(state.prepared.model_path)
+    # the sizes of the model's weight files, already listed once for the run identity (local folder or hub cache)
+    model_mb = sum(state.prepared.model_identity.get("weights", {}).values()) / 2**20
     rates = state.grid.train.learning_rates() or [run.config["lr"]]
     # --select-only saves nothing; several rates each leave a state file until the choice
     files = 0 if state.grid.select_only else (len(rates) if len(rates) > 1 else 0) + 1
@@ -298,13 +299,6 @@ def _short_of_space(state: _Grid, run: PlannedRun, under_way: int) -> str | None
         return None
     return (f"not enough free space in {state.grid.out}: {free:.0f} MB free, {run.run_id} needs about {needed:.0f} MB "
             f"(its weights{' and trial states' if files > 1 else ''}); free some space or give another --out")  # fmt: skip
-
-
-def _model_size_mb(model_path: str) -> float:
-    folder = Path(model_path)
-    if not folder.is_dir():
-        return 0.0
-    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt")) / 2**20
 
 
 def _claim(state: _Grid, run: PlannedRun, claims: ClaimBook) -> bool:

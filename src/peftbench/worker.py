@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_signals():
             response = work(json.loads(Path(request_path).read_text(encoding="utf-8")))
-    except KeyboardInterrupt as exc:  # Ctrl-C reaches the whole process group; the grid process tells the user
+    except KeyboardInterrupt as exc:  # stopped by the grid process (or a scheduler's SIGTERM); the grid tells the user
         return getattr(exc, "exit_code", 130)
     if int(os.environ.get("RANK", "0")) == 0:  # of several data-parallel processes, the main one answers
         Path(response_path).write_text(json.dumps(response), encoding="utf-8")
