@@ -19,6 +19,7 @@ from peftbench.claims import HOST
 from peftbench.config import DataConfig
 from peftbench.data import load_labeled_texts
 from peftbench.errors import UserError
+from processes import worker_children
 
 QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress", "--epochs", "1"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -214,10 +215,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_torn_folder(finished, tiny_model,
 
 
 def _worker_started(grid: subprocess.Popen, deadline: float) -> bool:
-    from test_workers import _worker_children
-
     while time.monotonic() < deadline and grid.poll() is None:
-        if _worker_children(grid.pid):
+        if worker_children(grid.pid):
             return True
         time.sleep(0.05)
     return False

@@ -14,6 +14,7 @@ import pytest
 from peftbench import cli
 from peftbench.claims import ClaimBook
 from peftbench.errors import UserError
+from processes import processes
 
 QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress", "--epochs", "1"]
 GRID = ["--methods", "lora,bitfit,full,ia3"]
@@ -185,22 +186,9 @@ def test_the_ray_executor_writes_what_the_local_one_writes(tiny_model, one_worke
     assert {r["provenance"]["execution"]["executor"] for r in runs.values()} == {"ray"}
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid → (parent pid, command line) of every process (Linux /proc)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                found[int(entry.name)] = (parent, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-            except (OSError, ValueError):
-                continue
-    return found
-
-
 def _ray_task_process(before: set[int]) -> int | None:
     """The Ray worker process running one of our runs: the parent of a new peftbench.worker process."""
-    table = _processes()
+    table = processes()
     for pid, (parent, command) in table.items():
         if pid not in before and "peftbench.worker" in command and parent in table and "peftbench.cli" not in table[parent][1]:
             return parent
@@ -210,7 +198,7 @@ def _ray_task_process(before: set[int]) -> int | None:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the Ray worker through /proc (Linux)")
 def test_a_ray_worker_killed_mid_run_is_retried_and_no_run_is_lost_or_doubled(tiny_model, tmp_path):
     pytest.importorskip("ray")
-    before = set(_processes())
+    before = set(processes())
     grid = subprocess.Popen(_command(tiny_model, tmp_path, "--executor", "ray"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, killed = time.monotonic() + 300, None
     while killed is None and time.monotonic() < deadline and grid.poll() is None:

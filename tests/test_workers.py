@@ -14,6 +14,7 @@ import pytest
 
 from peftbench import cli
 from peftbench.config import TrainConfig, _help
+from processes import worker_children
 
 QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress"]
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "schema1" / "lora__seed123.json"
@@ -33,21 +34,6 @@ def test_each_run_reports_its_own_peak_memory(tiny_model, tmp_path):
         assert abs(first["peak_memory_mb"] - second["peak_memory_mb"]) <= 0.1 * first["peak_memory_mb"], (first["peak_memory_mb"], second["peak_memory_mb"])
 
 
-def _worker_children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and "peftbench.worker" in command:
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker process through /proc (Linux)")
 def test_a_killed_worker_fails_its_run_only_and_a_rerun_trains_just_that_run(tiny_model, tmp_path):
     command = [sys.executable, "-m", "peftbench.cli", "run", "--model", str(tiny_model), "--methods", "lora,bitfit",
@@ -56,7 +42,7 @@ def test_a_killed_worker_fails_its_run_only_and_a_rerun_trains_just_that_run(tin
     grid = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, killed = time.monotonic() + 120, None
     while killed is None and time.monotonic() < deadline and grid.poll() is None:
-        workers = _worker_children(grid.pid)
+        workers = worker_children(grid.pid)
         if workers:
             time.sleep(0.5)  # let it get under way
             os.kill(workers[0], signal.SIGKILL)

@@ -1,0 +1,23 @@
+"""The process table as the tests that kill workers read it (Linux /proc)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def processes() -> dict[int, tuple[int, str]]:
+    """pid → (parent pid, command line) of every process."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                found[int(entry.name)] = (parent, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except (OSError, ValueError):
+                continue  # ended while the table was read
+    return found
+
+
+def worker_children(parent: int) -> list[int]:
+    """The peftbench worker processes started by `parent`."""
+    return [pid for pid, (ppid, command) in processes().items() if ppid == parent and "peftbench.worker" in command]
