@@ -187,10 +187,11 @@ def test_the_ray_executor_writes_what_the_local_one_writes(tiny_model, one_worke
 
 
 def _ray_task_process(before: set[int]) -> int | None:
-    """The Ray worker process running one of our runs: the parent of a new peftbench.worker process."""
+    """The Ray worker process running one of our runs: the parent of a new peftbench.worker process, whose
+    title Ray sets to `ray::<task>` (any other peftbench on the machine, a test suite included, is left alone)."""
     table = processes()
     for pid, (parent, command) in table.items():
-        if pid not in before and "peftbench.worker" in command and parent in table and "peftbench.cli" not in table[parent][1]:
+        if pid not in before and "peftbench.worker" in command and parent in table and table[parent][1].startswith("ray::"):
             return parent
     return None
 
