@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import PRESETS, DataConfig, GridConfig, ScaleConfig, TrainConfig, build_section
+from .config import OPTION_NAMES, PARSERS, PRESETS, DataConfig, GridConfig, ScaleConfig, TrainConfig, build_section
 from .errors import UserError
 from .interrupts import Interrupted, stop_signals
 
@@ -21,12 +21,12 @@ EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
 # a full disk, a quota, a read-only or forbidden folder: the user's to fix, said in one line
 FILE_SYSTEM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-# CLI names that differ from the config field they set.
-OPTION_NAMES = {"source": "--data"}
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is a single line (the usage is one --help away)."""
+
+    run_command: argparse.ArgumentParser | None = None  # `run`'s own parser, which reads config files
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
@@ -48,15 +48,28 @@ def _scalar_type(annotation: Any) -> Any:
     return _on_off if annotation is bool else annotation
 
 
+def _parser_of(parse: Any) -> Any:
+    """An argparse type from a config parser (its ValueError becomes argparse's one-line usage error)."""
+
+    def parsed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parsed.__name__ = parse.__name__
+    return parsed
+
+
 def _add_section(parser: argparse.ArgumentParser, cls: type) -> None:
     group = parser.add_argument_group(cls.__doc__.splitlines()[0].rstrip(".") if cls.__doc__ else cls.__name__)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        option = OPTION_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        option = "--" + OPTION_NAMES.get(f.name, f.name).replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool):
             default = "on" if default else "off"
-        value_type = _scalar_type(hints[f.name])
+        value_type = _parser_of(PARSERS[f.metadata["parse"]]) if "parse" in f.metadata else _scalar_type(hints[f.name])
         shown_default = "" if default is None and "Unset:" in f.metadata.get("help", "") else f" (default: {default})"
         group.add_argument(
             option, dest=f.name, type=value_type, default=None, metavar="on|off" if value_type is _on_off else None,
@@ -68,11 +81,17 @@ def _section_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="peftbench", description="Compare fine-tuning methods for a text classifier.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = commands.add_parser("run", help="fine-tune with each method and write the comparison")
+    run.add_argument(
+        "--config", type=Path, metavar="FILE",
+        help="YAML or JSON file whose keys are this command's options (max_train_samples: 512, methods: [lora, full]); "
+        "options typed on the command line win. Every grid writes its own as DIR/config.yaml",
+    )  # fmt: skip
+    parser.run_command = run
     run.add_argument("--model", required=True, help="hub id or local model folder")
     run.add_argument("--methods", default="seed", help="comma-separated method names, 'seed' for the reference's five, 'all' for every method")
     run.add_argument("--preset", default="seed", choices=sorted(PRESETS), help="protocol to start from (default: seed)")
@@ -227,8 +246,29 @@ def _report(folder: Path, constraints: Any) -> int:
     return 0
 
 
+def _with_config_file(argv: list[str], parser: OneLineParser) -> list[str]:
+    """`run --config FILE ...`: the file's options, then the typed ones (which so win)."""
+    from . import config_file
+
+    if not argv or argv[0] != "run":
+        return argv
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument("--config", type=Path)
+    found, typed = finder.parse_known_args(argv[1:])
+    if found.config is None:
+        return argv
+    options = config_file.read_options(found.config)
+    return ["run", *config_file.as_arguments(options, parser.run_command, found.config), *typed]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        argv = _with_config_file(list(sys.argv[1:] if argv is None else argv), parser)
+    except UserError as exc:
+        print(f"peftbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args = parser.parse_args(argv)
     with stop_signals():
         return _main(args)
 

@@ -15,8 +15,25 @@ from typing import Any
 from .errors import UserError
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+def _help(text: str, metadata_parse: str | None = None, **kwargs: Any) -> Any:
+    """A field with its CLI help; metadata_parse names a parser of PARSERS for values that are not one type."""
+    return field(metadata={"help": text, **({"parse": metadata_parse} if metadata_parse else {})}, **kwargs)
+
+
+AUTO = "auto"
+
+
+def length_or_auto(text: str) -> int | str:
+    """--max-length: a number of tokens, or auto."""
+    if str(text).strip().lower() == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a number of tokens or auto, got {text!r}") from None
+
+
+PARSERS = {"length": length_or_auto}
 
 
 @dataclass
@@ -28,6 +45,11 @@ class DataConfig:
         default="builtin:chnsenticorp",
     )
     text_column: str = _help("column holding the text", default="review")
+    text_pair_column: str | None = _help(
+        "column holding a second text per example (NLI, matching, question-answer pairs): the tokenizer encodes "
+        "the two as a pair. Unset: single texts",
+        default=None,
+    )
     label_column: str = _help("column holding the label (integers 0..K-1 or strings)", default="label")
     encoding: str = _help(
         "the data file's text encoding; auto: utf-8 (with or without BOM), else gb18030 (GBK), whichever decodes it",
@@ -42,9 +64,14 @@ class DataConfig:
         "part, which then also becomes stratified; unset: no dev set, evaluate on the held-out part (the reference)",
         default=None,
     )
-    max_length: int | None = _help(
-        "truncate texts to this many tokens (the reference's 86); unset: the tokenizer's model_max_length",
-        default=86,
+    max_length: int | str | None = _help(
+        "truncate texts to this many tokens (the reference's 86); auto: the smallest length that keeps "
+        "--max-length-keep of the training texts whole, capped by the model; unset: the tokenizer's "
+        "model_max_length. Every report says which share of texts was truncated",
+        default=86, metadata_parse="length",
+    )
+    max_length_keep: float = _help(
+        "with --max-length auto: the share of training texts that must fit whole", default=0.95
     )
     max_train_samples: int | None = _help("use only the first N training examples (quick runs)", default=None)
     max_eval_samples: int | None = _help("use only the first N evaluation examples (quick runs); with a dev set, N of dev and N of test", default=None)
@@ -54,12 +81,16 @@ class DataConfig:
             raise UserError(f"--test-size must be between 0 and 1, got {self.test_size}")
         if self.dev_size is not None and not 0.0 < self.dev_size < self.test_size:
             raise UserError(f"--dev-size must be between 0 and --test-size ({self.test_size}), got {self.dev_size}")
-        for name in ("max_length", "max_train_samples", "max_eval_samples"):
+        for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-        if self.max_length is not None and self.max_length < 2:
-            raise UserError(f"--max-length must be at least 2 (room for the special tokens), got {self.max_length}")
+        if isinstance(self.max_length, str):
+            self.max_length = length_or_auto(self.max_length)  # from the Python API or a config file
+        if self.max_length not in (None, AUTO) and self.max_length < 2:
+            raise UserError(f"--max-length must be at least 2 (room for the special tokens) or auto, got {self.max_length}")
+        if not 0.0 < self.max_length_keep <= 1.0:
+            raise UserError(f"--max-length-keep must be in (0, 1], got {self.max_length_keep}")
 
 
 @dataclass
@@ -333,6 +364,29 @@ def build_section(cls: type, preset_values: dict[str, Any], user_values: dict[st
     merged = {k: v for k, v in preset_values.items() if k in names}
     merged.update({k: v for k, v in user_values.items() if k in names})
     return cls(**merged)
+
+
+# Options of `peftbench run` whose name is not the config field's: --data sets DataConfig.source.
+OPTION_NAMES = {"source": "data"}
+# Fields left out of a written config file: which part of a grid one job ran is not part of the grid.
+NOT_WRITTEN = ("shard",)
+
+
+def grid_options(grid: GridConfig) -> dict[str, Any]:
+    """The grid as `peftbench run` options (names without the leading --): what a config file holds, so
+    that `peftbench run --config FILE` builds this very grid again. Unset values are left out."""
+    options: dict[str, Any] = {
+        "model": grid.model, "methods": ",".join(grid.methods), "preset": grid.preset, "out": str(grid.out),
+        "dry-run": grid.dry_run, "select-only": grid.select_only,
+    }  # fmt: skip
+    if grid.seeds:
+        options["seeds"] = ",".join(map(str, grid.seeds))
+    for section in (grid.data, grid.train, grid.scale):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if value is not None and f.name not in NOT_WRITTEN:
+                options[OPTION_NAMES.get(f.name, f.name).replace("_", "-")] = value
+    return options
 
 
 def as_dict(obj: Any) -> Any:

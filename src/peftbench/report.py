@@ -238,6 +238,21 @@ def _pooler_text(records: list[dict[str, Any]]) -> str:
     return "its pooler was trained with the head in some runs and frozen in others (--train-pooler differs)"
 
 
+def _read_as(data: dict[str, Any]) -> str:
+    encoding = data.get("encoding")
+    return f" (read as {encoding})" if encoding and encoding not in ("utf-8", "binary") else ""
+
+
+def _truncation_text(data: dict[str, Any], config: dict[str, Any]) -> str:
+    """How much the length cut: the share of texts longer than max_length, per split."""
+    shares = data.get("truncated_share")
+    if not shares:
+        return ""
+    how = f"auto: the shortest that keeps {config['data'].get('max_length_keep', 0.95):.0%} of training texts whole, within the model's limit; " if config["data"].get("max_length_requested") == "auto" else ""
+    shown = ", ".join(f"{share:.1%} of {name}" for name, share in shares.items())
+    return f" ({how}truncates {shown})"
+
+
 def header_lines(records: list[dict[str, Any]]) -> list[str]:
     """What was compared and how, one sentence per line (shared by report.md and report.html)."""
     first = records[0]
@@ -246,8 +261,9 @@ def header_lines(records: list[dict[str, Any]]) -> list[str]:
     models = sorted({r["config"]["model"] for r in records})
     lines = [
         f"model: {', '.join(models)}",
-        f"data: {data.get('source')}: {data.get('train_examples')} train / {data.get('eval_examples')} eval examples, "
-        f"max_length {data.get('max_length')}, classes {', '.join(map(str, data.get('label_names', [])))}",
+        f"data: {data.get('source')}{_read_as(data)}: {data.get('train_examples')} train / {data.get('eval_examples')} eval examples"
+        f"{' (text pairs)' if data.get('text_pair') else ''}, max_length {data.get('max_length')}{_truncation_text(data, config)}, "
+        f"classes {', '.join(map(str, data.get('label_names', [])))}",
         f"protocol: preset {config['preset']}, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
         f"linear schedule with {train['warmup_ratio']:.0%} warm-up",
     ]

@@ -19,10 +19,10 @@ from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
-from . import hardware, models
+from . import config_file, hardware, models
 from .claims import ClaimBook, left_by_dead_process, owner_prefix
-from .config import GridConfig, TrainConfig, as_dict
-from .data import TokenizedData, load_labeled_texts, split, tokenize_split
+from .config import AUTO, GridConfig, TrainConfig, as_dict
+from .data import TokenizedData, length_keeping, load_labeled_texts, split, token_lengths, tokenize_split
 from .errors import UserError
 from .execution import run_request
 from .executors import LocalExecutor, RayExecutor, RayOptions, RunOutcome, Slot, local_slots, materialise
@@ -74,7 +74,11 @@ def _prepare(grid: GridConfig) -> Prepared:
     tokenizer = models.load_tokenizer(model_path)
     model_config = models.load_config(model_path)
     models.configure_padding(tokenizer, model_config.model_type)
-    max_length = models.max_length_for(tokenizer, grid.data.max_length, getattr(model_config, "max_position_embeddings", None))
+    limit = models.max_length_for(tokenizer, None, getattr(model_config, "max_position_embeddings", None))
+    requested = grid.data.max_length
+    if requested == AUTO:  # the training texts decide, the model caps
+        requested = min(limit, length_keeping(token_lengths(tokenizer, parts.train), grid.data.max_length_keep))
+    max_length = models.max_length_for(tokenizer, requested, getattr(model_config, "max_position_embeddings", None))
     return Prepared(model_path, max_length, parts.train.sha256, models.identity(model_path), parts, tokenizer)
 
 
@@ -91,7 +95,8 @@ def _plan(grid: GridConfig, prepared: Prepared) -> list[PlannedRun]:
             "peft_config_class": method.peft_config_class,
             "lr": grid.train.lr if grid.train.lr is not None else method.recommended_lr,
             "preset": grid.preset,
-            "data": {**as_dict(grid.data), "max_length": prepared.max_length, "sha256": prepared.data_sha256},
+            # the length used is the experiment; that --max-length auto chose it is only shown in the report
+            "data": {**as_dict(grid.data), "max_length": prepared.max_length, "max_length_requested": grid.data.max_length, "sha256": prepared.data_sha256},
             "train": as_dict(train),
             "dry_run": grid.dry_run,
             "select_only": grid.select_only,
@@ -172,6 +177,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     except OSError as exc:
         raise UserError(f"cannot create output folder {grid.out}: {exc.strerror}") from None
     _sweep_leftovers(grid.out, store)
+    config_file.write(grid)
     skipped = len(planned) - len(todo)
     if skipped:
         _log(f"{skipped} run(s) already finished in {grid.out}: skipped")

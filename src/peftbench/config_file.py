@@ -1,0 +1,80 @@
+"""Config files for `peftbench run --config FILE` (YAML or JSON): every option of the command as a key.
+
+A file's keys become command-line arguments placed before the ones typed, so they go through the very same
+parser (types, choices, errors) and a flag typed on the command line wins over the file. Options a file
+leaves out stay unset, so presets still fill them. Each grid writes its resolved options to DIR/config.yaml,
+which builds the same grid again (same run fingerprints) with `peftbench run --config DIR/config.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import GridConfig, grid_options
+from .errors import UserError
+
+WRITTEN_NAME = "config.yaml"
+HEADER = "# The resolved options of this grid. `peftbench run --config {path}` runs it again; options typed on the command line win.\n"
+
+
+def read_options(path: Path) -> dict[str, Any]:
+    """The file's mapping of option names to values; UserError for a missing, unparsable or non-mapping file."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read --config {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"cannot parse --config {path}: {first}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"--config {path} must hold a mapping of option names to values, not a {type(values).__name__}")
+    return values
+
+
+def as_arguments(values: dict[str, Any], parser: argparse.ArgumentParser, where: Path) -> list[str]:
+    """Command-line arguments that say what the file says; an unknown key is an error naming it."""
+    actions = {option: action for action in parser._actions for option in action.option_strings}
+    arguments: list[str] = []
+    for key, value in values.items():
+        option = "--" + str(key).replace("_", "-")
+        action = actions.get(option)
+        if action is None or option in ("--config", "--help"):
+            raise UserError(f"--config {where}: unknown key {key!r}; the keys are the options of `peftbench run` (see --help)")
+        if value is None:
+            continue  # left unset, as when the option is not typed
+        if action.nargs == 0:  # a flag such as --dry-run: on when true
+            if not isinstance(value, bool):
+                raise UserError(f"--config {where}: {key} must be true or false, got {value!r}")
+            arguments += [option] if value else []
+            continue
+        arguments += [option, _as_text(value)]
+    return arguments
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):  # methods: [lora, full], seeds: [0, 1, 2]
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def write(grid: GridConfig) -> Path:
+    """DIR/config.yaml: the options that build this grid again."""
+    import yaml
+
+    from .results import write_atomic
+
+    path = grid.out / WRITTEN_NAME
+    text = HEADER.format(path=path) + yaml.safe_dump(grid_options(grid), sort_keys=False, allow_unicode=True)
+    write_atomic(path, text)
+    return path
