@@ -73,6 +73,8 @@ def test_a_gbk_file_runs_end_to_end_and_says_its_encoding(tiny_model, tmp_path):
     assert cli.main(_run(tiny_model, tmp_path / "out", "--data", str(source), "--methods", "bitfit", "--workers", "inline")) == 0
     record = json.loads((tmp_path / "out" / "runs" / "bitfit__seed123.json").read_text(encoding="utf-8"))
     assert record["data"]["encoding"] == "gb18030" and record["data"]["rows_read"] == 80
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "(read as gb18030)" in report and f"truncates {record['data']['truncated_share']['train']:.1%} of train" in report
 
 
 def test_an_undecodable_file_names_its_line_and_the_option(tmp_path, capsys):

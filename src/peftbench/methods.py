@@ -7,6 +7,7 @@ hook it needs after wrapping. Adding a method means adding an entry; tests pick 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -31,6 +32,10 @@ class Method:
     # Called after every optimiser step, before the gradients are cleared, with the unwrapped model and the
     # 1-based step number (AdaLoRA reallocates its rank budget from the gradients there).
     after_step: Callable[[Any, int], None] | None = None
+    # Which layers the method adapts when the model has none of the target_modules named here (the names are
+    # BERT's): "attention" (the attention projections peft targets by default for the model's family, else
+    # every linear layer of its attention blocks) or "norms" (every normalisation layer). None: peft's default.
+    targets: str | None = None
 
     def build(self, model: Any, total_steps: int = 1, head_extra: tuple[str, ...] = ()) -> Any:
         """Wrap (or not) a freshly loaded classifier for a run of total_steps optimiser steps; the classifier
@@ -46,17 +51,93 @@ class Method:
         scheduled = self.schedule(total_steps) if self.schedule is not None else {}
         # modules_to_save: trained, and saved with the adapter; peft adds the classifier head to it for SEQ_CLS.
         extra = {"modules_to_save": list(head_extra)} if head_extra else {}
-        config = config_class(task_type=peft.TaskType.SEQ_CLS, **self.hyperparameters, **scheduled, **extra)
+        settings = {**self.hyperparameters, **_targets(model, self.targets, self.hyperparameters.get("target_modules"))}
+        config = config_class(task_type=peft.TaskType.SEQ_CLS, **settings, **scheduled, **extra)
         # For SEQ_CLS, peft marks the classifier head as modules_to_save, so it is trained and saved.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _no_default_targets(self.name, model):
             # peft reads transformers' deprecated `is_gradient_checkpointing`; nothing for a user to act on.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             # peft asks every targeted module for in/out features; a LayerNorm (LN tuning) has none, by design.
-            warnings.filterwarnings("ignore", message="Unsupported layer type .*LayerNorm", category=UserWarning)
+            warnings.filterwarnings("ignore", message="Unsupported layer type .*Norm", category=UserWarning)
+            # GPT-2's linear layers are Conv1D, stored transposed: peft says it transposes them, and does
+            warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False", category=UserWarning)
             wrapped = peft.get_peft_model(model, config)
+        if config.is_prompt_learning:
+            _quiet_prompt_learning()
         if self.after_wrap is not None:
             self.after_wrap(wrapped)
         return wrapped
+
+
+class _NotPadDetection(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will not detect padding tokens in `inputs_embeds`" not in record.getMessage()
+
+
+def _quiet_prompt_learning() -> None:
+    """Two messages a prompt-learning run on a decoder would print, both expected and harmless here.
+    peft drops the position ids that left padding needs (models.add_positions) for prompt tuning and
+    P-tuning, once a step ("Position ids are not supported"), and numbers the virtual tokens with the text;
+    and the classifier, fed embeddings, reads the last position, which left padding makes the last real token
+    ("will not detect padding tokens in `inputs_embeds`")."""
+    warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_verbosity()  # makes sure transformers' own handler exists; it prints every family's message
+    for handler in logging.getLogger("transformers").handlers:
+        if not any(isinstance(f, _NotPadDetection) for f in handler.filters):
+            handler.addFilter(_NotPadDetection())
+
+
+def _targets(model: Any, kind: str | None, named: list[str] | None) -> dict[str, Any]:
+    """target_modules for this model: the ones named when it has them, else those of `kind` (Method.targets)."""
+    if kind is None or (named and any(name.split(".")[-1] in named for name, _ in model.named_modules())):
+        return {}
+    from peft.utils import constants
+
+    model_type = model.config.model_type
+    if kind == "norms":
+        known = constants.TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING.get(model_type)
+        found = known or _leaf_names(model, lambda module, parent: "norm" in type(module).__name__.lower())
+    else:
+        known = constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+        # e.g. Phi-3's fused qkv_proj, for which peft has no default
+        found = known or _leaf_names(model, lambda module, parent: _is_linear(module) and "attention" in type(parent).__name__.lower())
+    return {"target_modules": list(found)} if found else {}
+
+
+def _is_linear(module: Any) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's linear layers
+
+
+def _leaf_names(model: Any, chosen: Callable[[Any, Any], bool]) -> list[str]:
+    """The distinct last name parts of the modules `chosen(module, parent)` picks, as peft's target_modules."""
+    names: list[str] = []
+    for parent_name, parent in model.named_modules():
+        for name, module in parent.named_children():
+            if chosen(module, parent) and not _is_head(model, f"{parent_name}.{name}".lstrip(".")) and name not in names:
+                names.append(name)
+    return names
+
+
+class _no_default_targets:
+    """peft's "Please specify `target_modules`" for a family it has no defaults for, said as what it means."""
+
+    def __init__(self, method: str, model: Any) -> None:
+        self.method, self.model_type = method, model.config.model_type
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, traceback: Any) -> bool:
+        if isinstance(exc, ValueError) and "target_modules" in str(exc):
+            raise UserError(
+                f"{self.method} is not available for {self.model_type} models: peft has no default layers to adapt for "
+                f"this family and peftbench names none ({str(exc).strip().splitlines()[0]})"
+            ) from None
+        return False
 
 
 def _is_head(model: Any, name: str) -> bool:
@@ -137,7 +218,7 @@ register(
 register(
     Method(
         "lora", "LoRA: trained low-rank updates of the attention projections (peft's default targets)", 3e-3,
-        "LoraConfig", {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1},
+        "LoraConfig", {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1}, targets="attention",
         source=swept("lora", {1e-3: 0.6856, 3e-3: 0.8737, 1e-2: 0.8595}, "SPEC.md: 3e-4 up to 1e-3, for longer runs"),
     )
 )  # fmt: skip
@@ -146,15 +227,15 @@ register(
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1}
 register(
     Method(
-        "rslora", "rank-stabilised LoRA: LoRA scaled by alpha/sqrt(r)", 3e-3, "LoraConfig", {**LORA, "use_rslora": True},
+        "rslora", "rank-stabilised LoRA: LoRA scaled by alpha/sqrt(r)", 3e-3, "LoraConfig", {**LORA, "use_rslora": True}, targets="attention",
         source=swept("rslora", {3e-4: 0.6856, 1e-3: 0.6856, 3e-3: 0.8737}, "the best rate is the grid's highest: a higher one was not tried"),
     )
 )  # fmt: skip
-register(Method("dora", "DoRA: LoRA on the direction, plus a trained magnitude per output", 1e-3, "LoraConfig", {**LORA, "use_dora": True}, source=PEFT_DOCS))
+register(Method("dora", "DoRA: LoRA on the direction, plus a trained magnitude per output", 1e-3, "LoraConfig", {**LORA, "use_dora": True}, targets="attention", source=PEFT_DOCS))
 register(
     Method(
         "pissa", "PiSSA: LoRA initialised from the principal singular vectors of each weight", 3e-4,
-        "LoraConfig", {**LORA, "lora_dropout": 0.0, "init_lora_weights": "pissa_niter_4"}, source="PiSSA paper; peft docs",
+        "LoraConfig", {**LORA, "lora_dropout": 0.0, "init_lora_weights": "pissa_niter_4"}, targets="attention", source="PiSSA paper; peft docs",
     )
 )  # fmt: skip
 def _adalora_schedule(total_steps: int) -> dict[str, Any]:
@@ -172,7 +253,7 @@ register(
     Method(
         "adalora", "AdaLoRA: LoRA in SVD form whose rank budget moves to the weights that matter", 3e-3,
         "AdaLoraConfig", {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.1},
-        schedule=_adalora_schedule, after_step=_adalora_after_step,
+        schedule=_adalora_schedule, after_step=_adalora_after_step, targets="attention",
         source="AdaLoRA paper (init_r 12, target_r 8 on GLUE); lr as lora here",
     )
 )  # fmt: skip
@@ -183,33 +264,33 @@ register(
         source=swept("ia3", {3e-3: 0.6856, 1e-2: 0.6856, 3e-2: 0.8853}, "T-Few used 3e-3 over far more steps; the best rate is the grid's highest"),
     )
 )  # fmt: skip
-register(Method("loha", "LoHa: Hadamard product of two low-rank updates", 1e-3, "LoHaConfig", {"r": 8, "alpha": 16, "target_modules": ["query", "value"]}, source=PEFT_DOCS))
-register(Method("lokr", "LoKr: Kronecker-product low-rank updates", 1e-3, "LoKrConfig", {"r": 8, "alpha": 16, "target_modules": ["query", "value"]}, source=PEFT_DOCS))
+register(Method("loha", "LoHa: Hadamard product of two low-rank updates", 1e-3, "LoHaConfig", {"r": 8, "alpha": 16, "target_modules": ["query", "value"]}, targets="attention", source=PEFT_DOCS))
+register(Method("lokr", "LoKr: Kronecker-product low-rank updates", 1e-3, "LoKrConfig", {"r": 8, "alpha": 16, "target_modules": ["query", "value"]}, targets="attention", source=PEFT_DOCS))
 register(
     Method(
         "vera", "VeRA: shared frozen random low-rank matrices with trained scaling vectors", 6e-2, "VeraConfig",
-        {"r": 256, "target_modules": ["query", "value"]},
+        {"r": 256, "target_modules": ["query", "value"]}, targets="attention",
         source=swept("vera", {6e-3: 0.6856, 2e-2: 0.6856, 6e-2: 0.8737}, "SPEC.md and the VeRA paper: 2e-2, over more steps; the best rate is the grid's highest"),
     )
 )  # fmt: skip
 register(
     Method(
         "fourierft", "FourierFT: trained sparse spectral coefficients of each weight update", 5e-2,
-        "FourierFTConfig", {"n_frequency": 256, "scaling": 100.0, "target_modules": ["query", "value"]}, source="FourierFT paper (GLUE)",
+        "FourierFTConfig", {"n_frequency": 256, "scaling": 100.0, "target_modules": ["query", "value"]}, targets="attention", source="FourierFT paper (GLUE)",
     )
 )  # fmt: skip
-register(Method("oft", "OFT: trained block-diagonal orthogonal rotations of the weights", 1e-4, "OFTConfig", {"r": 0, "oft_block_size": 32, "target_modules": ["query", "value"]}, source=PEFT_DOCS))
+register(Method("oft", "OFT: trained block-diagonal orthogonal rotations of the weights", 1e-4, "OFTConfig", {"r": 0, "oft_block_size": 32, "target_modules": ["query", "value"]}, targets="attention", source=PEFT_DOCS))
 register(
     Method(
         "boft", "BOFT: orthogonal rotations factored as butterflies", 3e-4,
-        "BOFTConfig", {"boft_block_size": 4, "boft_n_butterfly_factor": 1, "target_modules": ["query", "value"]}, source="BOFT paper; peft docs",
+        "BOFTConfig", {"boft_block_size": 4, "boft_n_butterfly_factor": 1, "target_modules": ["query", "value"]}, targets="attention", source="BOFT paper; peft docs",
     )
 )  # fmt: skip
-register(Method("hra", "HRA: trained chains of Householder reflections", 1e-3, "HRAConfig", {"r": 8, "target_modules": ["query", "value"]}, source=PEFT_DOCS))
-register(Method("miss", "MiSS: trained shards shared across each weight", 1e-3, "MissConfig", {"r": 32, "target_modules": ["query", "value"]}, source=PEFT_DOCS))
+register(Method("hra", "HRA: trained chains of Householder reflections", 1e-3, "HRAConfig", {"r": 8, "target_modules": ["query", "value"]}, targets="attention", source=PEFT_DOCS))
+register(Method("miss", "MiSS: trained shards shared across each weight", 1e-3, "MissConfig", {"r": 32, "target_modules": ["query", "value"]}, targets="attention", source=PEFT_DOCS))
 register(
     Method(
-        "ln-tuning", "LN tuning: only the LayerNorm weights and biases are trained", 3e-3, "LNTuningConfig", {"target_modules": ["LayerNorm"]},
+        "ln-tuning", "LN tuning: only the LayerNorm weights and biases are trained", 3e-3, "LNTuningConfig", {"target_modules": ["LayerNorm"]}, targets="norms",
         source=swept("ln-tuning", {3e-3: 0.6856, 1e-2: 0.6856, 3e-2: 0.6856}, "all three at the majority class after 32 steps: the tie went to the lowest dev loss"),
     )
 )  # fmt: skip

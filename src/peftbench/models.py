@@ -7,8 +7,6 @@ from typing import Any
 
 from .errors import UserError
 
-# Decoder-only families read the last token, so their batches are padded on the left (SPEC.md).
-LEFT_PADDED_MODEL_TYPES = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "opt", "bloom", "llama", "mistral", "qwen2", "gemma", "phi"}
 
 
 def _load_error(name: str, exc: Exception) -> UserError:
@@ -82,8 +80,40 @@ def load_config(name: str) -> Any:
         raise _load_error(name, exc) from None
 
 
-def configure_padding(tokenizer: Any, model_type_name: str) -> None:
-    tokenizer.padding_side = "left" if model_type_name in LEFT_PADDED_MODEL_TYPES else "right"
+def is_decoder(config: Any) -> bool:
+    """A decoder-only family (Llama, Qwen, Gemma, Phi, Mistral, GPT-2...), whose classifier reads the last token:
+    transformers has a causal LM for it and no masked LM (BERT-family encoders have both)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def configure_padding(tokenizer: Any, config: Any) -> None:
+    """Decoders are padded on the left, so that the last position is every example's last real token: a
+    classifier fed embeddings instead of token ids (prompt tuning, P-tuning) reads the last position, not the
+    last non-pad token. Encoders keep their tokenizer's side (the right, for BERT-family tokenizers)."""
+    if is_decoder(config):
+        tokenizer.padding_side = "left"
+
+
+def add_positions(batch: Any) -> Any:
+    """Position ids that count real tokens only, so that left padding does not shift a decoder's positions
+    (absolute position embeddings, GPT-2's, would otherwise see other positions than the example alone)."""
+    batch["position_ids"] = (batch["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    return batch
+
+
+class Collator:
+    """transformers' dynamic padding, plus position ids for decoders (add_positions)."""
+
+    def __init__(self, tokenizer: Any, decoder: bool) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self.pad, self.decoder = DataCollatorWithPadding(tokenizer), decoder
+
+    def __call__(self, features: list[dict[str, Any]]) -> Any:
+        batch = self.pad(features)
+        return add_positions(batch) if self.decoder else batch
 
 
 def max_length_for(tokenizer: Any, requested: int | None, model_max_positions: int | None) -> int:

@@ -80,7 +80,11 @@ def run_warning(folder: Path) -> str | None:
 
 def predict(folder: Path, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:
     """(label, probability of that label) for each text, computed as during the run's evaluation."""
+    from .models import add_positions, configure_padding, is_decoder
+
     model, tokenizer, meta = load_trained(folder)
+    decoder = is_decoder(model.config)
+    configure_padding(tokenizer, model.config)  # as in training (a run saved by an older version may not say)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     bf16 = meta.get("precision") == "bf16"
@@ -88,6 +92,7 @@ def predict(folder: Path, texts: list[str], batch_size: int = 64) -> list[tuple[
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start : start + batch_size], truncation=True, max_length=meta["max_length"], padding=True, return_tensors="pt")
+            batch = add_positions(batch) if decoder else batch
             context = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
             with context:
                 logits = model(**batch.to(device)).logits.float()

@@ -73,7 +73,7 @@ def _prepare(grid: GridConfig) -> Prepared:
     model_path = models.resolve(grid.model)
     tokenizer = models.load_tokenizer(model_path)
     model_config = models.load_config(model_path)
-    models.configure_padding(tokenizer, model_config.model_type)
+    models.configure_padding(tokenizer, model_config)
     limit = models.max_length_for(tokenizer, None, getattr(model_config, "max_position_embeddings", None))
     requested = grid.data.max_length
     if requested == AUTO:  # the training texts decide, the model caps

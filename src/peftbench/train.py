@@ -119,11 +119,12 @@ def store_frozen_weights_in(model: Any, dtype: torch.dtype) -> int:
     """Cast parameters that are not trained to `dtype`; returns how many were cast.
 
     Under bf16 autocast every matrix product runs in bf16 anyway, so a frozen fp32 weight is only
-    converted again at every step. Normalisation layers keep fp32, as autocast computes them in fp32.
+    converted again at every step. Normalisation layers keep fp32, as autocast computes them in fp32: every
+    kind of them (LayerNorm, and the RMSNorm class each decoder family defines), known by their class name.
     """
     cast = 0
     for module in model.modules():
-        if isinstance(module, (torch.nn.LayerNorm,)):
+        if isinstance(module, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or "norm" in type(module).__name__.lower():
             continue
         for parameter in module.parameters(recurse=False):
             if not parameter.requires_grad and parameter.dtype != dtype and parameter.is_floating_point():

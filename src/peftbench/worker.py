@@ -65,8 +65,6 @@ class _Setup:
 
 def _setup(request: dict[str, Any]) -> _Setup:
     from accelerate import Accelerator
-    from transformers import DataCollatorWithPadding
-
     from accelerate.utils import DataLoaderConfiguration
 
     train = TrainConfig(**request["train"])
@@ -82,9 +80,11 @@ def _setup(request: dict[str, Any]) -> _Setup:
     if train.batch_size % accelerator.num_processes:
         raise UserError(f"--batch-size {train.batch_size} does not split evenly over {accelerator.num_processes} processes")
     tokenizer = models.load_tokenizer(request["model_path"])
-    models.configure_padding(tokenizer, models.load_config(request["model_path"]).model_type)
+    model_config = models.load_config(request["model_path"])
+    models.configure_padding(tokenizer, model_config)
     data = load_tokenized(request["data_file"])
-    return _Setup(request, train, data, tokenizer, DataCollatorWithPadding(tokenizer), accelerator, precision, attention)
+    collator = models.Collator(tokenizer, models.is_decoder(model_config))
+    return _Setup(request, train, data, tokenizer, collator, accelerator, precision, attention)
 
 
 def _build_model(setup: _Setup) -> tuple[Any, dict[str, Any]]:

@@ -1,0 +1,44 @@
+"""Which method runs on which decoder family: every method of the registry, two optimiser steps each (bf16
+where the CPU computes it natively, as `auto` picks), on tiny random decoders of seven families built from
+configs (tests/tiny_model.py), through the worker a grid uses. Prints a Markdown table (README's) and the
+reason of each failure.
+
+    python benchmarks/decoder_matrix.py [--families llama,gpt2]
+
+The same check runs in the test suite (tests/test_decoders.py), which asserts that the reference's five
+methods run on every family and that every failure names its limitation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+
+from decoders import as_table, family_matrix  # noqa: E402
+from tiny_model import DECODER_CONFIGS  # noqa: E402
+
+from peftbench.methods import REGISTRY  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", default=",".join(DECODER_CONFIGS), help="comma-separated, of: " + ", ".join(DECODER_CONFIGS))
+    families = [f for f in parser.parse_args().families.split(",") if f]
+    import peft
+    import transformers
+
+    print(f"machine: {platform.processor() or platform.machine()}; transformers {transformers.__version__}, peft {peft.__version__}")
+    with tempfile.TemporaryDirectory() as scratch:
+        matrix = {family: family_matrix(family, Path(scratch) / family, list(REGISTRY)) for family in families}
+    print(as_table(matrix))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
