@@ -103,6 +103,12 @@ def build_parser() -> OneLineParser:
         "saved; for choosing settings, e.g. the learning rates of the registry (needs a dev set)",
     )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--report-to", default="none", metavar="TRACKERS",
+        help="log each finished run (config, loss and learning rate per step, dev metrics per epoch, test metrics) to "
+        "experiment trackers: comma-separated of tensorboard, mlflow, trackio (pip install 'peftbench[tensorboard]' etc.), "
+        "or none (default)",
+    )  # fmt: skip
     run.add_argument("--seeds", help="comma-separated seeds, one run per method and seed (default: --seed)")
     _add_section(run, DataConfig)
     _add_section(run, TrainConfig)
@@ -143,6 +149,7 @@ def _constraints(args: argparse.Namespace) -> Any:
 
 def _grid_from_args(args: argparse.Namespace) -> GridConfig:
     from .methods import parse_methods
+    from .trackers import parse_report_to
 
     preset = PRESETS[args.preset]
     return GridConfig(
@@ -154,6 +161,7 @@ def _grid_from_args(args: argparse.Namespace) -> GridConfig:
         preset=args.preset,
         dry_run=args.dry_run,
         select_only=args.select_only,
+        report_to=parse_report_to(args.report_to),
         seeds=_parse_seeds(args.seeds),
         scale=ScaleConfig(**_section_values(args, ScaleConfig)),
     )

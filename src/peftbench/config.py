@@ -329,6 +329,8 @@ class GridConfig:
     # Choose on dev and stop: no test evaluation and no saved weights. For choosing settings (a learning-rate
     # sweep whose choice goes into the registry) without the test split ever being read.
     select_only: bool = False
+    # Experiment trackers each finished run is logged to (trackers.TRACKERS): tensorboard, mlflow, trackio.
+    report_to: list[str] = field(default_factory=list)
 
     def run_seeds(self) -> list[int]:
         return self.seeds or [self.train.seed]
@@ -341,6 +343,9 @@ class GridConfig:
         if self.select_only and self.data.dev_size is None:
             raise UserError("--select-only needs a dev set to choose on: add --dev-size (or use --preset tuned)")
         self.scale.validate()
+        from .trackers import parse_report_to
+
+        self.report_to = parse_report_to(",".join(self.report_to))
         if self.train.batch_size % self.scale.num_processes:
             raise UserError(f"--batch-size {self.train.batch_size} does not split evenly over --num-processes {self.scale.num_processes}")
         if self.out.exists() and not self.out.is_dir():
@@ -377,7 +382,7 @@ def grid_options(grid: GridConfig) -> dict[str, Any]:
     that `peftbench run --config FILE` builds this very grid again. Unset values are left out."""
     options: dict[str, Any] = {
         "model": grid.model, "methods": ",".join(grid.methods), "preset": grid.preset, "out": str(grid.out),
-        "dry-run": grid.dry_run, "select-only": grid.select_only,
+        "dry-run": grid.dry_run, "select-only": grid.select_only, "report-to": ",".join(grid.report_to) or "none",
     }  # fmt: skip
     if grid.seeds:
         options["seeds"] = ",".join(map(str, grid.seeds))

@@ -134,7 +134,7 @@ def load_classifier(name: str, num_labels: int, label_names: list[str], pad_toke
 
     # "Some weights were newly initialized" is exactly what we want for a new head, and a loading bar per
     # run drowns the training bars: keep both quiet.
-    previous = hf_logging.get_verbosity()
+    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
@@ -149,6 +149,7 @@ def load_classifier(name: str, num_labels: int, label_names: list[str], pad_toke
         raise _load_error(name, exc) from None
     finally:
         hf_logging.set_verbosity(previous)
-        hf_logging.enable_progress_bar()
+        if bars:  # as it was: a worker without progress bars keeps them off ("Writing model shards")
+            hf_logging.enable_progress_bar()
     model.config.pad_token_id = pad_token_id
     return model

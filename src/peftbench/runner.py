@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
-from . import config_file, hardware, models
+from . import config_file, hardware, models, trackers
 from .claims import ClaimBook, left_by_dead_process, owner_prefix
 from .config import AUTO, GridConfig, TrainConfig, as_dict
 from .data import TokenizedData, length_keeping, load_labeled_texts, split, token_lengths, tokenize_split
@@ -356,6 +356,8 @@ def _store_outcome(state: _Grid, run: PlannedRun, outcome: RunOutcome, finished:
     if staged is not None:
         _keep_weights(record, staged, state.grid.out / run.run_id)
     state.store.save(record)
+    for problem in trackers.log_run(state.grid.report_to, record, state.grid.out):
+        _log(f"peftbench: warning: {run.run_id} could not be logged to {problem} (the run is saved)")
     if state.progress and record["result"].get("worker_died"):
         _log("")  # a killed worker leaves its progress bar unfinished on the line
     _log(f"[{finished}/{state.total}] {run.run_id}: {_one_line_result(record['result'])}")
@@ -567,6 +569,7 @@ def _result_of(run: PlannedRun, context: _RunContext, trials: list[dict[str, Any
         "train_steps": sum(t["outcome"]["train_steps"] for t in trials), "train_time_s": train_time, "eval_time_s": eval_time,
         "total_time_s": train_time + eval_time, "train_time_min": train_time / 60, "total_time_min": (train_time + eval_time) / 60,
         **{k: outcome[k] for k in ("train_it_per_s", "eval_it_per_s", "train_samples_per_s", "epochs")},
+        "train_log": outcome.get("steps", []),  # [step, loss, lr] of the chosen trial
     }  # fmt: skip
     if len(trials) > 1 or context.grid.select_only:
         result["trials"] = [{"lr": t["lr"], "status": t["outcome"]["status"], "epochs": t["outcome"]["epochs"]} for t in trials]

@@ -38,6 +38,8 @@ class TrainOutcome:
     best_epoch: int | None = None  # with keep_best: the best epoch on eval (dev), see better_on_dev
     best_state: dict[str, torch.Tensor] | None = None  # ...and a CPU copy of the trainable weights then
     predictions: list[int] | None = None  # of the last evaluation, in file order
+    # [step, training loss, learning rate] of every optimiser step (for loss curves and experiment trackers)
+    steps: list[list[float]] = field(default_factory=list)
 
 
 EXAMPLE_INDEX = "example_index"  # carried through evaluation so results can be put back in file order
@@ -223,6 +225,8 @@ def _train_epoch(
     model.train()
     running = torch.zeros((), device=device)
     running_steps, loss_sum, loss_steps = 0, 0.0, 0
+    step_losses: list[torch.Tensor] = []  # kept on the device, read once at the end of the epoch
+    step_rates: list[float] = []
     bar = tqdm(loader, desc=bar_label, leave=False, disable=not progress, dynamic_ncols=True)
     synchronize(device)
     started = last_read = now()
@@ -231,8 +235,10 @@ def _train_epoch(
         if after_step is not None:
             step_number = outcome.train_steps + 1
             hook = lambda: after_step(accelerator.unwrap_model(model), step_number)  # noqa: E731
+        step_rates.append(scheduler.get_last_lr()[0])  # the rate this step uses
         with cheaper_dropout(lane_masks):
-            running += train_step(model, batch, optimizer, scheduler, accelerator, hook)
+            step_losses.append(train_step(model, batch, optimizer, scheduler, accelerator, hook))
+        running += step_losses[-1]
         running_steps += 1
         outcome.train_steps += 1
         clock.samples += len(batch["labels"]) * accelerator.num_processes  # each process holds its share of a batch
@@ -253,6 +259,9 @@ def _train_epoch(
     synchronize(device)
     outcome.train_time_s += now() - started
     bar.close()
+    first = outcome.train_steps - len(step_losses) + 1
+    losses = torch.stack(step_losses).float().tolist() if step_losses else []
+    outcome.steps += [[first + i, loss, rate] for i, (loss, rate) in enumerate(zip(losses, step_rates))]
     mean = torch.tensor(loss_sum / max(loss_steps, 1), device=device)
     # every process then takes the same decisions (diverged or not) on the mean over all of them
     return accelerator.reduce(mean, "mean").item() if accelerator.num_processes > 1 else mean.item()

@@ -1,0 +1,134 @@
+"""Experiment trackers (`--report-to tensorboard,mlflow,trackio`): each finished run is logged to each tracker
+through that library's own API, as one tracked run named by the run id, grouped by grid.
+
+Logged: the run's configuration, the training loss and learning rate of every optimiser step, the dev (or
+eval) metrics of every epoch, and the final test metrics. The grid process logs a run when it stores the
+run's record, so runs on other machines (Ray) and in other processes are logged alike; a tracker shows a
+run once it has finished, not while it trains. Where each one writes:
+- tensorboard: DIR/tensorboard/<run id>/ (`tensorboard --logdir DIR/tensorboard` shows the grid's runs together);
+- mlflow: MLFLOW_TRACKING_URI, else a SQLite store, DIR/mlflow.db (`mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db`); one
+  experiment per grid (named by DIR);
+- trackio: its local store (TRACKIO_DIR, default ~/.cache/huggingface/trackio); project = DIR's name, group =
+  the method.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+# tracker name -> the module it needs, and the pip extra that installs it
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"), "trackio": ("trackio", "trackio")}
+
+
+def parse_report_to(text: str | None) -> list[str]:
+    """Tracker names of --report-to ("none" or nothing: no tracker); an unknown or uninstalled one is an error."""
+    names = [n.strip().lower() for n in (text or "").split(",") if n.strip() and n.strip().lower() != "none"]
+    for name in names:
+        if name not in TRACKERS:
+            raise UserError(f"--report-to: unknown tracker {name!r}; one or more of {', '.join(TRACKERS)}, or none")
+        module, extra = TRACKERS[name]
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"--report-to {name} needs the {module} package: pip install 'peftbench[{extra}]'")
+    return list(dict.fromkeys(names))
+
+
+def flat(values: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as one level of scalar values ("train.lr": 3e-4), as trackers store parameters."""
+    if isinstance(values, dict):
+        found: dict[str, Any] = {}
+        for key, value in values.items():
+            found.update(flat(value, f"{prefix}{key}."))
+        return found
+    if isinstance(values, (list, tuple)):
+        values = ",".join(map(str, values))
+    return {prefix.rstrip("."): values if isinstance(values, (int, float, str, bool)) or values is None else str(values)}
+
+
+def run_series(record: dict[str, Any]) -> tuple[list[tuple[int, dict[str, float]]], dict[str, float]]:
+    """What a tracker logs of a run: (step, metrics) in step order, and the final test (or eval) metrics."""
+    result = record["result"]
+    series: list[tuple[int, dict[str, float]]] = [(int(step), {"train/loss": loss, "train/learning_rate": lr}) for step, loss, lr in result.get("train_log", [])]
+    steps_per_epoch = math.ceil(len(result.get("train_log", [])) / max(1, len(result.get("epochs", [])))) if result.get("epochs") else 0
+    split = "dev" if record["data"].get("test_examples") else "eval"
+    for epoch in result.get("epochs", []):
+        metrics = {f"{split}/{k}": epoch[k] for k in ("accuracy", "f1_macro", "eval_loss") if k in epoch}
+        series.append((epoch["epoch"] * steps_per_epoch, {**metrics, "epoch": epoch["epoch"]}))
+    series.sort(key=lambda item: item[0])
+    final = {f"test/{k}": result[k] for k in ("accuracy", "f1_macro", "eval_loss") if result.get(k) is not None}
+    return series, final
+
+
+def _finite(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def _tensorboard(record: dict[str, Any], out: Path, config: dict[str, Any]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    series, final = run_series(record)
+    with SummaryWriter(str(out / "tensorboard" / record["run_id"])) as writer:
+        writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in config.items()))
+        for step, metrics in series:
+            for key, value in _finite(metrics).items():
+                writer.add_scalar(key, value, step)
+        last = series[-1][0] if series else 0
+        for key, value in _finite(final).items():
+            writer.add_scalar(key, value, last)
+
+
+def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any]) -> None:
+    import logging
+
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (tables created...) would split the grid's lines
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        # a SQLite store: MLflow 3 keeps its file store in maintenance mode and refuses it unless told otherwise
+        mlflow.set_tracking_uri(f"sqlite:///{(out / 'mlflow.db').resolve()}")
+    mlflow.set_experiment(f"peftbench {out.resolve().name}")
+    series, final = run_series(record)
+    with mlflow.start_run(run_name=record["run_id"], tags={"peftbench.grid": str(out.resolve()), "peftbench.method": record["config"]["method"]}):
+        mlflow.log_params({k: "" if v is None else str(v)[:500] for k, v in config.items()})
+        for step, metrics in series:
+            mlflow.log_metrics(_finite(metrics), step=step)
+        mlflow.log_metrics(_finite(final))
+
+
+def _trackio(record: dict[str, Any], out: Path, config: dict[str, Any]) -> None:
+    import trackio
+
+    series, final = run_series(record)
+    trackio.init(
+        project=out.resolve().name, name=record["run_id"], group=record["config"]["method"], config=config, embed=False,
+        auto_log_cpu=False, auto_log_gpu=False,  # this process only waits for the workers: its load says nothing
+    )  # fmt: skip
+    try:
+        for step, metrics in series:
+            trackio.log(_finite(metrics), step=step)
+        if final:
+            trackio.log(_finite(final), step=series[-1][0] if series else 0)
+    finally:
+        trackio.finish()
+
+
+LOGGERS = {"tensorboard": _tensorboard, "mlflow": _mlflow, "trackio": _trackio}
+
+
+def log_run(names: list[str], record: dict[str, Any], out: Path) -> list[str]:
+    """Log a stored run to each tracker; returns one line per tracker that failed (the run itself is saved)."""
+    if not names or record["result"].get("status") in ("failed", "dry_run"):
+        return []
+    config = {"run_id": record["run_id"], **flat(record["config"])}
+    problems = []
+    for name in names:
+        try:
+            LOGGERS[name](record, out, config)
+        except Exception as exc:  # noqa: BLE001 - a tracker's trouble must not stop the grid
+            problems.append(f"{name}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+    return problems
