@@ -1,17 +1,24 @@
-"""Steady-state training speed: the reference loop as the blog post wrote it vs peftbench's own loop.
+"""Steady-state training speed: the reference loop as the blog post wrote it, peftbench's own loop, and
+Hugging Face's Trainer as a knowledgeable user would set it up.
 
     python benchmarks/bench_train.py --model NAME_OR_DIR --method lora [--quick]
 
-Both variants train the same model, method, batch size and number of examples, batches drawn the same
-way from one epoch over the whole training split, in one process, interleaved (a, b, a, b, ...) so that
-drift of the machine cancels out; warm-up steps are left out. Printed per
+The variants train the same model, method, batch size, max_length and number of examples, in one process,
+interleaved (a, b, c, a, b, c, ...) so that drift of the machine cancels out; warm-up steps are left out.
+(a) and (b) run the same positions of one epoch's batches over the whole training split; (c) runs its own
+sampler's first batches of an epoch. Printed per
 variant: training samples/s, real (non-padding) tokens/s, achieved model FLOP/s as a fraction of a
 matrix-product peak measured here, peak memory growth during the timed steps, evaluation samples/s.
-The last line is `speedup: X.XX`, (b)/(a) in training samples/s.
+The last lines are `speedup: X.XX`, (b)/(a) in training samples/s, and `speedup_vs_trainer: X.XX`, (b)/(c).
 
 (a) reference: fp32, uniformly random batches padded to the longest, torch's default AdamW, the loss read
     back every step, evaluation at the training batch size.
 (b) peftbench: peftbench.train's loaders, optimizer, precision and step function, with its defaults.
+(c) transformers.Trainer: bf16 where the machine computes it natively (as `auto` decides), length-grouped
+    batches (train_sampling_strategy group_by_length, transformers 5's group_by_length), fused AdamW, no
+    evaluation, saving or logging during the timed steps, its default gradient clipping (max_grad_norm 1);
+    trainer.train() for warm-up plus timed steps, each step timed by a callback from on_step_begin (batch
+    already collated) to on_step_end; evaluation by trainer.evaluate() at the training batch size.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -120,6 +129,47 @@ def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_s
         torch.cuda.empty_cache()
 
 
+class _StepClock:
+    """Hooks of a transformers TrainerCallback: each optimiser step from on_step_begin (its batch already
+    fetched and collated) to on_step_end, so collation stays out of timing as it does for (a) and (b)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.durations, self.began = device, [], 0.0
+
+    def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+        synchronize(self.device)
+        self.began = time.perf_counter()
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        synchronize(self.device)
+        self.durations.append(time.perf_counter() - self.began)
+
+
+def run_trainer_round(variant: Variant, device: torch.device, warmup_steps: int, timed_steps: int) -> None:
+    """(c): Trainer.train() for warm-up + timed steps; the collated batches are recorded by the collator."""
+    meter = PeakMemory(device)
+    meter.start()
+    trainer, clock, collated = variant.build(warmup_steps + timed_steps)
+    trainer.train()
+    timed = collated[warmup_steps : warmup_steps + timed_steps]
+    elapsed = sum(clock.durations[warmup_steps:])
+    evaluated = trainer.evaluate()
+    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # saves nothing (save_strategy no), but made it
+    variant.rounds.append(
+        {
+            "samples_per_s": sum(len(b["labels"]) for b in timed) / elapsed,
+            "real_tokens_per_s": sum(int(b["attention_mask"].sum()) for b in timed) / elapsed,
+            "padded_tokens_per_s": sum(b["input_ids"].numel() for b in timed) / elapsed,
+            "peak_memory_mb": meter.peak_mb(),
+            "eval_samples_per_s": evaluated["eval_samples_per_second"],
+        }
+    )
+    del trainer, collated
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _memory_in_own_process(letter: str, args: argparse.Namespace, samples: int) -> float:
     command = [sys.executable, __file__, "--model", args.model, "--method", args.method, "--batch-size", str(args.batch_size),
                "--samples", str(min(samples, 4 * args.batch_size)), "--max-length", str(args.max_length), "--precision", args.precision, "--memory-of", letter]  # fmt: skip
@@ -138,24 +188,30 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=86)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--precision", default="auto", help="of the peftbench loop: auto, or fp32 for what a CPU without AVX512-BF16/AMX runs")
-    parser.add_argument("--memory-of", choices=["a", "b"], help=argparse.SUPPRESS)  # internal: one variant, fresh process
+    parser.add_argument(
+        "--memory", choices=["process", "round"], default="process",
+        help="peak memory of each variant measured in a process of its own (exact), or during its rounds in this one "
+        "(quicker; on a CPU an earlier variant's freed memory can hide part of a later one's peak)",
+    )  # fmt: skip
+    parser.add_argument("--memory-of", choices=["a", "b", "c"], help=argparse.SUPPRESS)  # internal: one variant, fresh process
     args = parser.parse_args()
     samples = args.samples or (256 if args.quick else 640)
     rounds = args.rounds or (1 if args.quick else 3)
     warmup_steps = 1 if args.quick else 2
 
     from accelerate import Accelerator
-    from transformers import DataCollatorWithPadding, get_constant_schedule
+    from transformers import get_constant_schedule
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = models.resolve(args.model)
     tokenizer = models.load_tokenizer(name)
-    models.configure_padding(tokenizer, models.load_config(name).model_type)
+    model_config = models.load_config(name)
+    models.configure_padding(tokenizer, model_config)
     parts = split(load_labeled_texts(DataConfig()), DataConfig(max_eval_samples=min(samples, 512)))
     timed_steps = math.ceil(samples / args.batch_size)
     train = tokenize(tokenizer, parts.train, args.max_length)
     eval_ = tokenize(tokenizer, parts.eval, args.max_length)
-    collator = DataCollatorWithPadding(tokenizer)
+    collator = models.Collator(tokenizer, models.is_decoder(model_config))
     method = REGISTRY[args.method]
     labels = parts.train.label_names
     config = TrainConfig(batch_size=args.batch_size, precision=args.precision)
@@ -202,12 +258,51 @@ def main() -> None:
 
         return Built(model, train_loader, eval_loader, step, accelerator.autocast)
 
-    variants = [Variant("a: reference loop", build_reference, "fp32"), Variant("b: peftbench loop", build_peftbench, precision)]
+    trainer_precision = resolve_precision("auto", device)  # bf16 where native: what a user who knows would set
+
+    def build_trainer(steps: int) -> tuple[Any, _StepClock, list[dict[str, Any]]]:
+        """(c) transformers.Trainer with the settings a knowledgeable user picks on this machine."""
+        from datasets import Dataset
+        from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+        model = fresh_model(attention)
+        collated: list[dict[str, Any]] = []
+
+        def collate(features: list[dict[str, Any]]) -> Any:
+            batch = collator(features)
+            collated.append(batch)
+            return batch
+
+        clock = _StepClock(device)
+        callback = type("StepClock", (TrainerCallback,), {"on_step_begin": clock.on_step_begin, "on_step_end": clock.on_step_end})()
+        arguments = TrainingArguments(
+            output_dir=str(Path(tempfile.mkdtemp(prefix="bench-trainer-"))), per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.batch_size, learning_rate=args.lr, max_steps=steps, lr_scheduler_type="constant",
+            bf16=trainer_precision == "bf16", fp16=trainer_precision == "fp16", optim="adamw_torch_fused",
+            train_sampling_strategy="group_by_length", eval_strategy="no", save_strategy="no", logging_strategy="no",
+            report_to=[], disable_tqdm=True, dataloader_num_workers=0, use_cpu=device.type == "cpu", seed=0,
+        )  # fmt: skip
+        columns = {k: [e[k] for e in train] for k in train[0]}
+        eval_columns = {k: [e[k] for e in eval_] for k in eval_[0]}
+        trainer = Trainer(
+            model=model, args=arguments, train_dataset=Dataset.from_dict(columns), eval_dataset=Dataset.from_dict(eval_columns),
+            data_collator=collate, callbacks=[callback],
+        )  # fmt: skip
+        trainer.remove_callback(PrinterCallback)  # its dict of train/eval metrics would break this script's table
+        return trainer, clock, collated
+
+    variants = [
+        Variant("a: reference loop", build_reference, "fp32"),
+        Variant("b: peftbench loop", build_peftbench, precision),
+        Variant("c: HF Trainer", build_trainer, trainer_precision),
+    ]
+    rounders = {"a": run_round, "b": run_round, "c": run_trainer_round}
     if args.memory_of:
         # On a CPU the resident-set peak of a process cannot tell apart memory freed by an earlier variant,
         # so each variant's memory is measured in a process of its own.
-        run_round(variants["ab".index(args.memory_of)], device, warmup_steps, timed_steps)
-        print(f"peak_memory_mb {variants['ab'.index(args.memory_of)].rounds[0]['peak_memory_mb']:.1f}")
+        variant = variants["abc".index(args.memory_of)]
+        rounders[args.memory_of](variant, device, warmup_steps, timed_steps)
+        print(f"peak_memory_mb {variant.rounds[0]['peak_memory_mb']:.1f}")
         return
 
     probe = fresh_model(None)
@@ -218,8 +313,10 @@ def main() -> None:
     # gradients only where weights are trained (full fine-tuning). Attention scores are left out.
     flops_per_token = (6 if trainable > total // 2 else 4) * (total - embedding_params)
     peak_size = 4096 if device.type == "cuda" else 1536
-    peaks = {"fp32": matmul_peak_flops(torch.float32, device, peak_size), "bf16": matmul_peak_flops(torch.bfloat16, device, peak_size)}
-    peaks["fp16"] = matmul_peak_flops(torch.float16, device, peak_size) if device.type == "cuda" else peaks["fp32"]
+    # only the precisions a variant runs at: bf16 on a CPU without AVX512-BF16/AMX is emulated, and a product
+    # of this size then takes a minute
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16 if device.type == "cuda" else torch.float32}
+    peaks = {name: matmul_peak_flops(dtypes[name], device, peak_size) for name in sorted({v.precision for v in variants})}
 
     print(f"model {args.model} ({total:,} parameters, {trainable:,} trainable with {args.method}), device {device.type}")
     print(
@@ -230,16 +327,17 @@ def main() -> None:
         f"{samples} timed training examples per round (batches drawn from an epoch over all {len(train)}), "
         f"batch {args.batch_size}, {rounds} round(s) per variant, {warmup_steps} warm-up step(s)"
     )
-    print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print("measured matmul peak: " + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items()))
     for _ in range(rounds):
-        for variant in variants:  # interleaved, so drift of the machine hits both alike
-            run_round(variant, device, warmup_steps, timed_steps)
+        for letter, variant in zip("abc", variants):  # interleaved, so drift of the machine hits all alike
+            rounders[letter](variant, device, warmup_steps, timed_steps)
 
     print(f"{'variant':20} {'samples/s':>10} {'real tok/s':>11} {'%peak':>7} {'peak MB':>8} {'eval samples/s':>15} precision")
     summary = []
-    for letter, variant in zip("ab", variants):
+    for letter, variant in zip("abc", variants):
         median = {k: statistics.median(r[k] for r in variant.rounds) for k in variant.rounds[0]}
-        median["peak_memory_mb"] = _memory_in_own_process(letter, args, samples)
+        if args.memory == "process":
+            median["peak_memory_mb"] = _memory_in_own_process(letter, args, samples)
         summary.append(median)
         achieved = median["padded_tokens_per_s"] * flops_per_token
         print(
@@ -247,13 +345,15 @@ def main() -> None:
             f"{100 * achieved / peaks[variant.precision]:6.1f}% {median['peak_memory_mb']:8.0f} "
             f"{median['eval_samples_per_s']:15.1f} {variant.precision}"
         )
-    a, b = summary
-    print(
-        f"ratio b/a: samples/s {b['samples_per_s'] / a['samples_per_s']:.2f}, "
-        f"eval samples/s {b['eval_samples_per_s'] / a['eval_samples_per_s']:.2f}, "
-        f"peak memory {b['peak_memory_mb'] / max(a['peak_memory_mb'], 1e-9):.2f}"
-    )
+    a, b, c = summary
+    for name, other in (("b/a", a), ("b/c", c)):
+        print(
+            f"ratio {name}: samples/s {b['samples_per_s'] / other['samples_per_s']:.2f}, "
+            f"eval samples/s {b['eval_samples_per_s'] / other['eval_samples_per_s']:.2f}, "
+            f"peak memory {b['peak_memory_mb'] / max(other['peak_memory_mb'], 1e-9):.2f}"
+        )
     print(f"speedup: {b['samples_per_s'] / a['samples_per_s']:.2f}")
+    print(f"speedup_vs_trainer: {b['samples_per_s'] / c['samples_per_s']:.2f}")
 
 
 if __name__ == "__main__":

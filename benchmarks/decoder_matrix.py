@@ -1,5 +1,5 @@
-"""Which method runs on which decoder family: every method of the registry, two optimiser steps each (bf16
-where the CPU computes it natively, as `auto` picks), on tiny random decoders of seven families built from
+"""Which method runs on which decoder family: every method of the registry, two optimiser steps each at bf16
+(the precision whose frozen weights are cast, norm layers kept fp32), on tiny random decoders of seven families built from
 configs (tests/tiny_model.py), through the worker a grid uses. Prints a Markdown table (README's) and the
 reason of each failure.
 
@@ -12,7 +12,6 @@ methods run on every family and that every failure names its limitation.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
+from bench_scale import machine  # noqa: E402
 from decoders import as_table, family_matrix  # noqa: E402
 from tiny_model import DECODER_CONFIGS  # noqa: E402
 
@@ -31,9 +31,13 @@ def main() -> int:
     parser.add_argument("--families", default=",".join(DECODER_CONFIGS), help="comma-separated, of: " + ", ".join(DECODER_CONFIGS))
     families = [f for f in parser.parse_args().families.split(",") if f]
     import peft
+    import torch
     import transformers
 
-    print(f"machine: {platform.processor() or platform.machine()}; transformers {transformers.__version__}, peft {peft.__version__}")
+    from peftbench.hardware import resolve_precision
+
+    print(f"{machine()}; auto precision: {resolve_precision('auto', torch.device('cpu'))}")
+    print(f"transformers {transformers.__version__}, peft {peft.__version__}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as scratch:
         matrix = {family: family_matrix(family, Path(scratch) / family, list(REGISTRY)) for family in families}
     print(as_table(matrix))

@@ -1,4 +1,5 @@
-"""benchmarks/bench_train.py runs end to end on the tiny model and ends with its `speedup:` line."""
+"""benchmarks/bench_train.py runs end to end on the tiny model and ends with its `speedup:` and
+`speedup_vs_trainer:` lines."""
 
 import os
 import re
@@ -14,18 +15,20 @@ from peftbench.hardware import resolve_dropout_masks
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 
 
-def test_benchmark_prints_both_variants_and_a_speedup(tiny_model):
+def test_benchmark_prints_three_variants_and_two_speedups(tiny_model):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, str(BENCH), "--model", str(tiny_model), "--method", "lora", "--quick", "--samples", "64", "--batch-size", "16"]
+    command = [sys.executable, str(BENCH), "--model", str(tiny_model), "--method", "lora", "--quick", "--samples", "64", "--batch-size", "16", "--memory", "round"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
-    assert any(line.startswith("a: reference loop") for line in lines) and any(line.startswith("b: peftbench loop") for line in lines)
+    names = ("a: reference loop", "b: peftbench loop", "c: HF Trainer")
+    assert all(any(line.startswith(name) for line in lines) for name in names), lines
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert f"dropout masks {resolve_dropout_masks('auto', device)}" in done.stdout and "batches drawn from an epoch over all 6212" in done.stdout
-    # the speedup is the ratio of the two rows' samples/s, not a number of its own
-    rows = {line.split(":")[0]: float(line.split()[3]) for line in lines if line.startswith(("a: reference loop", "b: peftbench loop"))}
-    assert all(rate > 0 for rate in rows.values()) and len(rows) == 2, lines
-    match = re.fullmatch(r"speedup: (\d+\.\d\d)", lines[-1])
-    assert match, lines[-1]
-    assert float(match.group(1)) == pytest.approx(rows["b"] / rows["a"], abs=0.006 + 0.01 * rows["b"] / rows["a"])
+    # each speedup is the ratio of two rows' samples/s, not a number of its own
+    rows = {line.split(":")[0]: float(line.split()[-6]) for line in lines if line.startswith(names)}
+    assert all(rate > 0 for rate in rows.values()) and len(rows) == 3, lines
+    for line, other in ((lines[-2], "a"), (lines[-1], "c")):
+        match = re.fullmatch(r"speedup(?:_vs_trainer)?: (\d+\.\d\d)", line)
+        assert match and line.startswith("speedup_vs_trainer" if other == "c" else "speedup:"), line
+        assert float(match.group(1)) == pytest.approx(rows["b"] / rows[other], abs=0.006 + 0.01 * rows["b"] / rows[other])

@@ -27,7 +27,9 @@ def run_cli(*args):
 @pytest.fixture(scope="module")
 def seed_grid(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("grid")
-    code = run_cli("run", "--model", tiny_model, "--methods", "seed", "--epochs", "2", "--out", out, *QUICK)
+    # inline: these tests are about what a grid writes; worker processes have tests of their own (test_workers,
+    # test_scale), and five process start-ups cost half a minute here
+    code = run_cli("run", "--model", tiny_model, "--methods", "seed", "--epochs", "2", "--out", out, "--workers", "inline", *QUICK)
     return code, out
 
 

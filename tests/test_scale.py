@@ -176,16 +176,6 @@ def test_two_processes_train_one_run_like_one_process(tiny_model, one_worker, tm
         assert abs(result["eval_loss"] - a[name]["result"]["eval_loss"]) < 0.01, name
 
 
-def test_the_ray_executor_writes_what_the_local_one_writes(tiny_model, one_worker, tmp_path):
-    pytest.importorskip("ray")
-    remote = subprocess.run(_command(tiny_model, tmp_path, "--executor", "ray"), env=ENV, capture_output=True, text=True, timeout=600)
-    assert remote.returncode == 0, remote.stderr[-3000:]
-    runs = _runs(tmp_path)
-    _same_results(one_worker, runs)
-    assert all((tmp_path / name / "adapter_config.json").exists() or (tmp_path / name / "config.json").exists() for name in runs)
-    assert {r["provenance"]["execution"]["executor"] for r in runs.values()} == {"ray"}
-
-
 def _ray_task_process(before: set[int]) -> int | None:
     """The Ray worker process running one of our runs: the parent of a new peftbench.worker process, whose
     title Ray sets to `ray::<task>` (any other peftbench on the machine, a test suite included, is left alone)."""
@@ -197,7 +187,9 @@ def _ray_task_process(before: set[int]) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the Ray worker through /proc (Linux)")
-def test_a_ray_worker_killed_mid_run_is_retried_and_no_run_is_lost_or_doubled(tiny_model, tmp_path):
+def test_a_ray_worker_killed_mid_run_is_retried_and_no_run_is_lost_or_doubled(tiny_model, one_worker, tmp_path):
+    """The Ray executor on a local instance, one of its task processes killed mid-run: Ray runs that task
+    again, and the grid writes what the local executor writes (the retried run starts afresh, same seed)."""
     pytest.importorskip("ray")
     before = set(processes())
     grid = subprocess.Popen(_command(tiny_model, tmp_path, "--executor", "ray"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -213,6 +205,10 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_no_run_is_lost_or_doubled(ti
     assert grid.returncode == 0, err[-3000:]
     assert sorted(_runs(tmp_path)) == sorted(_trained_ids(err)) and len(_runs(tmp_path)) == 4  # each run once
     assert not list((tmp_path / "failed").glob("*.json")) and _done_count(out) == 4
+    runs = _runs(tmp_path)
+    _same_results(one_worker, runs)
+    assert all((tmp_path / name / "adapter_config.json").exists() or (tmp_path / name / "config.json").exists() for name in runs)
+    assert {r["provenance"]["execution"]["executor"] for r in runs.values()} == {"ray"}
 
 
 @pytest.mark.parametrize("shared", [True, False])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import json
 from pathlib import Path
 
@@ -34,8 +35,9 @@ def write_tiny_bert(folder: Path, seed: int = 0, **size: int) -> Path:
 
     write_char_tokenizer(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    tiny = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=160, type_vocab_size=2, **{**tiny, **size})
+    tiny = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+            "vocab_size": len(tokenizer), "max_position_embeddings": 160}  # fmt: skip
+    config = BertConfig(type_vocab_size=2, **{**tiny, **size})
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     return folder
@@ -52,6 +54,12 @@ DECODER_CONFIGS = {
     "gpt2": ("GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 160}),
 }
 DECODER_SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64, "max_position_embeddings": 160}
+
+
+@functools.lru_cache(maxsize=1)
+def _character_counts() -> collections.Counter:
+    texts = load_labeled_texts(DataConfig()).texts
+    return collections.Counter(ch for text in texts for ch in text if not ch.isspace())
 
 
 def write_char_decoder_tokenizer(folder: Path, vocab_size: int = 3000) -> None:

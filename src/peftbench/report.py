@@ -240,7 +240,7 @@ def _pooler_text(records: list[dict[str, Any]]) -> str:
 
 def _read_as(data: dict[str, Any]) -> str:
     encoding = data.get("encoding")
-    return f" (read as {encoding})" if encoding and encoding not in ("utf-8", "binary") else ""
+    return f" (read as {encoding})" if encoding and encoding != "binary" else ""  # Parquet and Arrow hold decoded text
 
 
 def _truncation_text(data: dict[str, Any], config: dict[str, Any]) -> str:
