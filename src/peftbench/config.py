@@ -360,6 +360,14 @@ class GridConfig:
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "seed": {"data": {}, "train": {"execution": "reference"}},
     "tuned": {"data": {"test_size": 0.2, "dev_size": 0.1}, "train": {"lr": None}},
+    # "demo" (`make demo`): tuned, cut to fit about 10 minutes of a 2-core CPU for the five seed methods: 512 of
+    # the 6,212 training reviews, 192 of the dev and of the test reviews, texts cut at 64 tokens, 3 epochs of
+    # batches of 16 (96 steps: the prompt methods need steps more than reviews). Chosen on dev alone
+    # (results/demo-selection, --select-only).
+    "demo": {
+        "data": {"test_size": 0.2, "dev_size": 0.1, "max_train_samples": 512, "max_eval_samples": 192, "max_length": 64},
+        "train": {"lr": None, "epochs": 3, "batch_size": 16},
+    },
 }
 
 

@@ -178,6 +178,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
         raise UserError(f"cannot create output folder {grid.out}: {exc.strerror}") from None
     _sweep_leftovers(grid.out, store)
     config_file.write(grid)
+    _log(_data_line(prepared, grid))
     skipped = len(planned) - len(todo)
     if skipped:
         _log(f"{skipped} run(s) already finished in {grid.out}: skipped")
@@ -418,14 +419,28 @@ def _keep_weights(record: dict[str, Any], staged: Path, final: Path) -> None:
         shutil.rmtree(staged.parent, ignore_errors=True)
 
 
+def _data_line(prepared: Prepared, grid: GridConfig) -> str:
+    """What the runs train and are judged on, said before the first run: sizes, what was cut, which length."""
+    parts, data = prepared.parts, grid.data
+    judged = f", dev {len(parts.eval.texts)}, test {len(parts.test.texts)}" if parts.test else f", eval {len(parts.eval.texts)}"
+    cut = []
+    if data.max_train_samples is not None:
+        cut.append(f"training cut to the first {data.max_train_samples}")
+    if data.max_eval_samples is not None:
+        cut.append(f"evaluation splits to the first {data.max_eval_samples} each")
+    shown = f" ({'; '.join(cut)})" if cut else ""
+    return f"data: {parts.train.source}, train {len(parts.train.texts)}{judged} examples{shown}; max_length {prepared.max_length}"
+
+
 def _one_line_result(result: dict[str, Any]) -> str:
     if result["status"] == "failed":
         return f"failed: {result['error']}"
     if result["status"] == "dry_run":
         return f"{result['trainable_params']:,} of {result['total_params']:,} parameters trainable"
     accuracy = result.get("accuracy")  # absent when a run diverged before its first evaluation, or was --select-only
+    majority = result.get("majority_accuracy")
     if accuracy is not None:
-        shown = f"accuracy {accuracy:.4f}"
+        shown = f"accuracy {accuracy:.4f}" + (f" (majority class {majority:.4f})" if majority is not None else "")
     elif result.get("dev_accuracy") is not None:
         shown = f"dev accuracy {result['dev_accuracy']:.4f} at lr {result['chosen_lr']:g} (test not evaluated)"
     else:

@@ -1,0 +1,29 @@
+# Two commands from a fresh clone, each setting up what it needs (a virtual environment in .venv, torch for
+# this machine, peftbench and its pinned dependencies) and quick the second time (make reinstalls only when
+# pyproject.toml or constraints.txt changed):
+#   make demo   the comparison on the bundled model and data, in about 10 minutes on 2 CPU cores
+#   make test   the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= results/demo
+
+.PHONY: demo test
+
+demo: $(VENV)/.installed-offline
+	$(BIN)/peftbench demo --out $(DEMO_OUT)
+
+test: $(VENV)/.installed-test
+	@scripts/install-chromium.sh
+	$(BIN)/python -m pytest -q
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-offline: $(BIN)/python pyproject.toml constraints.txt scripts/install-torch.sh
+	. $(BIN)/activate && scripts/install-torch.sh && pip install -q -c constraints.txt -e ".[offline]"
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt scripts/install-torch.sh
+	. $(BIN)/activate && scripts/install-torch.sh && pip install -q -c constraints.txt -e ".[test,offline]"
+	touch $@
