@@ -11,7 +11,7 @@ DEMO_OUT ?= results/demo
 .PHONY: demo test
 
 demo: $(VENV)/.installed-offline
-	$(BIN)/peftbench demo --out $(DEMO_OUT)
+	$(BIN)/peftbench run --model e5-small-offline --preset demo --methods seed --out $(DEMO_OUT)
 
 test: $(VENV)/.installed-test
 	@scripts/install-chromium.sh
