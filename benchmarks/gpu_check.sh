@@ -60,7 +60,7 @@ if [ -n "$dry" ]; then
     bench_model="$scratch/tiny"; bench+=(--quick)
 fi
 for method in lora full; do
-    python benchmarks/bench_train.py --model "$bench_model" --method "$method" "${bench[@]}" 2>/dev/null | tail -1 | sed "s/^/$method /"
+    python benchmarks/bench_train.py --model "$bench_model" --method "$method" "${bench[@]}" 2>/dev/null | tail -2 | sed "s/^/$method /"
 done
 
 step "done"
