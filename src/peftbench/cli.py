@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import OPTION_NAMES, PARSERS, PRESETS, DataConfig, GridConfig, ScaleConfig, TrainConfig, build_section
+from .config import PARSERS, PRESETS, DataConfig, GridConfig, ScaleConfig, TrainConfig, build_section, option_name
 from .errors import UserError
 from .interrupts import Interrupted, stop_signals
 
@@ -65,7 +65,7 @@ def _add_section(parser: argparse.ArgumentParser, cls: type) -> None:
     group = parser.add_argument_group(cls.__doc__.splitlines()[0].rstrip(".") if cls.__doc__ else cls.__name__)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        option = "--" + OPTION_NAMES.get(f.name, f.name).replace("_", "-")
+        option = "--" + option_name(f.name)
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool):
             default = "on" if default else "off"

@@ -381,6 +381,11 @@ def build_section(cls: type, preset_values: dict[str, Any], user_values: dict[st
 
 # Options of `peftbench run` whose name is not the config field's: --data sets DataConfig.source.
 OPTION_NAMES = {"source": "data"}
+
+
+def option_name(field_name: str) -> str:
+    """The `peftbench run` option of a config field, without the leading --: max_length -> max-length."""
+    return OPTION_NAMES.get(field_name, field_name).replace("_", "-")
 # Fields left out of a written config file: which part of a grid one job ran is not part of the grid.
 NOT_WRITTEN = ("shard",)
 
@@ -398,7 +403,7 @@ def grid_options(grid: GridConfig) -> dict[str, Any]:
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
             if value is not None and f.name not in NOT_WRITTEN:
-                options[OPTION_NAMES.get(f.name, f.name).replace("_", "-")] = value
+                options[option_name(f.name)] = value
     return options
 
 

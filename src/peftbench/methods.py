@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .compat import accept_past_key_values
 from .errors import UserError
+from .models import is_norm
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def _targets(model: Any, kind: str | None, named: list[str] | None) -> dict[str,
     model_type = model.config.model_type
     if kind == "norms":
         known = constants.TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING.get(model_type)
-        found = known or _leaf_names(model, lambda module, parent: "norm" in type(module).__name__.lower())
+        found = known or _leaf_names(model, lambda module, parent: is_norm(module))
     else:
         known = constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
         # e.g. Phi-3's fused qkv_proj, for which peft has no default
@@ -122,22 +124,18 @@ def _leaf_names(model: Any, chosen: Callable[[Any, Any], bool]) -> list[str]:
     return names
 
 
-class _no_default_targets:
+@contextmanager
+def _no_default_targets(method: str, model: Any) -> Iterator[None]:
     """peft's "Please specify `target_modules`" for a family it has no defaults for, said as what it means."""
-
-    def __init__(self, method: str, model: Any) -> None:
-        self.method, self.model_type = method, model.config.model_type
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, traceback: Any) -> bool:
-        if isinstance(exc, ValueError) and "target_modules" in str(exc):
-            raise UserError(
-                f"{self.method} is not available for {self.model_type} models: peft has no default layers to adapt for "
-                f"this family and peftbench names none ({str(exc).strip().splitlines()[0]})"
-            ) from None
-        return False
+    try:
+        yield
+    except ValueError as exc:
+        if "target_modules" not in str(exc):
+            raise
+        raise UserError(
+            f"{method} is not available for {model.config.model_type} models: peft has no default layers to adapt for "
+            f"this family and peftbench names none ({str(exc).strip().splitlines()[0]})"
+        ) from None
 
 
 def _is_head(model: Any, name: str) -> bool:

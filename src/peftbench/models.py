@@ -88,6 +88,14 @@ def is_decoder(config: Any) -> bool:
     return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+def is_norm(module: Any) -> bool:
+    """A normalisation layer of any family: LayerNorm, RMSNorm and the RMSNorm class each decoder family
+    defines (LlamaRMSNorm, Gemma2RMSNorm...), known by the class name, as there is no common base class."""
+    import torch
+
+    return isinstance(module, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or "norm" in type(module).__name__.lower()
+
+
 def configure_padding(tokenizer: Any, config: Any) -> None:
     """Decoders are padded on the left, so that the last position is every example's last real token: a
     classifier fed embeddings instead of token ids (prompt tuning, P-tuning) reads the last position, not the

@@ -74,11 +74,12 @@ def _prepare(grid: GridConfig) -> Prepared:
     tokenizer = models.load_tokenizer(model_path)
     model_config = models.load_config(model_path)
     models.configure_padding(tokenizer, model_config)
-    limit = models.max_length_for(tokenizer, None, getattr(model_config, "max_position_embeddings", None))
-    requested = grid.data.max_length
-    if requested == AUTO:  # the training texts decide, the model caps
-        requested = min(limit, length_keeping(token_lengths(tokenizer, parts.train), grid.data.max_length_keep))
-    max_length = models.max_length_for(tokenizer, requested, getattr(model_config, "max_position_embeddings", None))
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if grid.data.max_length == AUTO:  # the training texts decide, the model caps
+        kept_whole = length_keeping(token_lengths(tokenizer, parts.train), grid.data.max_length_keep)
+        max_length = min(models.max_length_for(tokenizer, None, positions), kept_whole)
+    else:
+        max_length = models.max_length_for(tokenizer, grid.data.max_length, positions)
     return Prepared(model_path, max_length, parts.train.sha256, models.identity(model_path), parts, tokenizer)
 
 

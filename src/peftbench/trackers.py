@@ -50,10 +50,13 @@ def flat(values: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): values if isinstance(values, (int, float, str, bool)) or values is None else str(values)}
 
 
-def run_series(record: dict[str, Any]) -> tuple[list[tuple[int, dict[str, float]]], dict[str, float]]:
+Series = list[tuple[int, dict[str, float]]]  # (step, metrics) in step order
+
+
+def run_series(record: dict[str, Any]) -> tuple[Series, dict[str, float]]:
     """What a tracker logs of a run: (step, metrics) in step order, and the final test (or eval) metrics."""
     result = record["result"]
-    series: list[tuple[int, dict[str, float]]] = [(int(step), {"train/loss": loss, "train/learning_rate": lr}) for step, loss, lr in result.get("train_log", [])]
+    series: Series = [(int(step), {"train/loss": loss, "train/learning_rate": lr}) for step, loss, lr in result.get("train_log", [])]
     steps_per_epoch = math.ceil(len(result.get("train_log", [])) / max(1, len(result.get("epochs", [])))) if result.get("epochs") else 0
     split = "dev" if record["data"].get("test_examples") else "eval"
     for epoch in result.get("epochs", []):
@@ -68,10 +71,9 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def _tensorboard(record: dict[str, Any], out: Path, config: dict[str, Any]) -> None:
+def _tensorboard(record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    series, final = run_series(record)
     with SummaryWriter(str(out / "tensorboard" / record["run_id"])) as writer:
         writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in config.items()))
         for step, metrics in series:
@@ -82,7 +84,7 @@ def _tensorboard(record: dict[str, Any], out: Path, config: dict[str, Any]) -> N
             writer.add_scalar(key, value, last)
 
 
-def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any]) -> None:
+def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]) -> None:
     import logging
 
     import mlflow
@@ -92,7 +94,6 @@ def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any]) -> None:
         # a SQLite store: MLflow 3 keeps its file store in maintenance mode and refuses it unless told otherwise
         mlflow.set_tracking_uri(f"sqlite:///{(out / 'mlflow.db').resolve()}")
     mlflow.set_experiment(f"peftbench {out.resolve().name}")
-    series, final = run_series(record)
     with mlflow.start_run(run_name=record["run_id"], tags={"peftbench.grid": str(out.resolve()), "peftbench.method": record["config"]["method"]}):
         mlflow.log_params({k: "" if v is None else str(v)[:500] for k, v in config.items()})
         for step, metrics in series:
@@ -100,10 +101,9 @@ def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any]) -> None:
         mlflow.log_metrics(_finite(final))
 
 
-def _trackio(record: dict[str, Any], out: Path, config: dict[str, Any]) -> None:
+def _trackio(record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]) -> None:
     import trackio
 
-    series, final = run_series(record)
     trackio.init(
         project=out.resolve().name, name=record["run_id"], group=record["config"]["method"], config=config, embed=False,
         auto_log_cpu=False, auto_log_gpu=False,  # this process only waits for the workers: its load says nothing
@@ -125,10 +125,11 @@ def log_run(names: list[str], record: dict[str, Any], out: Path) -> list[str]:
     if not names or record["result"].get("status") in ("failed", "dry_run"):
         return []
     config = {"run_id": record["run_id"], **flat(record["config"])}
+    series, final = run_series(record)
     problems = []
     for name in names:
         try:
-            LOGGERS[name](record, out, config)
+            LOGGERS[name](record, out, config, series, final)
         except Exception as exc:  # noqa: BLE001 - a tracker's trouble must not stop the grid
             problems.append(f"{name}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
     return problems

@@ -18,6 +18,7 @@ from .config import TrainConfig
 from .dropout import cheaper_dropout
 from .hardware import resolve_dropout_masks
 from .measure import now, synchronize
+from .models import is_norm
 
 COLLAPSE_SHARE = 0.95  # a run predicting one class for >= 95% of eval examples has learnt nothing useful
 LOSS_READ_INTERVAL_S = 1.0  # each read of the loss waits for the device: at most one per second
@@ -122,11 +123,11 @@ def store_frozen_weights_in(model: Any, dtype: torch.dtype) -> int:
 
     Under bf16 autocast every matrix product runs in bf16 anyway, so a frozen fp32 weight is only
     converted again at every step. Normalisation layers keep fp32, as autocast computes them in fp32: every
-    kind of them (LayerNorm, and the RMSNorm class each decoder family defines), known by their class name.
+    kind of them (models.is_norm).
     """
     cast = 0
     for module in model.modules():
-        if isinstance(module, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or "norm" in type(module).__name__.lower():
+        if is_norm(module):
             continue
         for parameter in module.parameters(recurse=False):
             if not parameter.requires_grad and parameter.dtype != dtype and parameter.is_floating_point():
