@@ -195,6 +195,7 @@ def main() -> None:
         help="peak memory of each variant measured in a process of its own (exact), or during its rounds in this one "
         "(quicker; on a CPU an earlier variant's freed memory can hide part of a later one's peak)",
     )  # fmt: skip
+    parser.add_argument("--variants", default="abc", help="which variants to run, e.g. b alone (benchmarks/bench_options.py times b under settings)")
     parser.add_argument("--memory-of", choices=["a", "b", "c"], help=argparse.SUPPRESS)  # internal: one variant, fresh process
     args = parser.parse_args()
     samples = args.samples or (256 if args.quick else 640)
@@ -293,16 +294,19 @@ def main() -> None:
         trainer.remove_callback(PrinterCallback)  # its dict of train/eval metrics would break this script's table
         return trainer, clock, collated
 
-    variants = [
-        Variant("a: reference loop", build_reference, "fp32"),
-        Variant("b: peftbench loop", build_peftbench, precision),
-        Variant("c: HF Trainer", build_trainer, trainer_precision),
-    ]
+    every = {
+        "a": Variant("a: reference loop", build_reference, "fp32"),
+        "b": Variant("b: peftbench loop", build_peftbench, precision),
+        "c": Variant("c: HF Trainer", build_trainer, trainer_precision),
+    }
+    if not set(args.variants) <= set(every) or not args.variants:
+        parser.error(f"--variants takes letters of abc, got {args.variants!r}")
+    variants = {letter: every[letter] for letter in sorted(set(args.variants))}
     rounders = {"a": run_round, "b": run_round, "c": run_trainer_round}
     if args.memory_of:
         # On a CPU the resident-set peak of a process cannot tell apart memory freed by an earlier variant,
         # so each variant's memory is measured in a process of its own.
-        variant = variants["abc".index(args.memory_of)]
+        variant = every[args.memory_of]
         rounders[args.memory_of](variant, device, warmup_steps, timed_steps)
         print(f"peak_memory_mb {variant.rounds[0]['peak_memory_mb']:.1f}")
         return
@@ -318,7 +322,7 @@ def main() -> None:
     # only the precisions a variant runs at: bf16 on a CPU without AVX512-BF16/AMX is emulated, and a product
     # of this size then takes a minute
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16 if device.type == "cuda" else torch.float32}
-    peaks = {name: matmul_peak_flops(dtypes[name], device, peak_size) for name in sorted({v.precision for v in variants})}
+    peaks = {name: matmul_peak_flops(dtypes[name], device, peak_size) for name in sorted({v.precision for v in variants.values()})}
 
     print(f"model {args.model} ({total:,} parameters, {trainable:,} trainable with {args.method}), device {device.type}")
     print(
@@ -331,33 +335,35 @@ def main() -> None:
     )
     print("measured matmul peak: " + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items()))
     for _ in range(rounds):
-        for letter, variant in zip("abc", variants):  # interleaved, so drift of the machine hits all alike
+        for letter, variant in variants.items():  # interleaved, so drift of the machine hits all alike
             rounders[letter](variant, device, warmup_steps, timed_steps)
 
     print(f"{'variant':20} {'samples/s':>10} {'real tok/s':>11} {'%peak':>7} {'peak MB':>8} {'eval samples/s':>15} precision")
-    summary = []
-    for letter, variant in zip("abc", variants):
+    summary = {}
+    for letter, variant in variants.items():
         median = {k: statistics.median(r[k] for r in variant.rounds) for k in variant.rounds[0]}
         if args.memory == "process":
             median["peak_memory_mb"] = _memory_in_own_process(letter, args, samples)
-        summary.append(median)
+        summary[letter] = median
         achieved = median["padded_tokens_per_s"] * flops_per_token
         print(
             f"{variant.name:20} {median['samples_per_s']:10.2f} {median['real_tokens_per_s']:11.0f} "
             f"{100 * achieved / peaks[variant.precision]:6.1f}% {median['peak_memory_mb']:8.0f} "
             f"{median['eval_samples_per_s']:15.1f} {variant.precision}"
         )
-    a, b, c = summary
-    for name, other in (("b/a", a), ("b/c", c)):
+    b = summary.get("b")
+    for name, other in (("b/a", summary.get("a")), ("b/c", summary.get("c"))):
+        if b is None or other is None:
+            continue
         print(
             f"ratio {name}: samples/s {b['samples_per_s'] / other['samples_per_s']:.2f}, "
             f"real tokens/s {b['real_tokens_per_s'] / other['real_tokens_per_s']:.2f}, "
             f"eval samples/s {b['eval_samples_per_s'] / other['eval_samples_per_s']:.2f}, "
             f"peak memory {b['peak_memory_mb'] / max(other['peak_memory_mb'], 1e-9):.2f}"
         )
-    print(f"speedup: {b['samples_per_s'] / a['samples_per_s']:.2f}")
-    print(f"speedup_vs_trainer: {b['samples_per_s'] / c['samples_per_s']:.2f}")
-
+    for line, other in (("speedup", summary.get("a")), ("speedup_vs_trainer", summary.get("c"))):
+        if b is not None and other is not None:
+            print(f"{line}: {b['samples_per_s'] / other['samples_per_s']:.2f}")
 
 if __name__ == "__main__":
     main()

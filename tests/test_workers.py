@@ -4,6 +4,7 @@ new versions of peftbench (a run written by schema version 1 is still recognised
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,10 +25,16 @@ def _result(out: Path, run: str) -> dict:
     return json.loads((out / "runs" / f"{run}.json").read_text(encoding="utf-8"))["result"]
 
 
-def test_each_run_reports_its_own_peak_memory(tiny_model, tmp_path):
-    """Full fine-tuning then LoRA, twice: in one process the second seed of each would read less (or more)."""
+def test_each_run_reports_its_own_peak_memory_under_a_bar_over_the_grid(tiny_model, tmp_path, capfd):
+    """Full fine-tuning then LoRA, twice: in one process the second seed of each would read less (or more).
+    With progress bars, one over the grid (runs done, elapsed<ETA) and each worker's own on the line below."""
     args = ["run", "--model", str(tiny_model), "--methods", "full,lora", "--seeds", "0,1", "--epochs", "1", "--out", str(tmp_path)]
-    assert cli.main(args + QUICK) == 0
+    assert cli.main(args + [a for a in QUICK if a != "--no-progress"]) == 0
+    err = capfd.readouterr().err
+    assert re.search(r"grid: +50%.*\| 2/4 \[\d\d:\d\d<\d\d:\d\d", err), err  # an ETA once a run finished
+    assert re.search(r"grid: 100%.*\| 4/4 ", err), err
+    # the worker's bar: a line down, drawn, then the cursor back up to the grid's line
+    assert re.search(r"\n\r\[4/4\] lora__seed1 epoch 1/1: [^\n]*\x1b\[A", err), err
     for method in ("full", "lora"):
         first, second = (_result(tmp_path, f"{method}__seed{s}") for s in (0, 1))
         assert first["peak_memory_mb"] > 0 and ("VmHWM" in first["peak_memory_method"] or "cuda" in first["peak_memory_method"])

@@ -207,8 +207,8 @@ class _Grid:
     data_file: Path
     work: Path
     executor: Any
-    progress: bool  # per-run progress bars (one run at a time) ...
-    bar: Any  # ... or one bar over the grid (several at once)
+    progress: bool  # per-run progress bars too (one run at a time; several at once would fight over the lines)
+    bar: Any  # one bar over the grid, with its ETA
     total: int
     data_ref: Any = None  # the tokenised data in Ray's object store
 
@@ -226,7 +226,9 @@ def _run_all(grid: GridConfig, prepared: Prepared, store: ResultStore, todo: lis
         write_tokenized(data, data_file)
         executor = _executor(grid, work)
         several = executor.concurrent > 1 or grid.scale.executor == "ray"
-        bar = tqdm(total=len(todo), desc="grid", unit="run", disable=not (progress and several), dynamic_ncols=True)
+        # One bar over the grid, its ETA the mean time of a finished run (smoothing 0: runs of different methods
+        # differ); a run going alone also draws its own bars, on the line below (_RunContext.send).
+        bar = tqdm(total=len(todo), desc="grid", unit="run", disable=not progress, dynamic_ncols=True, smoothing=0)
         state = _Grid(grid, prepared, store, data, data_file, work, executor, progress and not several, bar, len(todo))
         if grid.scale.executor == "ray":
             state.data_ref = executor.put(dataclasses.asdict(data))
@@ -480,7 +482,10 @@ class _RunContext:
     def send(self, request: dict[str, Any], name: str) -> dict[str, Any]:
         """Run a worker request, its files in this run's scratch folder under `name`."""
         scale = self.grid.scale
-        return run_request(request, self.folder / name, scale.workers == "inline", self.slot.env, scale.num_processes)
+        # tqdm reads its defaults from TQDM_* variables: the worker's bars go under the grid's bar, not over it
+        # (a run in this process finds the grid's bar itself)
+        env = {**self.slot.env, "TQDM_POSITION": "1"} if self.progress else self.slot.env
+        return run_request(request, self.folder / name, scale.workers == "inline", env, scale.num_processes)
 
 
 def _request(run: PlannedRun, context: _RunContext, kind: str, lr: float, **extra: Any) -> dict[str, Any]:
