@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from peftbench import models  # noqa: E402
 from peftbench.config import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
-from peftbench.hardware import resolve_attention, resolve_precision  # noqa: E402
+from peftbench.hardware import describe, resolve_attention, resolve_precision  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
 from peftbench.train import EXAMPLE_INDEX, build_loaders, build_optimizer  # noqa: E402
 
@@ -50,15 +50,9 @@ ALLOCATORS = {  # LD_PRELOAD libraries of Debian/Ubuntu's libjemalloc2 and libtc
 
 
 def cpu_line() -> str:
-    flags = set()
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name") and model == "unknown CPU":
-            model = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
+    """The CPU and what `auto` resolves to on it, as every run's provenance records them (peftbench.hardware)."""
+    cpu = describe(torch.device("cpu"))
+    return f"{cpu['name']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags']) or 'none of avx2/avx512/amx'}, auto -> {cpu['auto']['precision']}"
 
 
 # --- 1. threads and allocator -------------------------------------------------------------------------------

@@ -365,5 +365,6 @@ def main() -> None:
         if b is not None and other is not None:
             print(f"{line}: {b['samples_per_s'] / other['samples_per_s']:.2f}")
 
+
 if __name__ == "__main__":
     main()
