@@ -15,6 +15,10 @@
    near 2 for full fine-tuning, says that autograd already skips what frozen layers do not need.
 4. Evaluation: the share of each run's time spent evaluating (per-epoch dev and the final test), read from a
    folder of finished runs.
+5. Dropout masks: what part 3's dropout share is made of. One mask the size of a layer's hidden states (batch x
+   max_length x hidden), drawn by torch's dropout (`bernoulli_`: on CPUs PyTorch takes MKL's vectorised
+   generator only when the CPU's vendor is Intel, and draws element by element elsewhere), by a uniform draw
+   compared with p (`rand_like`: the same distribution), and by peftbench's lane masks (`--dropout-masks lanes`).
 
 Every figure is printed with the CPU it ran on (model name, AVX2 / AVX512-BF16 / AMX flags).
 """
@@ -213,6 +217,35 @@ def evaluation_cost(folder: Path) -> None:
                   f"{train.epochs} dev evaluations and one test, evaluation batch {train.eval_batch()}")  # fmt: skip
 
 
+# --- 5. dropout masks ---------------------------------------------------------------------------------------
+
+
+def rand_dropout(input: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout with its mask from a uniform draw compared with p: torch's distribution, another random stream."""
+    return input * (torch.rand_like(input) >= p).to(input.dtype).div_(1 - p)
+
+
+def dropout_masks(args: argparse.Namespace) -> None:
+    from peftbench.dropout import lane_dropout
+
+    hidden = models.load_config(models.resolve(args.model)).hidden_size
+    x = torch.randn(args.batch_size, args.max_length, hidden)
+    ways = {
+        "torch dropout (bernoulli_)": lambda: torch.nn.functional.dropout(x, 0.1, True),
+        "uniform draw < p (rand_like)": lambda: rand_dropout(x, 0.1),
+        "lane masks (peftbench)": lambda: lane_dropout(x, 0.1, True),
+    }
+    print(f"\n5. dropout masks: one mask of {args.batch_size}x{args.max_length}x{hidden} = {x.numel():,} elements, p 0.1, median of 20")
+    for name, draw in ways.items():
+        draw()  # warm-up
+        times = []
+        for _ in range(20):
+            started = time.perf_counter()
+            draw()
+            times.append(time.perf_counter() - started)
+        print(f"   {name:30} {statistics.median(times) * 1e3:8.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -224,7 +257,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the settings (default 2, quick 1)")
     parser.add_argument("--steps", type=int, help="timed steps taken apart (default 4, quick 2)")
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "demo-fresh-clone", help="a folder of finished runs")
-    parser.add_argument("--only", default="1234", help="which parts to run, e.g. 23")
+    parser.add_argument("--only", default="12345", help="which parts to run, e.g. 23")
     args = parser.parse_args()
     args.methods = [m for m in args.methods.split(",") if m]
     args.samples = args.samples or (128 if args.quick else 384)
@@ -241,6 +274,8 @@ def main() -> None:
             frozen_work(loaded, args)
     if "4" in args.only:
         evaluation_cost(args.runs)
+    if "5" in args.only:
+        dropout_masks(args)
 
 
 if __name__ == "__main__":

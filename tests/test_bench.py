@@ -1,6 +1,7 @@
 """benchmarks/bench_train.py runs end to end on the tiny model and ends with its `speedup:` and
 `speedup_vs_trainer:` lines."""
 
+import json
 import os
 import re
 import subprocess
@@ -32,3 +33,14 @@ def test_benchmark_prints_three_variants_and_two_speedups(tiny_model):
         match = re.fullmatch(r"speedup(?:_vs_trainer)?: (\d+\.\d\d)", line)
         assert match and line.startswith("speedup_vs_trainer" if other == "c" else "speedup:"), line
         assert float(match.group(1)) == pytest.approx(rows["b"] / rows[other], abs=0.006 + 0.01 * rows["b"] / rows[other])
+
+
+def test_options_benchmark_times_three_dropout_masks_of_the_models_hidden_size(tiny_model):
+    options = BENCH.with_name("bench_options.py")
+    command = [sys.executable, str(options), "--model", str(tiny_model), "--only", "5", "--batch-size", "8", "--max-length", "64"]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    hidden = json.loads((tiny_model / "config.json").read_text())["hidden_size"]
+    assert f"one mask of 8x64x{hidden} = {8 * 64 * hidden:,} elements" in done.stdout, done.stdout
+    times = re.findall(r"^   (torch dropout|uniform draw|lane masks).* (\d+\.\d{3}) ms$", done.stdout, re.M)
+    assert [name for name, _ in times] == ["torch dropout", "uniform draw", "lane masks"] and all(float(ms) > 0 for _, ms in times), done.stdout
