@@ -5,9 +5,8 @@ Hugging Face's Trainer as a knowledgeable user would set it up.
 
 The variants train the same model, method, batch size, max_length and number of examples, in one process,
 interleaved (a, b, c, a, b, c, ...) so that drift of the machine cancels out; warm-up steps are left out.
-(a) and (b) run the same positions of one epoch's batches over the whole training split; (c) runs its own
-sampler's first batches of an epoch. Printed per
-variant: training samples/s, real (non-padding) tokens/s, achieved model FLOP/s as a fraction of a
+All three run the same positions (a seeded random choice) of one epoch's batches over the whole training
+split, each variant's epoch made by its own sampler. Printed per variant: training samples/s, real (non-padding) tokens/s, achieved model FLOP/s as a fraction of a
 matrix-product peak measured here, peak memory growth during the timed steps, evaluation samples/s.
 The last lines are `speedup: X.XX`, (b)/(a) in training samples/s, and `speedup_vs_trainer: X.XX`, (b)/(c).
 
@@ -15,12 +14,14 @@ The last lines are `speedup: X.XX`, (b)/(a) in training samples/s, and `speedup_
     back every step, evaluation at the training batch size.
 (b) peftbench: peftbench.train's loaders, optimizer, precision and step function, with its defaults.
 (c) transformers.Trainer: bf16 where the machine computes it natively (as `auto` decides), length-grouped
-    batches (train_sampling_strategy group_by_length, transformers 5's group_by_length), fused AdamW, no
-    evaluation, saving or logging during the timed steps, its default gradient clipping (max_grad_norm 1);
-    trainer.train() for warm-up plus timed steps, each step timed by a callback from on_step_begin (batch
-    already collated) to on_step_end; evaluation by trainer.evaluate() at the training batch size.
-    Its sampler serves the longest group of batches first, so over a few timed steps its batches are longer
-    than an epoch's average: compare (b)/(c) in real tokens/s as well as in samples/s.
+    batches (transformers' LengthGroupedSampler, what train_sampling_strategy group_by_length uses), fused
+    AdamW, no evaluation, saving or logging during the timed steps, its default gradient clipping
+    (max_grad_norm 1); trainer.train() for warm-up plus timed steps, each step timed by a callback from
+    on_step_begin (batch already collated) to on_step_end; evaluation by trainer.evaluate() at the training
+    batch size. The sampler puts the longest batch of an epoch first and sorts each group of batches longest
+    first, so the first steps of trainer.train() are far longer than an epoch's average: the epoch is made by
+    that sampler over the whole split, the chosen batches are given to the Trainer as its training set, and
+    it reads them in order (train_sampling_strategy sequential).
 """
 
 from __future__ import annotations
@@ -263,6 +264,19 @@ def main() -> None:
 
     trainer_precision = resolve_precision("auto", device)  # bf16 where native: what a user who knows would set
 
+    def trainer_epoch_examples(steps: int) -> list[int]:
+        """The examples of the batches that the Trainer's group_by_length sampler makes of an epoch over the whole
+        split, at the positions (a) and (b) run, in the order they are run."""
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        lengths = [len(e["input_ids"]) for e in train]
+        order = list(LengthGroupedSampler(args.batch_size, lengths=lengths, generator=torch.Generator().manual_seed(0)))
+        batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+        chosen = torch.randperm(len(batches), generator=torch.Generator().manual_seed(0))[:steps].tolist()
+        # a short last batch goes last, so that reading the examples in order makes the same batches again
+        chosen.sort(key=lambda position: len(batches[position]) < args.batch_size)
+        return [i for position in chosen for i in batches[position]]
+
     def build_trainer(steps: int) -> tuple[Any, _StepClock, list[dict[str, Any]]]:
         """(c) transformers.Trainer with the settings a knowledgeable user picks on this machine."""
         from datasets import Dataset
@@ -282,10 +296,11 @@ def main() -> None:
             output_dir=str(Path(tempfile.mkdtemp(prefix="bench-trainer-"))), per_device_train_batch_size=args.batch_size,
             per_device_eval_batch_size=args.batch_size, learning_rate=args.lr, max_steps=steps, lr_scheduler_type="constant",
             bf16=trainer_precision == "bf16", fp16=trainer_precision == "fp16", optim="adamw_torch_fused",
-            train_sampling_strategy="group_by_length", eval_strategy="no", save_strategy="no", logging_strategy="no",
+            train_sampling_strategy="sequential", eval_strategy="no", save_strategy="no", logging_strategy="no",
             report_to=[], disable_tqdm=True, dataloader_num_workers=0, use_cpu=device.type == "cpu", seed=0,
         )  # fmt: skip
-        columns = {k: [e[k] for e in train] for k in train[0]}
+        chosen = [train[i] for i in trainer_epoch_examples(steps)]
+        columns = {k: [e[k] for e in chosen] for k in chosen[0]}
         eval_columns = {k: [e[k] for e in eval_] for k in eval_[0]}
         trainer = Trainer(
             model=model, args=arguments, train_dataset=Dataset.from_dict(columns), eval_dataset=Dataset.from_dict(eval_columns),

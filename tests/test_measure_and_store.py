@@ -1,11 +1,12 @@
 import dataclasses
+import subprocess
 
 import torch
 
 from peftbench import models
 from peftbench.config import TrainConfig, as_dict
 from peftbench.measure import PeakMemory
-from peftbench.results import ResultStore, fingerprint, protocol_differences, write_atomic
+from peftbench.results import ResultStore, fingerprint, git_state, protocol_differences, write_atomic
 
 
 def test_peak_memory_sees_a_temporary_allocation_and_resets():
@@ -88,3 +89,20 @@ def test_model_identity_changes_when_the_folder_is_edited_in_place(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"x" * 100)
     (tmp_path / "config.json").write_text('{"hidden_size": 64}', encoding="utf-8")
     assert models.identity(str(tmp_path)) != before
+
+
+def test_git_state_counts_edited_tracked_files_not_untracked_output(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert git_state(tmp_path) == (None, None)
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "first")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "run.json").write_text("{}")  # a run's output inside the clone
+    assert git_state(tmp_path) == (commit, False)
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path) == (commit, True)

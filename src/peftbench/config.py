@@ -360,7 +360,7 @@ class GridConfig:
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "seed": {"data": {}, "train": {"execution": "reference"}},
     "tuned": {"data": {"test_size": 0.2, "dev_size": 0.1}, "train": {"lr": None}},
-    # "demo" (`make demo`): tuned, cut to fit about 10 minutes of a 2-core CPU for the five seed methods: 512 of
+    # "demo" (`make demo`): tuned, cut to about 11 minutes of a 2-core fp32 CPU for the five seed methods: 512 of
     # the 6,212 training reviews, 192 of the dev and of the test reviews, texts cut at 64 tokens, 3 epochs of
     # batches of 16 (96 steps: the prompt methods need steps more than reviews). Chosen on dev alone
     # (results/demo-selection, --select-only). 384 reviews in batches of 12 (same steps, a quarter less time) was

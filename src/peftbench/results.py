@@ -276,12 +276,22 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     return {k: ("" if v is None else v) for k, v in row.items()}
 
 
-def _git(*args: str) -> str | None:
+def _git(folder: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state(folder: Path) -> tuple[str | None, bool | None]:
+    """The commit of the repository holding folder, and whether its tracked files differ from it (None, None
+    outside a repository). Untracked files do not count: a run's own output folder inside the clone (`make
+    demo` writes results/demo) would otherwise mark every run of a clean checkout as dirty."""
+    commit = _git(folder, "rev-parse", "HEAD")
+    if not commit:
+        return None, None
+    return commit, bool(_git(folder, "status", "--porcelain", "--untracked-files=no"))
 
 
 def provenance(device: dict[str, Any], train: Any = None, scale: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -295,8 +305,7 @@ def provenance(device: dict[str, Any], train: Any = None, scale: dict[str, Any] 
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain") if commit else None
+    commit, dirty = git_state(Path(__file__).parent)
     described = {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
@@ -304,7 +313,7 @@ def provenance(device: dict[str, Any], train: Any = None, scale: dict[str, Any] 
         "platform": platform.platform(),
         "packages": versions,
         "git_commit": commit,
-        "git_dirty": bool(status) if commit else None,
+        "git_dirty": dirty,
         "device": device,
     }
     if train is not None:
