@@ -6,8 +6,9 @@ Hugging Face's Trainer as a knowledgeable user would set it up.
 The variants train the same model, method, batch size, max_length and number of examples, in one process,
 interleaved (a, b, c, a, b, c, ...) so that drift of the machine cancels out; warm-up steps are left out.
 All three run the same positions (a seeded random choice) of one epoch's batches over the whole training
-split, each variant's epoch made by its own sampler. Printed per variant: training samples/s, real (non-padding) tokens/s, achieved model FLOP/s as a fraction of a
-matrix-product peak measured here, peak memory growth during the timed steps, evaluation samples/s.
+split, each variant's epoch made by its own sampler. Printed per variant: training samples/s, real
+(non-padding) tokens/s, achieved model FLOP/s as a fraction of a matrix-product peak measured here, peak
+memory growth during the timed steps, evaluation samples/s.
 The last lines are `speedup: X.XX`, (b)/(a) in training samples/s, and `speedup_vs_trainer: X.XX`, (b)/(c).
 
 (a) reference: fp32, uniformly random batches padded to the longest, torch's default AdamW, the loss read
