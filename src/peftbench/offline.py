@@ -232,13 +232,19 @@ def convert(source: Path, folder: Path) -> None:
     build_tokenizer(e5).save_pretrained(folder)
 
 
+def _same_conversion(found: dict[str, Any], expected: dict[str, Any]) -> bool:
+    return all(found.get(key) == expected[key] for key in ("source_sha256", "converter_version"))
+
+
 def ensure_converted(cache: Path | None = None) -> Path:
-    """The converted folder, converting on first use; a folder from another source or version is rebuilt."""
+    """The converted folder, converting on first use; a folder from another file or converter is rebuilt. The
+    file's path is recorded but not compared: the same wheel in two virtual environments (a fresh clone's .venv
+    and one's own) shares one conversion instead of replacing it under the other's running jobs."""
     source = wheel_model_file()
     folder = (cache or cache_root()) / "multilingual-e5-small"
     expected = {"source": str(source), "source_sha256": _sha256(source), "converter_version": CONVERTER_VERSION}
     marker = folder / MARKER
-    if marker.exists() and json.loads(marker.read_text(encoding="utf-8")) == expected:
+    if marker.exists() and _same_conversion(json.loads(marker.read_text(encoding="utf-8")), expected):
         return folder
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
