@@ -87,6 +87,11 @@ class Variant:
     rounds: list[dict[str, float]] = field(default_factory=list)
 
 
+def chosen_positions(batches: int, steps: int) -> list[int]:
+    """The positions among an epoch's batches that every variant runs, warm-up first: one seeded choice."""
+    return torch.randperm(batches, generator=torch.Generator().manual_seed(0))[:steps].tolist()
+
+
 def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_steps: int) -> None:
     meter = PeakMemory(device)
     meter.start()  # before the model exists: the peak covers weights, optimizer state and activations
@@ -96,8 +101,7 @@ def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_s
     # drawn from a pool of a few hundred examples only would pad far more than it does in a run), of which
     # a seeded random choice is run: the same positions for both variants. Collation stays out of timing.
     epoch = list(built.loader)
-    chosen = torch.randperm(len(epoch), generator=torch.Generator().manual_seed(0))[: warmup_steps + timed_steps]
-    batches = [epoch[i] for i in chosen.tolist()]
+    batches = [epoch[i] for i in chosen_positions(len(epoch), warmup_steps + timed_steps)]
     del epoch
     for batch in batches[:warmup_steps]:
         built.step(batch)
@@ -273,7 +277,7 @@ def main() -> None:
         lengths = [len(e["input_ids"]) for e in train]
         order = list(LengthGroupedSampler(args.batch_size, lengths=lengths, generator=torch.Generator().manual_seed(0)))
         batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
-        chosen = torch.randperm(len(batches), generator=torch.Generator().manual_seed(0))[:steps].tolist()
+        chosen = chosen_positions(len(batches), steps)
         # a short last batch goes last, so that reading the examples in order makes the same batches again
         chosen.sort(key=lambda position: len(batches[position]) < args.batch_size)
         return [i for position in chosen for i in batches[position]]
