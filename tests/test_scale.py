@@ -78,6 +78,16 @@ def test_two_shards_started_together_on_one_out_run_every_run_once(tiny_model, t
     assert sum(_done_count(done.stdout) for done in shards) == 4
 
 
+def test_a_shard_alone_trains_its_part_and_the_other_shard_the_rest(tiny_model, tmp_path):
+    """A job array whose jobs run one after another (a throttled --array=0-7%2): each job stores its part."""
+    base = ["run", "--model", str(tiny_model), *GRID, "--out", str(tmp_path), *QUICK, "--dry-run", "--workers", "inline"]
+    assert cli.main([*base, "--shard", "1/2"]) == 0
+    first = set(_runs(tmp_path))
+    assert len(first) == 2
+    assert cli.main([*base, "--shard", "2/2"]) == 0
+    assert len(set(_runs(tmp_path)) - first) == 2  # the other two: every run of the grid, each stored once
+
+
 def test_two_identical_commands_together_never_train_a_run_twice(tiny_model, tmp_path):
     both = _together(_command(tiny_model, tmp_path), _command(tiny_model, tmp_path))
     for done in both:

@@ -171,7 +171,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     grid.validate()
     prepared = _prepare(grid)
     store = ResultStore(grid.out)
-    planned = _plan(grid, prepared)
+    planned = _shard(grid, _plan(grid, prepared))  # this job's part of the grid; the whole grid without --shard
     todo = _todo(grid, planned, store)
     try:
         grid.out.mkdir(parents=True, exist_ok=True)
