@@ -36,6 +36,14 @@ def test_report_html_is_self_contained(report_dir):
     assert page.count("<svg") >= 4
 
 
+def test_report_html_is_the_same_bytes_when_rebuilt(report_dir, tmp_path):
+    """A committed results folder re-renders byte-identical: no dates or random ids in the SVGs."""
+    copy = tmp_path / "again"
+    shutil.copytree(report_dir, copy)
+    assert main(["report", str(copy)]) == 0
+    assert (copy / "report.html").read_bytes() == (report_dir / "report.html").read_bytes()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (CI installs it)")
 def test_report_html_renders_in_chromium_without_errors(report_dir, tmp_path):
     url = (report_dir / "report.html").as_uri()

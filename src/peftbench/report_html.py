@@ -78,9 +78,14 @@ figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 
 
 def _svg(figure: Any) -> str:
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    """The figure as inline SVG, the same bytes for the same runs: no date, and element ids hashed with a salt
+    of the figure's own (matplotlib's default salt is random, so that a re-rendered report always differed)."""
     import matplotlib.pyplot as plt
+
+    buffer = io.StringIO()
+    salt = "peftbench|" + "|".join(axes.get_title() or axes.get_ylabel() for axes in figure.axes)
+    with plt.rc_context({"svg.hashsalt": salt}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
 
     plt.close(figure)
     text = buffer.getvalue()
