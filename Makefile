@@ -2,20 +2,27 @@
 # this machine, peftbench and its pinned dependencies) and quick the second time (make reinstalls only when
 # pyproject.toml or constraints.txt changed):
 #   make demo   the comparison on the bundled model and data, in about 11 minutes on 2 CPU cores (+ set-up)
-#   make test   the test suite
+#   make test   the gate (ruff, mypy, the import layers), then the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= results/demo
 
-.PHONY: demo test
+.PHONY: demo test gate
 
 demo: $(VENV)/.installed-offline
 	$(BIN)/peftbench run --model e5-small-offline --preset demo --methods seed --out $(DEMO_OUT)
 
-test: $(VENV)/.installed-test
+test: gate
 	@scripts/install-chromium.sh
 	$(BIN)/python -m pytest -q
+
+# A tool, not a reviewer, keeps the format, the types and the one-way imports (pyproject.toml has their settings).
+gate: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

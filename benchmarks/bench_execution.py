@@ -43,7 +43,7 @@ def cpu_line() -> str:
     import torch
 
     from peftbench.hardware import cpu_flags
-    from peftbench.measure import device_description
+    from peftbench.hardware import device_description
 
     flags = " ".join(cpu_flags()) or "none of avx2/avx512/amx"
     return f"cpu: {device_description(torch.device('cpu'))['name']}, {os.cpu_count()} cores, flags {flags}"

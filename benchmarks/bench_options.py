@@ -40,12 +40,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from peftbench import models  # noqa: E402
-from peftbench.config import DataConfig, TrainConfig  # noqa: E402
+from peftbench.models import classifier as models  # noqa: E402
+from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
 from peftbench.hardware import describe, resolve_attention, resolve_precision  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
-from peftbench.train import EXAMPLE_INDEX, build_loaders, build_optimizer  # noqa: E402
+from peftbench.run.loop import EXAMPLE_INDEX, build_loaders, build_optimizer  # noqa: E402
 
 ALLOCATORS = {  # LD_PRELOAD libraries of Debian/Ubuntu's libjemalloc2 and libtcmalloc-minimal4
     "jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -170,7 +170,7 @@ def timed_parts(model: Any, optimizer: Any, batches: list[dict[str, Any]], autoc
 def frozen_work(loaded: dict[str, Any], args: argparse.Namespace) -> None:
     from accelerate import Accelerator
 
-    from peftbench.worker import PRECISION_TO_ACCELERATE
+    from peftbench.run.worker import PRECISION_TO_ACCELERATE
 
     device = torch.device("cpu")
     config = TrainConfig(batch_size=args.batch_size)
@@ -226,7 +226,7 @@ def rand_dropout(input: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def dropout_masks(args: argparse.Namespace) -> None:
-    from peftbench.dropout import lane_dropout
+    from peftbench.run.dropout import lane_dropout
 
     hidden = models.load_config(models.resolve(args.model)).hidden_size
     x = torch.randn(args.batch_size, args.max_length, hidden)

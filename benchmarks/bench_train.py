@@ -46,15 +46,15 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from peftbench import models  # noqa: E402
-from peftbench.config import DataConfig, TrainConfig  # noqa: E402
+from peftbench.models import classifier as models  # noqa: E402
+from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
-from peftbench.dropout import cheaper_dropout  # noqa: E402
+from peftbench.run.dropout import cheaper_dropout  # noqa: E402
 from peftbench.hardware import resolve_attention, resolve_dropout_masks, resolve_precision  # noqa: E402
-from peftbench.measure import PeakMemory, count_parameters, synchronize  # noqa: E402
+from peftbench.run.measure import PeakMemory, count_parameters, synchronize  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
-from peftbench.worker import PRECISION_TO_ACCELERATE  # noqa: E402
-from peftbench.train import EXAMPLE_INDEX, build_loaders, build_optimizer, store_frozen_weights_in, train_step  # noqa: E402
+from peftbench.run.worker import PRECISION_TO_ACCELERATE  # noqa: E402
+from peftbench.run.loop import EXAMPLE_INDEX, build_loaders, build_optimizer, store_frozen_weights_in, train_step  # noqa: E402
 
 
 def matmul_peak_flops(dtype: torch.dtype, device: torch.device, size: int, repeats: int = 5) -> float:

@@ -19,13 +19,13 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 import torch  # noqa: E402
 from bench_scale import machine  # noqa: E402
 
-from peftbench import models  # noqa: E402
-from peftbench.config import DataConfig, TrainConfig  # noqa: E402
+from peftbench.models import classifier as models  # noqa: E402
+from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
 from peftbench.hardware import resolve_precision  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
-from peftbench.train import build_loaders, build_optimizer, store_frozen_weights_in, train_step  # noqa: E402
-from peftbench.worker import PRECISION_TO_ACCELERATE  # noqa: E402
+from peftbench.run.loop import build_loaders, build_optimizer, store_frozen_weights_in, train_step  # noqa: E402
+from peftbench.run.worker import PRECISION_TO_ACCELERATE  # noqa: E402
 
 
 def main() -> int:

@@ -10,10 +10,10 @@ from typing import Any
 
 from tiny_model import write_tiny_decoder
 
-from peftbench.config import DataConfig, TrainConfig, as_dict
+from peftbench.config.sections import DataConfig, TrainConfig, as_dict
 from peftbench.data import load_labeled_texts, split, tokenize_split
-from peftbench.models import configure_padding, load_config, load_tokenizer
-from peftbench.worker import TRIAL, work, write_tokenized
+from peftbench.models.classifier import configure_padding, load_config, load_tokenizer
+from peftbench.run.worker import TRIAL, work, write_tokenized
 
 EXAMPLES = 8  # with batch 4: two optimiser steps
 

@@ -20,4 +20,4 @@ def processes() -> dict[int, tuple[int, str]]:
 
 def worker_children(parent: int) -> list[int]:
     """The peftbench worker processes started by `parent`."""
-    return [pid for pid, (ppid, command) in processes().items() if ppid == parent and "peftbench.worker" in command]
+    return [pid for pid, (ppid, command) in processes().items() if ppid == parent and "peftbench.run.worker" in command]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from peftbench.cli import main
-from peftbench.results import CSV_COLUMNS
+from peftbench.reporting.tables import CSV_COLUMNS
 
 DEVICE_TYPE = "cuda" if torch.cuda.is_available() else "cpu"  # where workers train
 SEED_METHODS = ["full", "prefix-tuning", "prompt-tuning", "p-tuning", "lora"]
@@ -169,7 +169,7 @@ def _bad_inputs(tmp_path: Path, model: Path) -> dict[str, tuple[list, str]]:
         "zero samples": (data + ["--max-train-samples", "0"], "--max-train-samples"),
         "test size": (data + ["--test-size", "1.5"], "--test-size"),
         "too long": (data + ["--max-length", "100000"], "--max-length"),
-        "dropout masks": (data + ["--dropout-masks", "fast"], "--dropout-masks must be auto, lanes or torch"),
+        "dropout masks": (data + ["--dropout-masks", "fast"], "--dropout-masks: expected one of auto, torch, lanes"),
         "out is a file": (["--model", model, "--out", not_a_folder], "not a folder"),
         "missing model": (["--model", tmp_path / "no-such-model"], "no-such-model"),
         "hub id offline": (["--model", "nobody/no-such-model-anywhere"], "--model /path/to/its/folder"),

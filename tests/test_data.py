@@ -6,7 +6,7 @@ from importlib import resources
 import pytest
 from transformers import AutoTokenizer
 
-from peftbench.config import DataConfig
+from peftbench.config.sections import DataConfig
 from peftbench.data import load_labeled_texts, majority_accuracy, split
 from peftbench.errors import UserError
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from peftbench.dropout import LANES, cheaper_dropout, lane_dropout
+from peftbench.run.dropout import LANES, cheaper_dropout, lane_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])

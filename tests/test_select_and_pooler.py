@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from peftbench import train as train_module
+from peftbench.run import loop as train_module
 from peftbench.cli import main
 from peftbench.methods import REGISTRY, pooler_modules
-from peftbench.models import load_classifier
+from peftbench.models.classifier import load_classifier
 
 QUICK = ["--max-train-samples", "96", "--max-eval-samples", "48", "--batch-size", "16", "--max-length", "32", "--no-progress"]
 
@@ -57,7 +57,7 @@ def test_the_pooler_is_trained_with_the_head_when_asked(tiny_model):
 
 
 def test_a_run_with_a_trained_pooler_predicts_what_it_recorded(tiny_model, tmp_path, capsys):
-    from peftbench.config import DataConfig
+    from peftbench.config.sections import DataConfig
     from peftbench.data import load_labeled_texts, split
 
     args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--lr", "5e-2", "--precision", "fp32",

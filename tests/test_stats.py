@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from peftbench.cli import main
-from peftbench.recommend import Constraints, recommend, sentences
-from peftbench.report import display_name
-from peftbench.stats import analyse, macro_f1, run_intervals
+from peftbench.analysis.recommend import Constraints, recommend, sentences
+from peftbench.reporting.markdown import display_name
+from peftbench.analysis.stats import analyse, macro_f1, run_intervals
 
 TEMPLATE = json.loads((Path(__file__).parent / "fixtures" / "schema1" / "lora__seed123.json").read_text(encoding="utf-8"))
 EXAMPLES = 300
@@ -149,18 +149,18 @@ def test_two_methods_one_example_apart_are_tied_and_nothing_breaks():
 
 
 def test_a_report_that_cannot_be_built_does_not_stop_the_grid(tiny_model, tmp_path, monkeypatch, capsys):
-    from peftbench import runner
+    from peftbench.runner import scheduling
 
-    real = runner.write_reports
+    real = scheduling.write_reports
     calls = []
 
-    def broken(store, *args, **kwargs):
-        calls.append(store.root)
+    def broken(root, *args, **kwargs):
+        calls.append(root)
         if len(calls) == 1:  # the report after the first run
             raise ValueError("statistics broke")
-        return real(store, *args, **kwargs)
+        return real(root, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "write_reports", broken)
+    monkeypatch.setattr(scheduling, "write_reports", broken)
     args = ["run", "--model", str(tiny_model), "--methods", "bitfit,ia3", "--epochs", "1", "--out", str(tmp_path), "--workers", "inline",
             "--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "16", "--max-length", "16", "--no-progress"]  # fmt: skip
     assert main(args) == 0

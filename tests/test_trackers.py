@@ -11,7 +11,7 @@ import pytest
 
 from peftbench import cli
 from peftbench.errors import UserError
-from peftbench.trackers import parse_report_to
+from peftbench.config.sections import DataConfig, GridConfig, TrainConfig
 
 # found, not imported: trackio reads TRACKIO_DIR when first imported, which the grid below must do
 _missing = [name for name in ("tensorboard", "mlflow", "trackio") if importlib.util.find_spec(name) is None]
@@ -80,6 +80,9 @@ def test_trackio_holds_the_run_its_loss_and_the_final_accuracy(tracked):
 
 
 def test_unknown_tracker_is_a_one_line_error():
-    with pytest.raises(UserError, match="unknown tracker 'wandb'"):
-        parse_report_to("tensorboard,wandb")
-    assert parse_report_to("none") == [] and parse_report_to("TensorBoard, mlflow") == ["tensorboard", "mlflow"]
+    def report_to(text):
+        return GridConfig("m", ["lora"], Path("out"), DataConfig(), TrainConfig(), report_to=text).report_to
+
+    with pytest.raises(UserError, match="--report-to: expected one of tensorboard, mlflow, trackio, got 'wandb'"):
+        report_to("tensorboard,wandb")
+    assert report_to("none") == () and report_to("TensorBoard, mlflow") == ("tensorboard", "mlflow")

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from peftbench import cli
-from peftbench.config import TrainConfig, _help
+from peftbench.config.sections import TrainConfig, _help
+from peftbench.runner import build
 from processes import worker_children
 
 QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress"]
@@ -93,7 +94,8 @@ V1_COMMAND = ["--methods", "lora", "--epochs", "1"]
 
 def test_a_version_1_run_is_resumed_after_a_new_field_is_added(tiny_model, tmp_path, monkeypatch, capsys):
     out = _v1_folder(tmp_path, tiny_model)
-    monkeypatch.setattr(cli, "TrainConfig", NewerTrainConfig)
+    monkeypatch.setattr(cli, "TrainConfig", NewerTrainConfig)  # its option
+    monkeypatch.setattr(build, "TrainConfig", NewerTrainConfig)  # the grid's section
     assert cli.main(["run", "--model", str(tiny_model), *V1_COMMAND, "--out", str(out), *QUICK]) == 0
     assert "0 run(s) done, 1 skipped" in capsys.readouterr().out
     assert "| lora |" in (out / "report.md").read_text(encoding="utf-8")

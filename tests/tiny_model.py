@@ -7,7 +7,7 @@ import functools
 import json
 from pathlib import Path
 
-from peftbench.config import DataConfig
+from peftbench.config.sections import DataConfig
 from peftbench.data import load_labeled_texts
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

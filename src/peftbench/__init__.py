@@ -6,11 +6,18 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Loaded on first use: `python -m peftbench.worker` and `peftbench --help` must not pay for torch here.
+# Loaded on first use: `python -m peftbench.run.worker` and `peftbench --help` must not pay for torch here.
 _EXPORTS = {
-    "grid": "api", "load_results": "api", "run_grid": "runner", "GridSummary": "runner",
-    "GridConfig": "config", "DataConfig": "config", "TrainConfig": "config", "ScaleConfig": "config", "UserError": "errors",
-}  # fmt: skip
+    "grid": "api",
+    "load_results": "api",
+    "run_grid": "api",
+    "GridSummary": "api",
+    "GridConfig": "config.sections",
+    "DataConfig": "config.sections",
+    "TrainConfig": "config.sections",
+    "ScaleConfig": "config.sections",
+    "UserError": "errors",
+}
 __all__ = sorted(_EXPORTS)
 
 

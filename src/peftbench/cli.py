@@ -8,14 +8,16 @@ import errno
 import os
 import signal
 import sys
-import types
 import typing
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import PARSERS, PRESETS, DataConfig, GridConfig, ScaleConfig, TrainConfig, build_section, option_name
-from .errors import UserError
-from .interrupts import Interrupted, stop_signals
+from peftbench.config import files as config_files
+from peftbench.config.presets import PRESETS
+from peftbench.config.sections import DataConfig, GridConfig, ScaleConfig, TrainConfig, option
+from peftbench.config.values import choices, from_text
+from peftbench.errors import UserError
+from peftbench.interrupts import Interrupted, stop_signals
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
@@ -32,32 +34,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _on_off(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("on", "true", "yes", "1"):
-        return True
-    if value in ("off", "false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
-
-
-def _scalar_type(annotation: Any) -> Any:
-    """int for `int | None`, float for `float | None`, an on/off parser for bool, and so on."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    return _on_off if annotation is bool else annotation
-
-
-def _parser_of(parse: Any) -> Any:
-    """An argparse type from a config parser (its ValueError becomes argparse's one-line usage error)."""
+def _typed(hint: Any) -> Any:
+    """An argparse type from a config field's annotation (its ValueError becomes argparse's one-line error)."""
 
     def parsed(text: str) -> Any:
         try:
-            return parse(text)
+            return from_text(hint, text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    parsed.__name__ = parse.__name__
     return parsed
 
 
@@ -65,16 +50,20 @@ def _add_section(parser: argparse.ArgumentParser, cls: type) -> None:
     group = parser.add_argument_group(cls.__doc__.splitlines()[0].rstrip(".") if cls.__doc__ else cls.__name__)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        option = "--" + option_name(f.name)
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool):
             default = "on" if default else "off"
-        value_type = _parser_of(PARSERS[f.metadata["parse"]]) if "parse" in f.metadata else _scalar_type(hints[f.name])
+        named = choices(hints[f.name])
+        metavar = "on|off" if hints[f.name] in (bool, bool | None) else ("{" + ",".join(named) + "}" if named else None)
         shown_default = "" if default is None and "Unset:" in f.metadata.get("help", "") else f" (default: {default})"
         group.add_argument(
-            option, dest=f.name, type=value_type, default=None, metavar="on|off" if value_type is _on_off else None,
+            option(f.name),
+            dest=f.name,
+            type=_typed(hints[f.name]),
+            default=None,
+            metavar=metavar,
             help=f"{f.metadata.get('help', '')}{shown_default}".replace("%", "%%"),  # argparse formats help with %
-        )  # fmt: skip
+        )
 
 
 def _section_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -142,45 +131,31 @@ def _positive(text: str) -> float:
 
 
 def _constraints(args: argparse.Namespace) -> Any:
-    from .recommend import Constraints
+    from peftbench.analysis.recommend import Constraints
 
     return Constraints(max_trainable_params=args.max_trainable_params, max_memory_mb=args.max_memory_mb)
 
 
 def _grid_from_args(args: argparse.Namespace) -> GridConfig:
-    from .methods import parse_methods
-    from .trackers import parse_report_to
+    from peftbench.runner.build import build_grid
 
-    preset = PRESETS[args.preset]
-    return GridConfig(
-        model=args.model,
-        methods=parse_methods(args.methods),
-        out=args.out,
-        data=build_section(DataConfig, preset["data"], _section_values(args, DataConfig)),
-        train=build_section(TrainConfig, preset["train"], _section_values(args, TrainConfig)),
+    return build_grid(
+        args.model,
+        args.methods,
+        args.out,
         preset=args.preset,
+        data=_section_values(args, DataConfig),
+        train=_section_values(args, TrainConfig),
+        scale=_section_values(args, ScaleConfig),
+        seeds=args.seeds,
         dry_run=args.dry_run,
         select_only=args.select_only,
-        report_to=parse_report_to(args.report_to),
-        seeds=_parse_seeds(args.seeds),
-        scale=ScaleConfig(**_section_values(args, ScaleConfig)),
+        report_to=args.report_to,
     )
 
 
-def _parse_seeds(text: str | None) -> list[int]:
-    if text is None:
-        return []
-    try:
-        seeds = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"--seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise UserError("--seeds names no seed")
-    return list(dict.fromkeys(seeds))
-
-
 def _print_methods() -> None:
-    from .methods import GROUPS, REGISTRY
+    from peftbench.methods import GROUPS, REGISTRY
 
     for method in REGISTRY.values():
         settings = ", ".join(f"{k}={v}" for k, v in method.hyperparameters.items()) or "-"
@@ -191,7 +166,7 @@ def _print_methods() -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .predict import merge, predict, run_warning
+    from peftbench.predict import merge, predict, run_warning
 
     if args.merge is not None:
         merge(args.run, args.merge)
@@ -218,8 +193,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _compare(folders: list[Path], out: Path, constraints: Any) -> int:
-    from .results import ResultStore
-    from .runner import write_reports
+    from peftbench.reporting.reports import write_reports
+    from peftbench.store.runs import ResultStore
 
     records = []
     for folder in folders:
@@ -235,29 +210,27 @@ def _compare(folders: list[Path], out: Path, constraints: Any) -> int:
         records += found
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
-    for path in write_reports(ResultStore(out), records, constraints):
+    for path in write_reports(out, records, constraints):
         print(f"wrote {path}")
     return 0
 
 
 def _report(folder: Path, constraints: Any) -> int:
-    from .results import ResultStore
-    from .runner import write_reports
+    from peftbench.reporting.reports import write_reports
+    from peftbench.store.runs import ResultStore
 
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
-    store = ResultStore(folder)
-    if not store.records():
+    records = ResultStore(folder).records()
+    if not records:
         raise UserError(f"{folder} holds no run files (runs/*.json)")
-    for path in write_reports(store, constraints=constraints):
+    for path in write_reports(folder, records, constraints):
         print(f"wrote {path}")
     return 0
 
 
 def _with_config_file(argv: list[str], parser: OneLineParser) -> list[str]:
     """`run --config FILE ...`: the file's options, then the typed ones (which so win)."""
-    from . import config_file
-
     if not argv or argv[0] != "run":
         return argv
     finder = argparse.ArgumentParser(add_help=False)
@@ -265,8 +238,8 @@ def _with_config_file(argv: list[str], parser: OneLineParser) -> list[str]:
     found, typed = finder.parse_known_args(argv[1:])
     if found.config is None:
         return argv
-    options = config_file.read_options(found.config)
-    return ["run", *config_file.as_arguments(options, parser.run_command, found.config), *typed]
+    options = config_files.read_options(found.config)
+    return ["run", *config_files.as_arguments(options, parser.run_command, found.config), *typed]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,7 +265,7 @@ def _main(args: argparse.Namespace) -> int:
             return _predict(args)
         if args.command == "compare":
             return _compare(args.dirs, args.out, _constraints(args))
-        from .runner import run_grid
+        from peftbench.runner.scheduling import run_grid
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("peftbench run plans the grid in one process; for data-parallel runs use peftbench run --num-processes N (without accelerate launch or torchrun)")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from .config import DataConfig
-from .errors import UserError
+from peftbench.config.sections import DataConfig
+from peftbench.errors import UserError, first_line
 
 BUILTIN_PREFIX = "builtin:"
 SUPPORTED_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".parquet": None}
@@ -119,15 +119,15 @@ def _parse_table(text: str, suffix: str, where: str) -> pd.DataFrame:
         # keep_default_na=False: a review that reads "NA" or "null" is text, not a missing value.
         return pd.read_csv(StringIO(text), sep=SUPPORTED_SUFFIXES[suffix], dtype=str, keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot parse {where} as {suffix[1:].upper()}: {first_line}") from None
+        said = first_line(exc) or type(exc).__name__
+        raise UserError(f"cannot parse {where} as {suffix[1:].upper()}: {said}") from None
 
 
 def _read_parquet(raw: bytes, where: str) -> pd.DataFrame:
     try:
         return pd.read_parquet(BytesIO(raw))
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
-        raise UserError(f"cannot parse {where} as Parquet: {str(exc).strip().splitlines()[0]}") from None
+        raise UserError(f"cannot parse {where} as Parquet: {first_line(exc)}") from None
 
 
 def _read_saved_dataset(folder: Path) -> tuple[pd.DataFrame, str]:
@@ -138,7 +138,7 @@ def _read_saved_dataset(folder: Path) -> tuple[pd.DataFrame, str]:
     try:
         saved = load_from_disk(str(folder))
     except Exception as exc:  # noqa: BLE001 - datasets raises several kinds for a damaged folder
-        raise UserError(f"cannot load {folder} as a saved datasets folder: {str(exc).strip().splitlines()[0]}") from None
+        raise UserError(f"cannot load {folder} as a saved datasets folder: {first_line(exc)}") from None
     parts = list(saved.values()) if isinstance(saved, DatasetDict) else [saved]
     table = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     frame = table.to_pandas()

@@ -1,4 +1,5 @@
-"""The one exception type that means "the user asked for something that cannot work"."""
+"""The one exception type that means "the user asked for something that cannot work", and how any exception
+is said in one line."""
 
 
 class UserError(Exception):
@@ -6,3 +7,9 @@ class UserError(Exception):
 
     Raise it before anything is written, so that a rejected command leaves the output folder untouched.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, "" when it has none (str(exc) may be empty or all blank)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from typing import Any
+
 import torch
-
-from .measure import device_description
-
-
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def likely_device(requested: str = "auto") -> torch.device:
     """The device a worker trains on: `auto` → the GPU when there is one (precision must be resolved before
     accelerate starts); `cpu` even where there is a GPU; `cuda` only where there is one."""
     if requested == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
+        from peftbench.errors import UserError
 
         raise UserError("--device cuda, but torch sees no CUDA GPU here")
     if requested == "cpu":
@@ -92,3 +91,16 @@ def describe(device: torch.device) -> dict:
         "dropout_masks": resolve_dropout_masks("auto", device),
     }
     return described
+
+
+def device_description(device: torch.device) -> dict[str, Any]:
+    """The device's name and size: the GPU's model and count, or the CPU's model, cores and torch threads."""
+    if device.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device), "count": torch.cuda.device_count()}
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"type": "cpu", "name": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .compat import accept_past_key_values
-from .errors import UserError
-from .models import is_norm
+from peftbench.models.compat import accept_past_key_values
+from peftbench.errors import UserError, first_line
+from peftbench.models.classifier import is_norm
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _no_default_targets(method: str, model: Any) -> Iterator[None]:
             raise
         raise UserError(
             f"{method} is not available for {model.config.model_type} models: peft has no default layers to adapt for "
-            f"this family and peftbench names none ({str(exc).strip().splitlines()[0]})"
+            f"this family and peftbench names none ({first_line(exc)})"
         ) from None
 
 

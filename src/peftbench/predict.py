@@ -14,33 +14,16 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from peftbench.errors import UserError
 
-RUN_FILE = "peftbench-run.json"
-
-
-def save_trained(
-    model: Any, tokenizer: Any, folder: Path, method: Any, base_model: str, label_names: list[str], max_length: int, precision: str
-) -> float:
-    """Save the trained weights (safetensors) and what loading them needs; returns their size in MB."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if method.peft_config_class is not None:
-        model.save_pretrained(folder)  # peft: the adapter and the trained classifier head only
-    else:
-        # a plain model: frozen weights may be bf16 (BitFit), so save it whole in fp32 to stay loadable as is
-        model.float().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    meta = {"base_model": base_model, "method": method.name, "label_names": label_names, "max_length": max_length, "precision": precision}
-    (folder / RUN_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-    weights = [p for p in folder.glob("*.safetensors")]
-    return sum(p.stat().st_size for p in weights) / 2**20
+from peftbench.models.saved import RUN_FILE
 
 
 def load_trained(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
     from transformers import AutoTokenizer
 
-    from . import models
-    from .methods import REGISTRY
+    from peftbench.methods import REGISTRY
+    from peftbench.models import classifier as models
 
     meta_path = folder / RUN_FILE
     if not meta_path.is_file():
@@ -80,7 +63,7 @@ def run_warning(folder: Path) -> str | None:
 
 def predict(folder: Path, texts: list[str], batch_size: int = 64) -> list[tuple[str, float]]:
     """(label, probability of that label) for each text, computed as during the run's evaluation."""
-    from .models import add_positions, configure_padding, is_decoder
+    from peftbench.models.classifier import add_positions, configure_padding, is_decoder
 
     model, tokenizer, meta = load_trained(folder)
     decoder = is_decoder(model.config)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import resource
 import time
 from typing import Any
@@ -112,15 +110,3 @@ def synchronize(device: torch.device) -> None:
 
 def now() -> float:
     return time.perf_counter()
-
-
-def device_description(device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
-        return {"type": "cuda", "name": torch.cuda.get_device_name(device), "count": torch.cuda.device_count()}
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"type": "cpu", "name": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}

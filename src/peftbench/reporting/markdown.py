@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .measure import MEASUREMENT_NOTES
-from .offline import DESCRIPTION as E5_DESCRIPTION
-from .recommend import Constraints, Recommendation, recommend, sentences
-from .stats import ALPHA, NO_EVIDENCE, Analysis, analyse, run_intervals
+from peftbench.run.measure import MEASUREMENT_NOTES
+from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
+from peftbench.analysis.recommend import Constraints, Recommendation, recommend, sentences
+from peftbench.analysis.stats import ALPHA, NO_EVIDENCE, Analysis, analyse, run_intervals
+from peftbench.records import better_on_dev
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -136,8 +137,6 @@ def _comparison_lines(analysis: Analysis) -> list[str]:
 
 def trial_dev_scores(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Each learning rate a run tried, with the dev figures of its best epoch and whether it was chosen."""
-    from .train import better_on_dev
-
     scores = []
     for trial in record["result"].get("trials", []):
         best = None

@@ -20,22 +20,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from peftbench.errors import UserError, first_line
 
 # tracker name -> the module it needs, and the pip extra that installs it
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"), "trackio": ("trackio", "trackio")}
 
 
-def parse_report_to(text: str | None) -> list[str]:
-    """Tracker names of --report-to ("none" or nothing: no tracker); an unknown or uninstalled one is an error."""
-    names = [n.strip().lower() for n in (text or "").split(",") if n.strip() and n.strip().lower() != "none"]
+def check_installed(names: tuple[str, ...]) -> None:
+    """Every tracker asked for can be imported: said before the first run, not after it."""
     for name in names:
-        if name not in TRACKERS:
-            raise UserError(f"--report-to: unknown tracker {name!r}; one or more of {', '.join(TRACKERS)}, or none")
         module, extra = TRACKERS[name]
         if importlib.util.find_spec(module) is None:
             raise UserError(f"--report-to {name} needs the {module} package: pip install 'peftbench[{extra}]'")
-    return list(dict.fromkeys(names))
 
 
 def flat(values: Any, prefix: str = "") -> dict[str, Any]:
@@ -94,7 +90,7 @@ def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any], series: S
         # a SQLite store: MLflow 3 keeps its file store in maintenance mode and refuses it unless told otherwise
         mlflow.set_tracking_uri(f"sqlite:///{(out / 'mlflow.db').resolve()}")
     mlflow.set_experiment(f"peftbench {out.resolve().name}")
-    with mlflow.start_run(run_name=record["run_id"], tags={"peftbench.grid": str(out.resolve()), "peftbench.method": record["config"]["method"]}):
+    with mlflow.start_run(run_name=record["run_id"], tags={"peftbench.runner": str(out.resolve()), "peftbench.method": record["config"]["method"]}):
         mlflow.log_params({k: "" if v is None else str(v)[:500] for k, v in config.items()})
         for step, metrics in series:
             mlflow.log_metrics(_finite(metrics), step=step)
@@ -120,7 +116,7 @@ def _trackio(record: dict[str, Any], out: Path, config: dict[str, Any], series: 
 LOGGERS = {"tensorboard": _tensorboard, "mlflow": _mlflow, "trackio": _trackio}
 
 
-def log_run(names: list[str], record: dict[str, Any], out: Path) -> list[str]:
+def log_run(names: tuple[str, ...], record: dict[str, Any], out: Path) -> list[str]:
     """Log a stored run to each tracker; returns one line per tracker that failed (the run itself is saved)."""
     if not names or record["result"].get("status") in ("failed", "dry_run"):
         return []
@@ -131,5 +127,5 @@ def log_run(names: list[str], record: dict[str, Any], out: Path) -> list[str]:
         try:
             LOGGERS[name](record, out, config, series, final)
         except Exception as exc:  # noqa: BLE001 - a tracker's trouble must not stop the grid
-            problems.append(f"{name}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+            problems.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
     return problems

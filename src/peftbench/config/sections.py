@@ -1,39 +1,73 @@
-"""Typed configuration, grouped by concern; each field's `help` is also its CLI help.
+"""Typed configuration, grouped by concern; each field's `help` is also its CLI help, and its annotation its
+parser and choices (config/values.py).
 
 A run's settings come from three layers, later ones winning: the dataclass defaults, a preset
-(`PRESETS`), and the options the user typed.
+(config/presets.py), and the options the user typed. Values given as text (a config file, the Python API) are
+parsed once, when a section is built; `validate()` only checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from .errors import UserError
-
-
-def _help(text: str, metadata_parse: str | None = None, **kwargs: Any) -> Any:
-    """A field with its CLI help; metadata_parse names a parser of PARSERS for values that are not one type."""
-    return field(metadata={"help": text, **({"parse": metadata_parse} if metadata_parse else {})}, **kwargs)
-
+from peftbench.config.values import Shard, choices, coerce
+from peftbench.errors import UserError
 
 AUTO = "auto"
+Auto = Literal["auto"]
+Executor = Literal["local", "ray"]
+Device = Literal["auto", "cpu", "cuda"]
+Execution = Literal["fast", "reference"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Attention = Literal["auto", "sdpa", "eager"]
+DropoutMasks = Literal["auto", "torch", "lanes"]
+Tracker = Literal["tensorboard", "mlflow", "trackio"]
+INLINE = "inline"
+PRECISIONS = ("fp32", "bf16", "fp16")  # what `auto` resolves to
 
 
-def length_or_auto(text: str) -> int | str:
-    """--max-length: a number of tokens, or auto."""
-    if str(text).strip().lower() == AUTO:
-        return AUTO
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"expected a number of tokens or auto, got {text!r}") from None
+def _help(text: str, **kwargs: Any) -> Any:
+    """A field with its CLI help."""
+    return field(metadata={"help": text}, **kwargs)
 
 
-PARSERS = {"length": length_or_auto}
+def parse_fields(section: Any) -> None:
+    """Values given as text become what the field's annotation says (once, where the section is built)."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        try:
+            value = coerce(hints[f.name], getattr(section, f.name))
+        except ValueError as exc:
+            raise UserError(f"{option(f.name)}: {exc}") from None
+        object.__setattr__(section, f.name, value)
+
+
+def check_choices(section: Any) -> None:
+    """Every field with named choices holds one of them."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        allowed = choices(hints[f.name])
+        value = getattr(section, f.name)
+        if allowed is not None and value is not None and str(value) not in allowed:
+            raise UserError(f"{option(f.name)} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+# Options of `peftbench run` whose name is not the config field's: --data sets DataConfig.source.
+OPTION_NAMES = {"source": "data"}
+
+
+def option_name(field_name: str) -> str:
+    """The `peftbench run` option of a config field, without the leading --: max_length -> max-length."""
+    return OPTION_NAMES.get(field_name, field_name).replace("_", "-")
+
+
+def option(field_name: str) -> str:
+    return "--" + option_name(field_name)
 
 
 @dataclass
@@ -64,11 +98,11 @@ class DataConfig:
         "part, which then also becomes stratified; unset: no dev set, evaluate on the held-out part (the reference)",
         default=None,
     )
-    max_length: int | str | None = _help(
+    max_length: int | Auto | None = _help(
         "truncate texts to this many tokens (the reference's 86); auto: the smallest length that keeps "
         "--max-length-keep of the training texts whole, capped by the model; unset: the tokenizer's "
         "model_max_length. Every report says which share of texts was truncated",
-        default=86, metadata_parse="length",
+        default=86,
     )
     max_length_keep: float = _help(
         "with --max-length auto: the share of training texts that must fit whole", default=0.95
@@ -76,7 +110,11 @@ class DataConfig:
     max_train_samples: int | None = _help("use only the first N training examples (quick runs)", default=None)
     max_eval_samples: int | None = _help("use only the first N evaluation examples (quick runs); with a dev set, N of dev and N of test", default=None)
 
+    def __post_init__(self) -> None:
+        parse_fields(self)
+
     def validate(self) -> None:
+        check_choices(self)
         if not 0.0 < self.test_size < 1.0:
             raise UserError(f"--test-size must be between 0 and 1, got {self.test_size}")
         if self.dev_size is not None and not 0.0 < self.dev_size < self.test_size:
@@ -85,9 +123,7 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-        if isinstance(self.max_length, str):
-            self.max_length = length_or_auto(self.max_length)  # from the Python API or a config file
-        if self.max_length not in (None, AUTO) and self.max_length < 2:
+        if isinstance(self.max_length, int) and self.max_length < 2:
             raise UserError(f"--max-length must be at least 2 (room for the special tokens) or auto, got {self.max_length}")
         if not 0.0 < self.max_length_keep <= 1.0:
             raise UserError(f"--max-length-keep must be in (0, 1], got {self.max_length_keep}")
@@ -117,19 +153,19 @@ class TrainConfig:
         default=False,
     )
     seed: int = _help("seed for the classifier head's init, dropout and shuffling (--seeds runs several)", default=123)
-    lr_grid: str | None = _help(
+    lr_grid: tuple[float, ...] | None = _help(
         "comma-separated learning rates to try per method (needs a dev set, --dev-size); the best epoch and rate "
         "on dev are chosen, and the test split is evaluated once, for that choice",
         default=None,
     )
-    execution: str = _help(
+    execution: Execution = _help(
         "how the protocol is executed: fast (bf16 where native, length-grouped batches that keep class shares, "
         "in random order, eager attention on CPUs, frozen weights in bf16, evaluation sorted by length) or "
         "reference (the reference's: fp32, uniformly shuffled batches, torch's dropout, SDPA attention, "
         "evaluation in file order at the training batch size); each switch below overrides one part of it",
         default="fast",
     )
-    precision: str | None = _help(
+    precision: Precision | None = _help(
         "auto: bf16 mixed precision where the hardware computes bf16 natively (CPUs with AVX512-BF16 or AMX, "
         "Ampere+ GPUs), fp16 on older GPUs, else fp32; or fp32 (the reference's), bf16, fp16. Unset: from --execution",
         default=None,
@@ -139,12 +175,12 @@ class TrainConfig:
         "far less padding; off gives the reference's uniformly random batches. Unset: from --execution",
         default=None,
     )
-    attention: str | None = _help(
+    attention: Attention | None = _help(
         "attention kernel: auto (eager on CPUs, where torch's fused SDPA backward is slower at these lengths; "
         "sdpa on GPUs), sdpa or eager. Unset: from --execution",
         default=None,
     )
-    dropout_masks: str | None = _help(
+    dropout_masks: DropoutMasks | None = _help(
         "how dropout masks are drawn: auto or torch (torch's own), or lanes (four masks per 64-bit random word: "
         "dropout took ~40% of a bf16 LoRA step on a CPU and lanes cut a step by 30%, but LoRA runs with them "
         "reached ~1 point lower dev accuracy over 3 seeds, so they are opt-in). Unset: from --execution",
@@ -162,6 +198,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        parse_fields(self)
         # The switches left unset take the execution's values, so a config always says what ran.
         if self.execution not in EXECUTIONS:
             raise UserError(f"--execution must be one of {', '.join(EXECUTIONS)}, got {self.execution!r}")
@@ -176,6 +213,7 @@ class TrainConfig:
         return 4 * self.batch_size if self.execution == "fast" else self.batch_size
 
     def validate(self) -> None:
+        check_choices(self)
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -188,42 +226,26 @@ class TrainConfig:
             raise UserError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
             raise UserError(f"--weight-decay must be a non-negative number, got {self.weight_decay}")
-        for rate in self.learning_rates() or []:
+        for rate in self.lr_grid or ():
             if not (math.isfinite(rate) and 0.0 < rate < 1.0):
                 raise UserError(f"--lr-grid rates must be positive numbers below 1, got {rate}")
-        if self.attention not in ("auto", "sdpa", "eager"):
-            raise UserError(f"--attention must be auto, sdpa or eager, got {self.attention!r}")
-        if self.dropout_masks not in ("auto", "lanes", "torch"):
-            raise UserError(f"--dropout-masks must be auto, lanes or torch, got {self.dropout_masks!r}")
-        if self.precision not in PRECISIONS + ("auto",):
-            raise UserError(f"--precision must be auto or one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-
 
     def learning_rates(self) -> list[float] | None:
-        if self.lr_grid is None:
-            return None
-        try:
-            rates = [float(v) for v in self.lr_grid.split(",") if v.strip()]
-        except ValueError:
-            raise UserError(f"--lr-grid must be comma-separated numbers, got {self.lr_grid!r}") from None
-        if not rates:
-            raise UserError("--lr-grid names no learning rate")
-        return rates
+        """The rates of --lr-grid, None without one."""
+        return list(self.lr_grid) if self.lr_grid is not None else None
 
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
 class ScaleConfig:
     """Where the runs execute and how many at once (none of it changes a run's results)."""
 
-    executor: str = _help(
+    executor: Executor = _help(
         "local: worker processes on this machine, --workers at a time; ray: each run a Ray task on the cluster "
         "at --ray-address (RAY_ADDRESS), or on a local Ray instance started for the grid (pip install 'peftbench[ray]')",
         default="local",
     )
-    workers: str | None = _help(
+    workers: int | Literal["inline"] | None = _help(
         "runs at a time on this machine (local executor): a number, or inline (every run in this process, for a "
         "debugger; peak memory then includes earlier runs). On CPUs the cores are divided between them. "
         "Unset: one per visible GPU, 1 on a CPU",
@@ -234,8 +256,8 @@ class ScaleConfig:
         "batch is split between them, so the global batch and the experiment stay those of one process",
         default=1,
     )
-    device: str = _help("cpu, cuda or auto (the GPU when there is one)", default="auto")
-    shard: str | None = _help(
+    device: Device = _help("cpu, cuda or auto (the GPU when there is one)", default="auto")
+    shard: Shard | None = _help(
         "I/N: run only the I-th of N deterministic parts of the grid (one per job of a scheduler's array); "
         "shards may share one --out, and `peftbench report DIR` merges them. Unset: the whole grid",
         default=None,
@@ -250,48 +272,24 @@ class ScaleConfig:
     ray_num_gpus: float = _help("GPUs a Ray task of a run on GPU asks for, per process", default=1.0)
     ray_max_retries: int = _help("times Ray runs a task again when its worker process died", default=3)
 
-    def shard_part(self) -> tuple[int, int] | None:
-        """(I, N) of --shard I/N, 1-based; None for the whole grid."""
-        if self.shard is None:
-            return None
-        try:
-            index, count = (int(v) for v in self.shard.split("/"))
-        except ValueError:
-            raise UserError(f"--shard must be I/N (e.g. 1/4), got {self.shard!r}") from None
-        if not 1 <= index <= count:
-            raise UserError(f"--shard I/N needs 1 <= I <= N, got {self.shard!r}")
-        return index, count
-
-    def worker_count(self, gpus: int) -> int | None:
-        """Runs at a time on this machine; None for inline."""
-        if self.workers is None:
-            return max(1, gpus // self.num_processes)
-        if self.workers == "inline":
-            return None
+    def __post_init__(self) -> None:
         if self.workers == "process":  # the name of one worker process at a time in earlier versions
-            return 1
-        try:
-            count = int(self.workers)
-        except ValueError:
-            raise UserError(f"--workers must be a positive number or inline, got {self.workers!r}") from None
-        if count < 1:
-            raise UserError(f"--workers must be a positive number or inline, got {self.workers!r}")
-        return count
+            self.workers = 1
+        parse_fields(self)
+
+    @property
+    def inline(self) -> bool:
+        """Every run in this process (--workers inline)."""
+        return self.workers == INLINE
 
     def validate(self) -> None:
-        from .executors import EXECUTORS
-        from .hardware import DEVICES
-
-        if self.executor not in EXECUTORS:
-            raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
-        if self.device not in DEVICES:
-            raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        check_choices(self)
+        if isinstance(self.workers, int) and self.workers < 1:
+            raise UserError(f"--workers must be a positive number or inline, got {self.workers!r}")
         if self.num_processes < 1:
             raise UserError(f"--num-processes must be at least 1, got {self.num_processes}")
-        if self.workers == "inline" and (self.num_processes > 1 or self.executor != "local"):
+        if self.inline and (self.num_processes > 1 or self.executor != "local"):
             raise UserError("--workers inline runs in this process: it cannot be combined with --num-processes or --executor ray")
-        self.worker_count(0)
-        self.shard_part()
         if not self.claim_timeout > 0:
             raise UserError(f"--claim-timeout must be a positive number of seconds, got {self.claim_timeout}")
         if self.ray_max_retries < 0 or self.ray_num_cpus <= 0 or self.ray_num_gpus <= 0:
@@ -329,8 +327,12 @@ class GridConfig:
     # Choose on dev and stop: no test evaluation and no saved weights. For choosing settings (a learning-rate
     # sweep whose choice goes into the registry) without the test split ever being read.
     select_only: bool = False
-    # Experiment trackers each finished run is logged to (trackers.TRACKERS): tensorboard, mlflow, trackio.
-    report_to: list[str] = field(default_factory=list)
+    # Experiment trackers each finished run is logged to (reporting/trackers.py).
+    report_to: tuple[Tracker, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        parse_fields(self)
 
     def run_seeds(self) -> list[int]:
         return self.seeds or [self.train.seed]
@@ -343,71 +345,13 @@ class GridConfig:
         if self.select_only and self.data.dev_size is None:
             raise UserError("--select-only needs a dev set to choose on: add --dev-size (or use --preset tuned)")
         self.scale.validate()
-        from .trackers import parse_report_to
-
-        self.report_to = parse_report_to(",".join(self.report_to))
+        for name in self.report_to:
+            if name not in typing.get_args(Tracker):
+                raise UserError(f"--report-to: unknown tracker {name!r}; one or more of {', '.join(typing.get_args(Tracker))}, or none")
         if self.train.batch_size % self.scale.num_processes:
             raise UserError(f"--batch-size {self.train.batch_size} does not split evenly over --num-processes {self.scale.num_processes}")
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} exists and is not a folder")
-
-
-# A preset names the values that differ from the dataclass defaults. The defaults already are the
-# reference protocol of SPEC.md; "seed" also runs it the reference's way (fp32, uniform batches...), so
-# that it reproduces the reference and not merely its settings.
-# "tuned" is how the comparison should be done: a stratified 80/10/10 split, each method at its own
-# recommended learning rate (lr unset), epoch (and rate, with --lr-grid) chosen on dev, test read once.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "seed": {"data": {}, "train": {"execution": "reference"}},
-    "tuned": {"data": {"test_size": 0.2, "dev_size": 0.1}, "train": {"lr": None}},
-    # "demo" (`make demo`): tuned, cut to about 11 minutes of a 2-core fp32 CPU for the five seed methods: 512 of
-    # the 6,212 training reviews, 192 of the dev and of the test reviews, texts cut at 64 tokens, 3 epochs of
-    # batches of 16 (96 steps: the prompt methods need steps more than reviews). Chosen on dev alone
-    # (results/demo-selection, --select-only). 384 reviews in batches of 12 (same steps, a quarter less time) was
-    # tried too and left prefix tuning at the majority class on one of two seeds, so it was not kept.
-    "demo": {
-        "data": {"test_size": 0.2, "dev_size": 0.1, "max_train_samples": 512, "max_eval_samples": 192, "max_length": 64},
-        "train": {"lr": None, "epochs": 3, "batch_size": 16},
-    },
-}
-
-
-def build_section(cls: type, preset_values: dict[str, Any], user_values: dict[str, Any]) -> Any:
-    """Instantiate one config section: defaults, then the preset, then what the user typed."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    merged = {k: v for k, v in preset_values.items() if k in names}
-    merged.update({k: v for k, v in user_values.items() if k in names})
-    return cls(**merged)
-
-
-# Options of `peftbench run` whose name is not the config field's: --data sets DataConfig.source.
-OPTION_NAMES = {"source": "data"}
-
-
-def option_name(field_name: str) -> str:
-    """The `peftbench run` option of a config field, without the leading --: max_length -> max-length."""
-    return OPTION_NAMES.get(field_name, field_name).replace("_", "-")
-
-
-# Fields left out of a written config file: which part of a grid one job ran is not part of the grid.
-NOT_WRITTEN = ("shard",)
-
-
-def grid_options(grid: GridConfig) -> dict[str, Any]:
-    """The grid as `peftbench run` options (names without the leading --): what a config file holds, so
-    that `peftbench run --config FILE` builds this very grid again. Unset values are left out."""
-    options: dict[str, Any] = {
-        "model": grid.model, "methods": ",".join(grid.methods), "preset": grid.preset, "out": str(grid.out),
-        "dry-run": grid.dry_run, "select-only": grid.select_only, "report-to": ",".join(grid.report_to) or "none",
-    }  # fmt: skip
-    if grid.seeds:
-        options["seeds"] = ",".join(map(str, grid.seeds))
-    for section in (grid.data, grid.train, grid.scale):
-        for f in dataclasses.fields(section):
-            value = getattr(section, f.name)
-            if value is not None and f.name not in NOT_WRITTEN:
-                options[option_name(f.name)] = value
-    return options
 
 
 def as_dict(obj: Any) -> Any:

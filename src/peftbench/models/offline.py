@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from peftbench.errors import UserError
 
 ALIAS = "e5-small-offline"
 # What the model is, for reports: users compare it with the hub's multilingual-e5-small.

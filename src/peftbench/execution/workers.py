@@ -40,7 +40,7 @@ def stop_all_workers() -> None:
 def _in_this_process(request: dict[str, Any]) -> dict[str, Any]:
     from accelerate.state import AcceleratorState
 
-    from .worker import work
+    from peftbench.run.worker import work
 
     # accelerate keeps one process-wide state whose precision cannot change; a child process starts afresh,
     # here each request must.
@@ -74,7 +74,7 @@ _DIE_WITH_PARENT = _parent_death_signal()
 
 
 def _command(request_path: Path, response_path: Path, processes: int) -> list[str]:
-    worker = ["-m", "peftbench.worker", str(request_path), str(response_path)]
+    worker = ["-m", "peftbench.run.worker", str(request_path), str(response_path)]
     if processes == 1:
         return [sys.executable, *worker]
     # torchrun sets RANK/WORLD_SIZE/MASTER_PORT for each process; --standalone picks a free port on this machine

@@ -14,11 +14,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .config import TrainConfig
-from .dropout import cheaper_dropout
-from .hardware import resolve_dropout_masks
-from .measure import now, synchronize
-from .models import is_norm
+from peftbench.config.sections import TrainConfig
+from peftbench.run.dropout import cheaper_dropout
+from peftbench.hardware import resolve_dropout_masks
+from peftbench.records import better_on_dev
+from peftbench.run.measure import now, synchronize
+from peftbench.models.classifier import is_norm
 
 COLLAPSE_SHARE = 0.95  # a run predicting one class for >= 95% of eval examples has learnt nothing useful
 LOSS_READ_INTERVAL_S = 1.0  # each read of the loss waits for the device: at most one per second
@@ -198,13 +199,6 @@ def restore_trainable(model: Any, state: dict[str, torch.Tensor]) -> None:
     missing = sorted(trainable - set(state))
     if loaded.unexpected_keys or missing:
         raise RuntimeError(f"saved state does not fit the model: unexpected {loaded.unexpected_keys[:3]}, missing {missing[:3]}")
-
-
-def better_on_dev(candidate: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    """Higher accuracy wins; a tie goes to the lower loss (the more confident of two equally right states)."""
-    if best is None:
-        return True
-    return (candidate["accuracy"], -candidate["eval_loss"]) > (best["accuracy"], -best["eval_loss"])
 
 
 @dataclass

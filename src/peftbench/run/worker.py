@@ -1,6 +1,6 @@
 """One piece of a run's work, in a process of its own: plain data in (a request), plain data out (a response).
 
-    python -m peftbench.worker REQUEST.json RESPONSE.json
+    python -m peftbench.run.worker REQUEST.json RESPONSE.json
 
 The grid process (runner.py) plans, tokenises once and alone writes the store; a worker loads the model,
 trains it at one learning rate (a *trial*), and, when that trial is the run's only one, finishes the run
@@ -22,17 +22,17 @@ from typing import Any
 
 import torch
 
-from . import models
-from .config import TrainConfig
-from .data import TokenizedData
-from .errors import UserError
-from .interrupts import stop_signals
-from .hardware import describe as describe_device
-from .hardware import likely_device, resolve_attention, resolve_dropout_masks, resolve_precision
-from .measure import PeakMemory, count_parameters
-from .methods import REGISTRY, pooler_modules
-from .predict import save_trained
-from .train import (
+from peftbench.models import classifier as models
+from peftbench.config.sections import TrainConfig
+from peftbench.data import TokenizedData
+from peftbench.errors import UserError, first_line
+from peftbench.interrupts import stop_signals
+from peftbench.hardware import describe as describe_device
+from peftbench.hardware import likely_device, resolve_attention, resolve_dropout_masks, resolve_precision
+from peftbench.run.measure import PeakMemory, count_parameters
+from peftbench.methods import REGISTRY, pooler_modules
+from peftbench.models.saved import save_trained
+from peftbench.run.loop import (
     TrainOutcome, collapse_note, evaluate_once, planned_steps, restore_trainable, store_frozen_weights_in,
     train_and_evaluate,
 )  # fmt: skip
@@ -192,9 +192,7 @@ def work(request: dict[str, Any]) -> dict[str, Any]:
             "per_process_batch_size": setup.train.batch_size // setup.accelerator.num_processes,
         }
     except (Exception, UserError) as exc:  # one broken method must not stop the grid: keep the error and go on
-        text = str(exc).strip()
-        message = text.splitlines()[0] if text else ""
-        response = {"error": f"{type(exc).__name__}: {message}", "traceback": traceback.format_exc()}
+        response = {"error": f"{type(exc).__name__}: {first_line(exc)}", "traceback": traceback.format_exc()}
     response.update(memory.report())
     return response
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from peftbench.errors import UserError, first_line
 
 
 
 def _load_error(name: str, exc: Exception) -> UserError:
     if Path(name).exists():
-        return UserError(f"cannot load model folder {name}: {str(exc).strip().splitlines()[0]}")
+        return UserError(f"cannot load model folder {name}: {first_line(exc)}")
     return UserError(
         f"cannot load model {name!r}: it is not a local folder and it is not in the Hugging Face cache "
         "(is the hub reachable?); download it on a connected machine and pass --model /path/to/its/folder"
@@ -20,7 +20,7 @@ def _load_error(name: str, exc: Exception) -> UserError:
 
 def resolve(name: str) -> str:
     """Hub id or folder to hand to from_pretrained; `e5-small-offline` is converted on first use."""
-    from . import offline
+    from peftbench.models import offline
 
     if name == offline.ALIAS:
         return str(offline.ensure_converted())

@@ -9,12 +9,13 @@ which builds the same grid again (same run fingerprints) with `peftbench run --c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from .config import GridConfig, grid_options
-from .errors import UserError
+from peftbench.config.sections import GridConfig, option_name
+from peftbench.errors import UserError, first_line
 
 WRITTEN_NAME = "config.yaml"
 HEADER = "# The resolved options of this grid. `peftbench run --config {path}` runs it again; options typed on the command line win.\n"
@@ -31,8 +32,7 @@ def read_options(path: Path) -> dict[str, Any]:
     try:
         values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"cannot parse --config {path}: {first}") from None
+        raise UserError(f"cannot parse --config {path}: {first_line(exc)}") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -68,13 +68,34 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def write(grid: GridConfig) -> Path:
-    """DIR/config.yaml: the options that build this grid again."""
+# Fields left out of a written config file: which part of a grid one job ran is not part of the grid.
+NOT_WRITTEN = ("shard",)
+
+
+def grid_options(grid: GridConfig) -> dict[str, Any]:
+    """The grid as `peftbench run` options (names without the leading --): what a config file holds, so
+    that `peftbench run --config FILE` builds this very grid again. Unset values are left out."""
+    options: dict[str, Any] = {
+        "model": grid.model,
+        "methods": ",".join(grid.methods),
+        "preset": grid.preset,
+        "out": str(grid.out),
+        "dry-run": grid.dry_run,
+        "select-only": grid.select_only,
+        "report-to": ",".join(grid.report_to) or "none",
+    }
+    if grid.seeds:
+        options["seeds"] = ",".join(map(str, grid.seeds))
+    for section in (grid.data, grid.train, grid.scale):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if value is not None and f.name not in NOT_WRITTEN:
+                options[option_name(f.name)] = list(value) if isinstance(value, tuple) else value
+    return options
+
+
+def render(grid: GridConfig, path: Path) -> str:
+    """DIR/config.yaml's text: the options that build this grid again."""
     import yaml
 
-    from .results import write_atomic
-
-    path = grid.out / WRITTEN_NAME
-    text = HEADER.format(path=path) + yaml.safe_dump(grid_options(grid), sort_keys=False, allow_unicode=True)
-    write_atomic(path, text)
-    return path
+    return HEADER.format(path=path) + yaml.safe_dump(grid_options(grid), sort_keys=False, allow_unicode=True)

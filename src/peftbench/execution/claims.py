@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import UserError
+from peftbench.errors import UserError
 
 HEARTBEAT_S = 20.0  # how often a live claimant touches its claims
 DEFAULT_TIMEOUT_S = 300.0  # a claim untouched this long belongs to a process that died (or a machine that did)

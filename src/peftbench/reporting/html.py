@@ -10,9 +10,9 @@ import html
 import io
 from typing import Any
 
-from .recommend import Recommendation
-from .report import Findings, display_name, findings, interval_text, summary_over_seeds, trial_dev_scores
-from .stats import ALPHA, Analysis, run_intervals
+from peftbench.analysis.recommend import Recommendation
+from peftbench.reporting.markdown import Findings, display_name, findings, interval_text, summary_over_seeds, trial_dev_scores
+from peftbench.analysis.stats import ALPHA, Analysis, run_intervals
 
 FLAG_COLOURS = {"ok": "#1b7f3b", "collapsed": "#c77700", "diverged": "#b00020", "failed": "#b00020", "dry_run": "#555"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .stats import ALPHA, Analysis, MethodSummary
+from peftbench.analysis.stats import ALPHA, Analysis, MethodSummary
 
 
 @dataclass

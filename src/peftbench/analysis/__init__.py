@@ -1,0 +1,1 @@
+"""Statistics over stored runs (intervals, paired tests) and the recommendation computed from them."""

@@ -1,0 +1,37 @@
+"""What a run is called and how it ended: the vocabulary every layer shares, from the training loop that
+decides a status to the reports that show it."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """How a run (or a trial of it) ended. A str, so it is written to and read from JSON as the plain word."""
+
+    OK = "ok"
+    COLLAPSED = "collapsed"  # one class took COLLAPSE_SHARE or more of the predictions: nothing useful learnt
+    DIVERGED = "diverged"  # a non-finite loss stopped it
+    FAILED = "failed"  # it raised, or its worker died: kept apart, never in the tables
+    DRY_RUN = "dry_run"  # built and counted, not trained
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINISHED = (Status.OK, Status.COLLAPSED, Status.DIVERGED)  # a rerun skips these
+TESTED = (Status.OK, Status.COLLAPSED)  # whose weights were evaluated on test and saved
+
+
+def run_id(method: str, seed: int) -> str:
+    """A run's name in its folder: DIR/runs/<run_id>.json and DIR/<run_id>/ for its weights."""
+    return f"{method}__seed{seed}"
+
+
+def better_on_dev(candidate: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """The rule that chooses an epoch and a learning rate on dev: higher accuracy wins; a tie goes to the lower
+    loss (the more confident of two equally right states)."""
+    if best is None:
+        return True
+    return (candidate["accuracy"], -candidate["eval_loss"]) > (best["accuracy"], -best["eval_loss"])

@@ -1,0 +1,81 @@
+"""results.csv and trials.csv: one row per run, and one per learning rate tried and epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from peftbench.analysis.stats import run_intervals
+from peftbench.files import write_atomic
+from peftbench.reporting.markdown import display_name
+
+CSV_COLUMNS = [
+    "method", "seed", "status", "total_params", "trainable_params", "trainable_pct", "peak_memory_mb",
+    "train_it_per_s", "eval_it_per_s", "train_samples_per_s", "train_time_min", "eval_loss", "eval_loss_sum",
+    "accuracy", "f1_macro", "majority_accuracy",
+    "adapter_size_mb", "total_time_min", "lr", "chosen_lr", "chosen_epoch", "dev_accuracy", "epochs", "train_examples", "eval_examples", "model", "note",
+    "accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high", "beats_majority",
+]  # fmt: skip
+# trials.csv: one row per learning rate tried and epoch, so an lr sweep can be read without the run files
+TRIAL_COLUMNS = ["method", "seed", "lr", "epoch", "status", "train_loss", "dev_loss", "dev_accuracy", "dev_f1_macro", "chosen"]
+
+
+def trial_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    result = record["result"]
+    chosen = (result.get("chosen_lr"), result.get("chosen_epoch"))
+    return [
+        {
+            "method": display_name(record), "seed": record["config"]["train"]["seed"], "lr": trial["lr"],
+            "epoch": epoch["epoch"], "status": trial["status"], "train_loss": epoch.get("train_loss"),
+            "dev_loss": epoch["eval_loss"], "dev_accuracy": epoch["accuracy"], "dev_f1_macro": epoch["f1_macro"],
+            "chosen": (trial["lr"], epoch["epoch"]) == chosen,
+        }  # fmt: skip
+        for trial in result.get("trials", [])
+        for epoch in trial["epochs"]
+    ]
+
+
+def csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    result = record["result"]
+    row = {key: result.get(key) for key in CSV_COLUMNS}
+    row.update(
+        method=display_name(record),
+        seed=record["config"]["train"]["seed"],
+        lr=record["config"]["lr"],
+        epochs=record["config"]["train"]["epochs"],
+        model=record["config"]["model"],
+        train_examples=record.get("data", {}).get("train_examples"),
+        eval_examples=record.get("data", {}).get("eval_examples"),
+        note=result.get("note") or result.get("error") or "",
+    )
+    intervals = run_intervals(record)
+    for key in ("accuracy", "f1_macro"):
+        low, high = intervals.get(f"{key}_ci", (None, None))
+        row.update({f"{key}_ci_low": low, f"{key}_ci_high": high})
+    row["beats_majority"] = intervals.get("beats_majority")
+    return {k: ("" if v is None else v) for k, v in row.items()}
+
+
+def write_csv(root: Path, records: list[dict[str, Any]]) -> Path:
+    return _write_table(root / "results.csv", CSV_COLUMNS, [csv_row(r) for r in records])
+
+
+def write_trials_csv(root: Path, records: list[dict[str, Any]]) -> Path | None:
+    """trials.csv when some run tried several learning rates (or was --select-only); else None."""
+    rows = [row for record in records for row in trial_rows(record)]
+    if not rows:
+        (root / "trials.csv").unlink(missing_ok=True)  # from an earlier state of the folder
+        return None
+    return _write_table(root / "trials.csv", TRIAL_COLUMNS, rows)
+
+
+def _write_table(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    write_atomic(path, buffer.getvalue())
+    return path

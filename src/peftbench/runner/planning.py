@@ -1,0 +1,147 @@
+"""Planning a grid: the data and tokenizer prepared once, every run of the grid with its identity, this job's
+shard of them, and the ones still to do. Everything here can reject the input, before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from peftbench.config.sections import AUTO, GridConfig, TrainConfig, as_dict
+from peftbench.data import SplitTexts, length_keeping, load_labeled_texts, split, token_lengths
+from peftbench.errors import UserError
+from peftbench.methods import REGISTRY, Method
+from peftbench.models import classifier
+from peftbench.records import run_id
+from peftbench.store.identity import fingerprint, protocol_differences
+from peftbench.store.runs import ResultStore
+
+
+@dataclass
+class PlannedRun:
+    method: Method
+    train: TrainConfig  # the grid's, with this run's seed
+    config: dict[str, Any]  # what the run's record says was asked; its protocol is the run's identity
+    fingerprint: str
+    run_id: str
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of a run without an lr grid: the one given, else the method's recommended one."""
+        return float(self.config["lr"])
+
+    def learning_rates(self) -> list[float]:
+        """The rates its trials train at: the lr grid's, else its one rate."""
+        return self.train.learning_rates() or [self.lr]
+
+
+@dataclass
+class Prepared:
+    """What the grid process sets up once for every run."""
+
+    model_path: str
+    max_length: int
+    data_sha256: str
+    model_identity: dict[str, Any]
+    parts: SplitTexts
+    tokenizer: Any
+
+    @property
+    def model_mb(self) -> float:
+        """The size of the model's weight files, already listed for its identity (local folder or hub cache)."""
+        return sum(self.model_identity.get("weights", {}).values()) / 2**20
+
+
+def prepare(grid: GridConfig) -> Prepared:
+    """Data split, tokenizer and max_length, once for every run."""
+    parts = split(load_labeled_texts(grid.data), grid.data)
+    model_path = classifier.resolve(grid.model)
+    tokenizer = classifier.load_tokenizer(model_path)
+    model_config = classifier.load_config(model_path)
+    classifier.configure_padding(tokenizer, model_config)
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if grid.data.max_length == AUTO:  # the training texts decide, the model caps
+        kept_whole = length_keeping(token_lengths(tokenizer, parts.train), grid.data.max_length_keep)
+        max_length = min(classifier.max_length_for(tokenizer, None, positions), kept_whole)
+    else:
+        max_length = classifier.max_length_for(tokenizer, grid.data.max_length, positions)
+    identity = classifier.identity(model_path)
+    return Prepared(model_path, max_length, parts.train.sha256, identity, parts, tokenizer)
+
+
+def plan(grid: GridConfig, prepared: Prepared) -> list[PlannedRun]:
+    """Every run of the grid, seed by seed and method by method."""
+    return [_planned(grid, prepared, name, seed) for seed in grid.run_seeds() for name in grid.methods]
+
+
+def _planned(grid: GridConfig, prepared: Prepared, name: str, seed: int) -> PlannedRun:
+    method = REGISTRY[name]
+    train = dataclasses.replace(grid.train, seed=seed)
+    data = {
+        **as_dict(grid.data),
+        "max_length": prepared.max_length,
+        # the length used is the experiment; that --max-length auto chose it is only shown in the report
+        "max_length_requested": grid.data.max_length,
+        "sha256": prepared.data_sha256,
+    }
+    config = {
+        "model": grid.model,
+        "model_identity": prepared.model_identity,
+        "method": name,
+        "method_hyperparameters": method.hyperparameters,
+        "peft_config_class": method.peft_config_class,
+        "lr": grid.train.lr if grid.train.lr is not None else method.recommended_lr,
+        "preset": grid.preset,
+        "data": data,
+        "train": as_dict(train),
+        "dry_run": grid.dry_run,
+        "select_only": grid.select_only,
+    }
+    return PlannedRun(method, train, config, fingerprint(config), run_id(name, seed))
+
+
+def shard(grid: GridConfig, planned: list[PlannedRun]) -> list[PlannedRun]:
+    """--shard I/N: every N-th run of the plan from the I-th on, so each shard gets a mix of methods and seeds
+    and the parts are the same in every job that plans the same grid."""
+    if grid.scale.shard is None:
+        return planned
+    return planned[grid.scale.shard.index - 1 :: grid.scale.shard.count]
+
+
+def todo(grid: GridConfig, planned: list[PlannedRun], store: ResultStore) -> list[PlannedRun]:
+    """The runs still to do; a finished run of other settings under the same name stops the grid."""
+    left = []
+    for run in planned:
+        done = store.finished(run.run_id)
+        if done is None:
+            left.append(run)
+        else:
+            refuse_other_settings(grid, run, done, store)
+    return left
+
+
+def refuse_other_settings(grid: GridConfig, run: PlannedRun, done: dict[str, Any], store: ResultStore) -> None:
+    """A finished run of this name must be of this run's experiment: else the folder holds another grid."""
+    differences = [] if grid.dry_run else protocol_differences(done, run.config, type(grid.train))
+    if differences:
+        raise UserError(
+            f"{store.path_of(run.run_id)} holds a finished run of different settings ({'; '.join(differences[:3])}); "
+            "use another --out, or delete that file to run it again"
+        )
+
+
+def data_line(prepared: Prepared, grid: GridConfig) -> str:
+    """What the runs train and are judged on, said before the first run: sizes, what was cut, which length."""
+    parts, data = prepared.parts, grid.data
+    if parts.test:
+        judged = f", dev {len(parts.eval.texts)}, test {len(parts.test.texts)}"
+    else:
+        judged = f", eval {len(parts.eval.texts)}"
+    cut = []
+    if data.max_train_samples is not None:
+        cut.append(f"training cut to the first {data.max_train_samples}")
+    if data.max_eval_samples is not None:
+        cut.append(f"evaluation splits to the first {data.max_eval_samples} each")
+    shown = f" ({'; '.join(cut)})" if cut else ""
+    train = f"train {len(parts.train.texts)}{judged} examples{shown}"
+    return f"data: {parts.train.source}, {train}; max_length {prepared.max_length}"

@@ -1,0 +1,260 @@
+"""The protocol of one run, phase by phase; the guarantee of a benchmark that reads its test split honestly.
+
+1. Trials: one worker per learning rate trains the run and scores every epoch on dev (`eval` in the reference
+   protocol, which has no dev set). Nothing here sees test metrics.
+2. The choice: the best epoch of the best rate on dev (records.better_on_dev); ties keep the first rate tried.
+3. The finish: the chosen weights, and only they, are evaluated once on the test split, and saved. A run of one
+   rate finishes inside its trial's worker (no second model load); with an lr grid a finish worker loads the
+   chosen trial's weights. `--select-only` stops after the choice: the test split is never read.
+4. The record: what was trained (every trial), what was chosen and why, what the chosen weights scored.
+
+A RunJob is plain data, so that it can run in a thread of the grid process or in a Ray task on another
+machine; the workers it starts get plain data in and give plain data back (run/worker.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peftbench import hardware
+from peftbench.config.sections import GridConfig
+from peftbench.data import TokenizedData
+from peftbench.execution.executors import RunOutcome, Slot
+from peftbench.execution.workers import run_request
+from peftbench.runner.planning import PlannedRun
+from peftbench.records import Status, better_on_dev
+from peftbench.run.measure import MEASUREMENT_NOTES
+from peftbench.run.worker import FINISH, TRIAL, write_tokenized
+from peftbench.store.runs import SCHEMA_VERSION
+
+MEMORY_KEYS = ("peak_memory_mb", "peak_memory_method", "process_peak_rss_mb")
+TEST_METRICS = ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")
+
+
+@dataclass
+class RunJob:
+    """One whole run, as an executor receives it: call it with the slot it runs in."""
+
+    run: PlannedRun
+    grid: GridConfig
+    model_path: str
+    data: TokenizedData
+    data_file: Path  # the tokenised splits, written once by the grid process for every run of this machine
+    folder: Path  # this run's scratch folder in the grid's work folder
+    label: str  # how the run is named in progress lines: "[2/5] lora__seed123"
+    bars: bool = False  # the run's own progress bars (one run at a time; several at once would fight over lines)
+
+    def __call__(self, slot: Slot, scratch: Path | None = None) -> RunOutcome:
+        """The run's record and finished weights. scratch: a folder of the machine it landed on, when that is
+        not the grid's (a Ray task): the tokenised data is written there for its workers."""
+        folder, data_file = self.folder, self.data_file
+        if scratch is not None:
+            folder, data_file = scratch / self.run.run_id, scratch / "data.json"
+            write_tokenized(self.data, data_file)
+        record = _Protocol(self, slot, folder, data_file).record()
+        weights = folder / "weights" if record["result"].get("weights_dir") else None
+        return RunOutcome(record, weights)
+
+
+def failed_record(run: PlannedRun, data: TokenizedData, error: str) -> dict[str, Any]:
+    """The record of a run whose executor gave up on it (a Ray task whose retries were spent)."""
+    result = {"status": Status.FAILED, "error": error, "worker_died": True, "majority_accuracy": data.majority_accuracy}
+    return _record(run, data, result, {})
+
+
+def choose(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The trial whose best epoch is best on dev (records.better_on_dev); ties keep the first rate tried."""
+    chosen, best = trials[0], None
+    for trial in trials:
+        outcome = trial["outcome"]
+        if outcome["best_epoch"] is not None:
+            metrics = outcome["epochs"][outcome["best_epoch"] - 1]
+            if better_on_dev(metrics, best):
+                chosen, best = trial, metrics
+    return chosen
+
+
+class _Protocol:
+    """One run under way: its workers' requests and responses, in its scratch folder."""
+
+    def __init__(self, job: RunJob, slot: Slot, folder: Path, data_file: Path) -> None:
+        self.job, self.run, self.grid, self.data = job, job.run, job.grid, job.data
+        self.slot, self.folder, self.data_file = slot, folder, data_file
+        self.responses: list[dict[str, Any]] = []  # of every worker, for the run's peak memory
+
+    def record(self) -> dict[str, Any]:
+        trials = self._trials()
+        result: dict[str, Any] = {"majority_accuracy": self.data.majority_accuracy}
+        failure = next((t for t in trials if "error" in t), None)
+        if failure is not None:
+            result.update(_failed(failure))
+        elif self.grid.dry_run:
+            result.update(status=Status.DRY_RUN, **trials[0]["params"])
+        else:
+            result.update(self._chosen_and_finished(trials))
+        result.update(self._measured())
+        resolved = next((r["resolved"] for r in self.responses if "resolved" in r), {})
+        result.update({k: v for k, v in resolved.items() if k != "device"})
+        return _record(self.run, self.data, result, resolved.get("device") or self._device())
+
+    def _trials(self) -> list[dict[str, Any]]:
+        """Phase 1: one worker per learning rate; the only trial of a run finishes the run in its own worker."""
+        rates = self.run.learning_rates()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        trials = []
+        for number, lr in enumerate(rates):
+            label = self.job.label if len(rates) == 1 else f"{self.job.label} lr {lr:g}"
+            # a trial keeps the weights it would be judged by for a later finish; a select-only run has none
+            state_file = None if self.grid.select_only else str(self.folder / f"trial{number}.safetensors")
+            finish = len(rates) == 1 and not self.grid.select_only
+            request = self._request(TRIAL, lr, label=label, finish=finish, state_file=state_file)
+            trials.append({"lr": lr, "state_file": state_file, **self._send(request, f"trial{number}")})
+            if "error" in trials[-1]:
+                break  # a broken method or a dead worker: the other rates would fail alike
+        return trials
+
+    def _chosen_and_finished(self, trials: list[dict[str, Any]]) -> dict[str, Any]:
+        """Phases 2 and 3: the choice on dev, then the chosen weights' one test evaluation."""
+        chosen = choose(trials)
+        outcome = chosen["outcome"]
+        finished = chosen.get("finish") or {"status": outcome["status"], "note": outcome["note"]}
+        if "finish" not in chosen and outcome["best_epoch"] is not None and not self.grid.select_only:
+            request = self._request(
+                FINISH, chosen["lr"], label=self.job.label, state_file=chosen["state_file"], outcome=outcome
+            )
+            response = self._send(request, "finish")
+            finished = response.get("finish")
+            if finished is None:
+                return _failed(response)
+        return _result_of(self.run, self.data, self.grid.select_only, trials, chosen, finished)
+
+    def _request(self, kind: str, lr: float, **extra: Any) -> dict[str, Any]:
+        """A worker request: plain data only, so that it can cross any process or machine boundary."""
+        return {
+            "kind": kind,
+            "run_id": self.run.run_id,
+            "method": self.run.method.name,
+            "model_path": self.job.model_path,
+            "base_model": self.run.config["model"],
+            "train": self.run.config["train"],
+            "lr": lr,
+            "data_file": str(self.data_file),
+            "weights_dir": str(self.folder / "weights"),
+            "progress": self.job.bars,
+            "dry_run": self.grid.dry_run,
+            "device": self.grid.scale.device,
+            **extra,
+        }
+
+    def _send(self, request: dict[str, Any], name: str) -> dict[str, Any]:
+        """Run a worker request, its files in this run's scratch folder under `name`."""
+        scale = self.grid.scale
+        # tqdm reads its defaults from TQDM_* variables: the worker's bars go under the grid's bar, not over it
+        # (a run in this process finds the grid's bar itself)
+        env = {**self.slot.env, "TQDM_POSITION": "1"} if self.job.bars else self.slot.env
+        response = run_request(request, self.folder / name, scale.inline, env, scale.num_processes)
+        self.responses.append(response)
+        return response
+
+    def _measured(self) -> dict[str, Any]:
+        """A run's peak memory is the highest of its workers'."""
+        measured = [r for r in self.responses if "peak_memory_mb" in r]
+        if not measured:
+            return {}
+        peak = max(measured, key=lambda r: r["peak_memory_mb"])
+        return {k: peak[k] for k in MEMORY_KEYS if k in peak}
+
+    def _device(self) -> dict[str, Any]:
+        """The device, when no worker said which it used (every one failed before it started)."""
+        requested = "cpu" if self.grid.scale.device == "cpu" else "auto"
+        return hardware.describe(hardware.likely_device(requested))
+
+
+def _failed(response: dict[str, Any]) -> dict[str, Any]:
+    failed = {
+        "status": Status.FAILED,
+        "error": response.get("error", "worker gave no result"),
+        "traceback": response.get("traceback", ""),
+    }
+    return {**failed, "worker_died": True} if response.get("worker_died") else failed
+
+
+def _record(run: PlannedRun, data: TokenizedData, result: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+    """A run's record; its provenance (command, commit) is completed by the grid process when it stores it."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run.run_id,
+        "config": run.config,
+        "config_fingerprint": run.fingerprint,
+        "data": data.description,
+        "measurement": MEASUREMENT_NOTES,
+        "result": result,
+        "provenance": {"device": device},
+    }
+
+
+def _result_of(
+    run: PlannedRun,
+    data: TokenizedData,
+    select_only: bool,
+    trials: list[dict[str, Any]],
+    chosen: dict[str, Any],
+    finished: dict[str, Any],
+) -> dict[str, Any]:
+    """A finished run's result: what was trained (all trials), what was chosen, what the chosen weights scored."""
+    outcome = chosen["outcome"]
+    result = {
+        **chosen["params"],
+        "status": finished["status"],
+        "note": finished["note"],
+        "chosen_lr": chosen["lr"],
+        **_times(trials),
+        **{k: outcome[k] for k in ("train_it_per_s", "eval_it_per_s", "train_samples_per_s", "epochs")},
+        "train_log": outcome.get("steps", []),  # [step, loss, lr] of the chosen trial
+    }
+    if len(trials) > 1 or select_only:
+        result["trials"] = [{"lr": t["lr"], "status": t["outcome"]["status"], "epochs": t["outcome"]["epochs"]} for t in trials]
+    if outcome["best_epoch"] is not None:  # what was chosen on dev, and why
+        dev = outcome["epochs"][outcome["best_epoch"] - 1]
+        result.update(
+            chosen_epoch=outcome["best_epoch"],
+            dev_accuracy=dev["accuracy"],
+            dev_f1_macro=dev["f1_macro"],
+            dev_loss=dev["eval_loss"],
+        )
+    result.update(_scores(data, outcome, finished))
+    if "adapter_size_mb" in finished:
+        result.update(adapter_size_mb=finished["adapter_size_mb"], weights_dir=run.run_id)
+    return result
+
+
+def _times(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Training and evaluation time of every trial: what the run cost, whichever rate was chosen."""
+    train_time = sum(t["outcome"]["train_time_s"] for t in trials)
+    eval_time = sum(t["outcome"]["eval_time_s"] for t in trials)
+    return {
+        "train_steps": sum(t["outcome"]["train_steps"] for t in trials),
+        "train_time_s": train_time,
+        "eval_time_s": eval_time,
+        "total_time_s": train_time + eval_time,
+        "train_time_min": train_time / 60,
+        "total_time_min": (train_time + eval_time) / 60,
+    }
+
+
+def _scores(data: TokenizedData, outcome: dict[str, Any], finished: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a run is judged by: of the test split when there is one (read once, for the choice),
+    else of the last evaluation of the held-out split (the reference protocol)."""
+    if "test" in finished:
+        test = finished["test"]
+        references = [example["labels"] for example in data.test or []]
+        scores = {"predictions": finished["predictions"], "references": references, "predictions_split": "test"}
+        return {**scores, "test": test, **{k: test[k] for k in TEST_METRICS}}
+    if outcome["epochs"] and data.test is None:
+        last = outcome["epochs"][-1]
+        references = [example["labels"] for example in data.eval]
+        scores = {"predictions": outcome["predictions"], "references": references, "predictions_split": "eval"}
+        return {**{k: last[k] for k in TEST_METRICS}, **scores}
+    return {}
