@@ -42,8 +42,7 @@ PROTOCOL = ["--preset", "tuned", "--max-train-samples", "3072", "--max-eval-samp
 def cpu_line() -> str:
     import torch
 
-    from peftbench.hardware import cpu_flags
-    from peftbench.hardware import device_description
+    from peftbench.hardware import cpu_flags, device_description
 
     flags = " ".join(cpu_flags()) or "none of avx2/avx512/amx"
     return f"cpu: {device_description(torch.device('cpu'))['name']}, {os.cpu_count()} cores, flags {flags}"
@@ -51,10 +50,23 @@ def cpu_line() -> str:
 
 def run(args: argparse.Namespace, execution: str, seed: int, extra: list[str]) -> None:
     command = [
-        sys.executable, "-m", "peftbench.cli", "run", "--model", args.model, "--methods", args.methods,
-        "--seeds", str(seed), "--out", str(args.out / execution), "--no-progress",
-        *PROTOCOL, *EXECUTION_OPTIONS[execution], *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "peftbench.cli",
+        "run",
+        "--model",
+        args.model,
+        "--methods",
+        args.methods,
+        "--seeds",
+        str(seed),
+        "--out",
+        str(args.out / execution),
+        "--no-progress",
+        *PROTOCOL,
+        *EXECUTION_OPTIONS[execution],
+        *extra,
+    ]
     print("$", " ".join(command[1:]), flush=True)
     done = subprocess.run(command)
     if done.returncode not in (0, 1):  # 1: some run failed, which the table shows
@@ -79,7 +91,11 @@ def table(args: argparse.Namespace, executions: list[str], seeds: list[int], ext
     rows = []
     for execution in executions:
         for method in args.methods.split(","):
-            found = [r for r in records(args.out / execution) if r["config"]["method"] == method and r["config"]["train"]["seed"] in seeds]
+            found = [
+                r
+                for r in records(args.out / execution)
+                if r["config"]["method"] == method and r["config"]["train"]["seed"] in seeds
+            ]
             found.sort(key=lambda r: r["config"]["train"]["seed"])
             dev = [r["result"]["dev_accuracy"] for r in found if r["result"].get("dev_accuracy") is not None]
             rates = [r["result"]["train_samples_per_s"] for r in found if r["result"].get("train_samples_per_s")]
@@ -87,12 +103,28 @@ def table(args: argparse.Namespace, executions: list[str], seeds: list[int], ext
             resolved = sorted({r["result"].get("precision_used", "?") for r in found})
             statuses = ",".join(r["result"]["status"] for r in found)
             commits = ",".join(sorted({(r["provenance"].get("git_commit") or "?")[:7] for r in found}))
-            rows.append((method, execution, "/".join(resolved), " ".join(f"{v:.4f}" for v in dev), mean_std(dev), statuses, commits))
-    print(f"{'method':14} {'execution':10} {'precision':9} {'dev accuracy per seed':28} {'mean ± std':18} {'samples/s':>9} {'× ref':>6}  status, commit")
+            rows.append(
+                (
+                    method,
+                    execution,
+                    "/".join(resolved),
+                    " ".join(f"{v:.4f}" for v in dev),
+                    mean_std(dev),
+                    statuses,
+                    commits,
+                )
+            )
+    print(
+        f"{'method':14} {'execution':10} {'precision':9} {'dev accuracy per seed':28} {'mean ± std':18} "
+        f"{'samples/s':>9} {'× ref':>6}  status, commit"
+    )
     for method, execution, precision, per_seed, summary, statuses, commits in rows:
         speed = speeds[(method, execution)]
         ratio = speed / speeds.get((method, "reference"), float("nan"))
-        print(f"{method:14} {execution:10} {precision:9} {per_seed:28} {summary:18} {speed:9.1f} {ratio:6.2f}  {statuses}, {commits}")
+        print(
+            f"{method:14} {execution:10} {precision:9} {per_seed:28} {summary:18} {speed:9.1f} {ratio:6.2f}  "
+            f"{statuses}, {commits}"
+        )
 
 
 def main() -> None:
@@ -106,7 +138,11 @@ def main() -> None:
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     executions = args.executions.split(",")
-    unknown = [e for e in executions if e not in EXECUTION_OPTIONS and not (args.table_only and e in EXECUTION_OPTIONS_SHOWN_ONLY)]
+    unknown = [
+        e
+        for e in executions
+        if e not in EXECUTION_OPTIONS and not (args.table_only and e in EXECUTION_OPTIONS_SHOWN_ONLY)
+    ]
     if unknown:
         parser.error(f"unknown execution(s) {', '.join(unknown)}; choose from {', '.join(EXECUTION_OPTIONS)}")
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -40,11 +40,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from peftbench.models import classifier as models  # noqa: E402
 from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
 from peftbench.hardware import describe, resolve_attention, resolve_precision  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
+from peftbench.models import classifier as models  # noqa: E402
 from peftbench.run.loop import EXAMPLE_INDEX, build_loaders, build_optimizer  # noqa: E402
 
 ALLOCATORS = {  # LD_PRELOAD libraries of Debian/Ubuntu's libjemalloc2 and libtcmalloc-minimal4
@@ -56,7 +56,10 @@ ALLOCATORS = {  # LD_PRELOAD libraries of Debian/Ubuntu's libjemalloc2 and libtc
 def cpu_line() -> str:
     """The CPU and what `auto` resolves to on it, as every run's provenance records them (peftbench.hardware)."""
     cpu = describe(torch.device("cpu"))
-    return f"{cpu['name']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags']) or 'none of avx2/avx512/amx'}, auto -> {cpu['auto']['precision']}"
+    return (
+        f"{cpu['name']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags']) or 'none of avx2/avx512/amx'}, auto "
+        f"-> {cpu['auto']['precision']}"
+    )
 
 
 # --- 1. threads and allocator -------------------------------------------------------------------------------
@@ -75,8 +78,22 @@ def settings() -> dict[str, dict[str, str]]:
 
 def time_variant_b(model: str, method: str, env: dict[str, str], samples: int) -> dict[str, float]:
     """bench_train.py's (b) in a process of its own, under env: its samples/s and real tokens/s."""
-    command = [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--model", model, "--method", method,
-               "--variants", "b", "--rounds", "1", "--samples", str(samples), "--memory", "round"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_train.py"),
+        "--model",
+        model,
+        "--method",
+        method,
+        "--variants",
+        "b",
+        "--rounds",
+        "1",
+        "--samples",
+        str(samples),
+        "--memory",
+        "round",
+    ]
     done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"bench_train.py failed under {env}: {done.stderr.strip().splitlines()[-1:]}")
@@ -90,7 +107,9 @@ def threads_and_allocators(args: argparse.Namespace) -> None:
     missing = [name for name, library in ALLOCATORS.items() if not Path(library).exists()]
     print("\n1. threads and allocator: bench_train.py (b) alone, fresh process per setting")
     if missing:
-        print(f"   not installed here, left out: {', '.join(missing)} (apt-get install libjemalloc2 libtcmalloc-minimal4)")
+        print(
+            f"   not installed here, left out: {', '.join(missing)} (apt-get install libjemalloc2 libtcmalloc-minimal4)"
+        )
     for method in args.methods:
         measured: dict[str, list[float]] = {name: [] for name in chosen}
         for _ in range(args.rounds):
@@ -99,7 +118,10 @@ def threads_and_allocators(args: argparse.Namespace) -> None:
         default = statistics.median(next(iter(measured.values())))
         for name, values in measured.items():
             median = statistics.median(values)
-            print(f"   {method:5} {name:42} {median:7.2f} samples/s  ratio {median / default:.2f}  (rounds: {', '.join(f'{v:.2f}' for v in values)})")
+            print(
+                f"   {method:5} {name:42} {median:7.2f} samples/s  ratio {median / default:.2f}  (rounds: "
+                f"{', '.join(f'{v:.2f}' for v in values)})"
+            )
 
 
 # --- shared by 2 and 3 -------------------------------------------------------------------------------------
@@ -113,7 +135,13 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     parts = split(load_labeled_texts(DataConfig()), DataConfig(max_eval_samples=64))
     train = tokenize(tokenizer, parts.train, args.max_length)
     collator = models.Collator(tokenizer, models.is_decoder(model_config))
-    return {"name": name, "tokenizer": tokenizer, "train": train, "collator": collator, "labels": parts.train.label_names}
+    return {
+        "name": name,
+        "tokenizer": tokenizer,
+        "train": train,
+        "collator": collator,
+        "labels": parts.train.label_names,
+    }
 
 
 # --- 2. packing ----------------------------------------------------------------------------------------------
@@ -132,15 +160,26 @@ def packing(loaded: dict[str, Any], args: argparse.Namespace) -> None:
     train, collator = loaded["train"], loaded["collator"]
     config = TrainConfig(batch_size=args.batch_size)
     grouped, _ = build_loaders(train, train[:1], collator, config)
-    random_batches = DataLoader(train, batch_size=args.batch_size, shuffle=True, collate_fn=collator, generator=torch.Generator().manual_seed(0))
+    random_batches = DataLoader(
+        train, batch_size=args.batch_size, shuffle=True, collate_fn=collator, generator=torch.Generator().manual_seed(0)
+    )
     lengths = [len(e["input_ids"]) for e in train]
     sampler = LengthGroupedSampler(args.batch_size, lengths=lengths, generator=torch.Generator().manual_seed(0))
     trainer_batches = DataLoader(train, batch_size=args.batch_size, sampler=sampler, collate_fn=collator)
-    print(f"\n2. packing: padding in one epoch over all {len(train)} training examples, batch {args.batch_size}, max_length {args.max_length}")
-    for name, loader in (("peftbench length groups", grouped), ("reference random batches", random_batches), ("Trainer group_by_length", trainer_batches)):
+    print(
+        f"\n2. packing: padding in one epoch over all {len(train)} training examples, batch {args.batch_size}, "
+        f"max_length {args.max_length}"
+    )
+    for name, loader in (
+        ("peftbench length groups", grouped),
+        ("reference random batches", random_batches),
+        ("Trainer group_by_length", trainer_batches),
+    ):
         share, mean_tokens = padding_share(list(loader))
-        print(f"   {name:26} padding {share:6.1%} of tokens computed; packing could save at most {1 / (1 - share):.3f}x "
-              f"(mean {mean_tokens:.1f} real tokens a review)")  # fmt: skip
+        print(
+            f"   {name:26} padding {share:6.1%} of tokens computed; packing could save at most {1 / (1 - share):.3f}x "
+            f"(mean {mean_tokens:.1f} real tokens a review)"
+        )
 
 
 # --- 3. frozen work ------------------------------------------------------------------------------------------
@@ -180,11 +219,16 @@ def frozen_work(loaded: dict[str, Any], args: argparse.Namespace) -> None:
     epoch = list(loader)
     chosen = torch.randperm(len(epoch), generator=torch.Generator().manual_seed(0))[: args.steps + 1].tolist()
     batches = [epoch[i] for i in chosen]
-    print(f"\n3. frozen work: one step taken apart, {args.steps} steps of {args.batch_size} (+1 warm-up), precision {precision}, attention {attention}")
+    print(
+        f"\n3. frozen work: one step taken apart, {args.steps} steps of {args.batch_size} (+1 warm-up), precision "
+        f"{precision}, attention {attention}"
+    )
     for method in args.methods:
         for dropout in (True, False):
             torch.manual_seed(0)
-            base = models.load_classifier(loaded["name"], len(loaded["labels"]), loaded["labels"], loaded["tokenizer"].pad_token_id, attention)
+            base = models.load_classifier(
+                loaded["name"], len(loaded["labels"]), loaded["labels"], loaded["tokenizer"].pad_token_id, attention
+            )
             model = REGISTRY[method].build(base)
             optimizer = build_optimizer(model, config, 1e-4, device)
             model.train()
@@ -194,8 +238,12 @@ def frozen_work(loaded: dict[str, Any], args: argparse.Namespace) -> None:
                         module.eval()
             parts = timed_parts(model, optimizer, batches, accelerator.autocast)
             step = sum(parts.values())
-            print(f"   {method:5} dropout {'on ' if dropout else 'off'}  step {step:.3f} s: forward {parts['forward']:.3f}, "
-                  f"backward {parts['backward']:.3f} ({parts['backward'] / parts['forward']:.2f}x forward), optimizer {parts['optimizer']:.3f}")  # fmt: skip
+            print(
+                f"   {method:5} dropout {'on ' if dropout else 'off'}  step {step:.3f} s: forward "
+                f"{parts['forward']:.3f}, "
+                f"backward {parts['backward']:.3f} ({parts['backward'] / parts['forward']:.2f}x forward), optimizer "
+                f"{parts['optimizer']:.3f}"
+            )
             del model, base, optimizer
 
 
@@ -213,8 +261,10 @@ def evaluation_cost(folder: Path) -> None:
         result, train = record["result"], TrainConfig(**record["config"]["train"])
         eval_s, total_s = result.get("eval_time_s", 0.0), result.get("total_time_s", 0.0)
         if total_s:
-            print(f"   {path.stem:28} evaluating {eval_s:6.1f} s of {total_s:6.1f} s ({eval_s / total_s:5.1%}); "
-                  f"{train.epochs} dev evaluations and one test, evaluation batch {train.eval_batch()}")  # fmt: skip
+            print(
+                f"   {path.stem:28} evaluating {eval_s:6.1f} s of {total_s:6.1f} s ({eval_s / total_s:5.1%}); "
+                f"{train.epochs} dev evaluations and one test, evaluation batch {train.eval_batch()}"
+            )
 
 
 # --- 5. dropout masks ---------------------------------------------------------------------------------------
@@ -235,7 +285,10 @@ def dropout_masks(args: argparse.Namespace) -> None:
         "uniform draw < p (rand_like)": lambda: rand_dropout(x, 0.1),
         "lane masks (peftbench)": lambda: lane_dropout(x, 0.1, True),
     }
-    print(f"\n5. dropout masks: one mask of {args.batch_size}x{args.max_length}x{hidden} = {x.numel():,} elements, p 0.1, median of 20")
+    print(
+        f"\n5. dropout masks: one mask of {args.batch_size}x{args.max_length}x{hidden} = {x.numel():,} elements, p "
+        "0.1, median of 20"
+    )
     for name, draw in ways.items():
         draw()  # warm-up
         times = []
@@ -256,7 +309,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="timed examples per bench_train process (default 384, quick 128)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the settings (default 2, quick 1)")
     parser.add_argument("--steps", type=int, help="timed steps taken apart (default 4, quick 2)")
-    parser.add_argument("--runs", type=Path, default=ROOT / "results" / "demo-fresh-clone", help="a folder of finished runs")
+    parser.add_argument(
+        "--runs", type=Path, default=ROOT / "results" / "demo-fresh-clone", help="a folder of finished runs"
+    )
     parser.add_argument("--only", default="12345", help="which parts to run, e.g. 23")
     args = parser.parse_args()
     args.methods = [m for m in args.methods.split(",") if m]

@@ -33,13 +33,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 from tiny_model import BERT_BASE, write_tiny_bert  # noqa: E402
 
 GRID = ["--methods", "lora,bitfit,ia3,full", "--seeds", "0,1", "--epochs", "1", "--no-progress"]
-SLICE = {"tiny": ["--max-train-samples", "512", "--max-eval-samples", "128", "--batch-size", "16", "--max-length", "64"],
-         "base": ["--max-train-samples", "2048", "--max-eval-samples", "512", "--batch-size", "32", "--max-length", "86"]}  # fmt: skip
+SLICE = {
+    "tiny": ["--max-train-samples", "512", "--max-eval-samples", "128", "--batch-size", "16", "--max-length", "64"],
+    "base": ["--max-train-samples", "2048", "--max-eval-samples", "512", "--batch-size", "32", "--max-length", "86"],
+}
 
 
 def variants(ray_cpus: int) -> dict[str, list[str]]:
-    return {"1 worker": ["--workers", "1"], "2 workers": ["--workers", "2"],
-            "ray": ["--executor", "ray", "--ray-num-cpus", str(max(1, (os.cpu_count() or 1) // ray_cpus))]}  # fmt: skip
+    return {
+        "1 worker": ["--workers", "1"],
+        "2 workers": ["--workers", "2"],
+        "ray": ["--executor", "ray", "--ray-num-cpus", str(max(1, (os.cpu_count() or 1) // ray_cpus))],
+    }
 
 
 def machine() -> str:
@@ -62,12 +67,26 @@ def machine() -> str:
 
 
 def run_grid(model: Path, out: Path, size: str, extra: list[str]) -> float:
-    command = [sys.executable, "-m", "peftbench.cli", "run", "--model", str(model), "--out", str(out), *GRID, *SLICE[size], *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "peftbench.cli",
+        "run",
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        *GRID,
+        *SLICE[size],
+        *extra,
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        sys.exit(f"bench_scale: {' '.join(extra)} failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+        sys.exit(
+            f"bench_scale: {' '.join(extra)} failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
+        )
     return seconds
 
 
@@ -75,7 +94,10 @@ def resolved(out: Path) -> str:
     record = json.loads(next((out / "runs").glob("*.json")).read_text(encoding="utf-8"))
     device = record["provenance"]["device"]
     auto = device.get("auto", {})
-    return f"device {device['type']}; auto: precision {auto.get('precision')} ({auto.get('precision_why')}), attention {auto.get('attention')}"
+    return (
+        f"device {device['type']}; auto: precision {auto.get('precision')} ({auto.get('precision_why')}), "
+        f"attention {auto.get('attention')}"
+    )
 
 
 def main() -> None:
@@ -83,7 +105,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a local model folder (default: a random BERT of --size)")
     parser.add_argument("--size", choices=sorted(SLICE), default="tiny", help="random model size and data slice")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three variants")
-    parser.add_argument("--ray-cpus", type=int, default=2, help="Ray tasks at once on CPU (cores are split like --workers)")
+    parser.add_argument(
+        "--ray-cpus", type=int, default=2, help="Ray tasks at once on CPU (cores are split like --workers)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as scratch:
         model = args.model or write_tiny_bert(Path(scratch) / "model", **(BERT_BASE if args.size == "base" else {}))

@@ -46,15 +46,15 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from peftbench.models import classifier as models  # noqa: E402
 from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
-from peftbench.run.dropout import cheaper_dropout  # noqa: E402
 from peftbench.hardware import resolve_attention, resolve_dropout_masks, resolve_precision  # noqa: E402
-from peftbench.run.measure import PeakMemory, count_parameters, synchronize  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
-from peftbench.run.worker import PRECISION_TO_ACCELERATE  # noqa: E402
+from peftbench.models import classifier as models  # noqa: E402
+from peftbench.run.dropout import cheaper_dropout  # noqa: E402
 from peftbench.run.loop import EXAMPLE_INDEX, build_loaders, build_optimizer, store_frozen_weights_in, train_step  # noqa: E402
+from peftbench.run.measure import PeakMemory, count_parameters, synchronize  # noqa: E402
+from peftbench.run.worker import PRECISION_TO_ACCELERATE  # noqa: E402
 
 
 def matmul_peak_flops(dtype: torch.dtype, device: torch.device, size: int, repeats: int = 5) -> float:
@@ -179,8 +179,24 @@ def run_trainer_round(variant: Variant, device: torch.device, warmup_steps: int,
 
 
 def _memory_in_own_process(letter: str, args: argparse.Namespace, samples: int) -> float:
-    command = [sys.executable, __file__, "--model", args.model, "--method", args.method, "--batch-size", str(args.batch_size),
-               "--samples", str(min(samples, 4 * args.batch_size)), "--max-length", str(args.max_length), "--precision", args.precision, "--memory-of", letter]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--model",
+        args.model,
+        "--method",
+        args.method,
+        "--batch-size",
+        str(args.batch_size),
+        "--samples",
+        str(min(samples, 4 * args.batch_size)),
+        "--max-length",
+        str(args.max_length),
+        "--precision",
+        args.precision,
+        "--memory-of",
+        letter,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1].split()[-1])
 
@@ -189,20 +205,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--method", default="lora", choices=sorted(REGISTRY))
-    parser.add_argument("--quick", action="store_true", help="fewer samples and one round: under 2 minutes on a 2-core CPU")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer samples and one round: under 2 minutes on a 2-core CPU"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--samples", type=int, help="timed training examples per round (default 640, quick 256)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per variant (default 3, quick 1)")
     parser.add_argument("--max-length", type=int, default=86)
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--precision", default="auto", help="of the peftbench loop: auto, or fp32 for what a CPU without AVX512-BF16/AMX runs")
     parser.add_argument(
-        "--memory", choices=["process", "round"], default="process",
+        "--precision",
+        default="auto",
+        help="of the peftbench loop: auto, or fp32 for what a CPU without AVX512-BF16/AMX runs",
+    )
+    parser.add_argument(
+        "--memory",
+        choices=["process", "round"],
+        default="process",
         help="peak memory of each variant measured in a process of its own (exact), or during its rounds in this one "
         "(quicker; on a CPU an earlier variant's freed memory can hide part of a later one's peak)",
-    )  # fmt: skip
-    parser.add_argument("--variants", default="abc", help="which variants to run, e.g. b alone (benchmarks/bench_options.py times b under settings)")
-    parser.add_argument("--memory-of", choices=["a", "b", "c"], help=argparse.SUPPRESS)  # internal: one variant, fresh process
+    )
+    parser.add_argument(
+        "--variants",
+        default="abc",
+        help="which variants to run, e.g. b alone (benchmarks/bench_options.py times b under settings)",
+    )
+    parser.add_argument(
+        "--memory-of", choices=["a", "b", "c"], help=argparse.SUPPRESS
+    )  # internal: one variant, fresh process
     args = parser.parse_args()
     samples = args.samples or (256 if args.quick else 640)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -260,7 +290,10 @@ def main() -> None:
         train_loader, eval_loader = build_loaders(train, eval_, collator, config)
         optimizer = build_optimizer(model, config, args.lr, accelerator.device)
         scheduler = get_constant_schedule(optimizer)
-        model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, eval_loader, scheduler)
+        model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+            model, optimizer, train_loader, eval_loader, scheduler
+        )
+
         def step(batch: dict[str, Any]) -> None:
             with cheaper_dropout(dropout_masks == "lanes"):
                 train_step(model, batch, optimizer, scheduler, accelerator)
@@ -296,21 +329,40 @@ def main() -> None:
             return batch
 
         clock = _StepClock(device)
-        callback = type("StepClock", (TrainerCallback,), {"on_step_begin": clock.on_step_begin, "on_step_end": clock.on_step_end})()
+        callback = type(
+            "StepClock", (TrainerCallback,), {"on_step_begin": clock.on_step_begin, "on_step_end": clock.on_step_end}
+        )()
         arguments = TrainingArguments(
-            output_dir=str(Path(tempfile.mkdtemp(prefix="bench-trainer-"))), per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=args.batch_size, learning_rate=args.lr, max_steps=steps, lr_scheduler_type="constant",
-            bf16=trainer_precision == "bf16", fp16=trainer_precision == "fp16", optim="adamw_torch_fused",
-            train_sampling_strategy="sequential", eval_strategy="no", save_strategy="no", logging_strategy="no",
-            report_to=[], disable_tqdm=True, dataloader_num_workers=0, use_cpu=device.type == "cpu", seed=0,
-        )  # fmt: skip
+            output_dir=str(Path(tempfile.mkdtemp(prefix="bench-trainer-"))),
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.batch_size,
+            learning_rate=args.lr,
+            max_steps=steps,
+            lr_scheduler_type="constant",
+            bf16=trainer_precision == "bf16",
+            fp16=trainer_precision == "fp16",
+            optim="adamw_torch_fused",
+            train_sampling_strategy="sequential",
+            eval_strategy="no",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            use_cpu=device.type == "cpu",
+            seed=0,
+        )
         chosen = [train[i] for i in trainer_epoch_examples(steps)]
         columns = {k: [e[k] for e in chosen] for k in chosen[0]}
         eval_columns = {k: [e[k] for e in eval_] for k in eval_[0]}
         trainer = Trainer(
-            model=model, args=arguments, train_dataset=Dataset.from_dict(columns), eval_dataset=Dataset.from_dict(eval_columns),
-            data_collator=collate, callbacks=[callback],
-        )  # fmt: skip
+            model=model,
+            args=arguments,
+            train_dataset=Dataset.from_dict(columns),
+            eval_dataset=Dataset.from_dict(eval_columns),
+            data_collator=collate,
+            callbacks=[callback],
+        )
         trainer.remove_callback(PrinterCallback)  # its dict of train/eval metrics would break this script's table
         return trainer, clock, collated
 
@@ -341,10 +393,19 @@ def main() -> None:
     peak_size = 4096 if device.type == "cuda" else 1536
     # only the precisions a variant runs at: bf16 on a CPU without AVX512-BF16/AMX is emulated, and a product
     # of this size then takes a minute
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16 if device.type == "cuda" else torch.float32}
-    peaks = {name: matmul_peak_flops(dtypes[name], device, peak_size) for name in sorted({v.precision for v in variants.values()})}
+    dtypes = {
+        "fp32": torch.float32,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16 if device.type == "cuda" else torch.float32,
+    }
+    peaks = {
+        name: matmul_peak_flops(dtypes[name], device, peak_size)
+        for name in sorted({v.precision for v in variants.values()})
+    }
 
-    print(f"model {args.model} ({total:,} parameters, {trainable:,} trainable with {args.method}), device {device.type}")
+    print(
+        f"model {args.model} ({total:,} parameters, {trainable:,} trainable with {args.method}), device {device.type}"
+    )
     print(
         f"peftbench loop: precision {precision}, attention {attention}, dropout masks {dropout_masks}, "
         f"length-grouped batches {config.group_by_length}"
@@ -358,7 +419,10 @@ def main() -> None:
         for letter, variant in variants.items():  # interleaved, so drift of the machine hits all alike
             rounders[letter](variant, device, warmup_steps, timed_steps)
 
-    print(f"{'variant':20} {'samples/s':>10} {'real tok/s':>11} {'%peak':>7} {'peak MB':>8} {'eval samples/s':>15} precision")
+    print(
+        f"{'variant':20} {'samples/s':>10} {'real tok/s':>11} {'%peak':>7} {'peak MB':>8} {'eval samples/s':>15} "
+        "precision"
+    )
     summary = {}
     for letter, variant in variants.items():
         median = {k: statistics.median(r[k] for r in variant.rounds) for k in variant.rounds[0]}

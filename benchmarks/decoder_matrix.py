@@ -1,7 +1,7 @@
 """Which method runs on which decoder family: every method of the registry, two optimiser steps each at bf16
-(the precision whose frozen weights are cast, norm layers kept fp32), on tiny random decoders of seven families built from
-configs (tests/tiny_model.py), through the worker a grid uses. Prints a Markdown table (README's) and the
-reason of each failure.
+(the precision whose frozen weights are cast, norm layers kept fp32), on tiny random decoders of seven families
+built from configs (tests/tiny_model.py), through the worker a grid uses. Prints a Markdown table
+(docs/running.md's) and the reason of each failure.
 
     python benchmarks/decoder_matrix.py [--families llama,gpt2]
 
@@ -28,7 +28,9 @@ from peftbench.methods import REGISTRY  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default=",".join(DECODER_CONFIGS), help="comma-separated, of: " + ", ".join(DECODER_CONFIGS))
+    parser.add_argument(
+        "--families", default=",".join(DECODER_CONFIGS), help="comma-separated, of: " + ", ".join(DECODER_CONFIGS)
+    )
     families = [f for f in parser.parse_args().families.split(",") if f]
     import peft
     import torch

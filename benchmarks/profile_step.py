@@ -19,11 +19,11 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
 import torch  # noqa: E402
 from bench_scale import machine  # noqa: E402
 
-from peftbench.models import classifier as models  # noqa: E402
 from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
 from peftbench.hardware import resolve_precision  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
+from peftbench.models import classifier as models  # noqa: E402
 from peftbench.run.loop import build_loaders, build_optimizer, store_frozen_weights_in, train_step  # noqa: E402
 from peftbench.run.worker import PRECISION_TO_ACCELERATE  # noqa: E402
 
@@ -52,7 +52,9 @@ def main() -> int:
     accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision], cpu=True)
     labels = parts.train.label_names
     torch.manual_seed(0)
-    model = REGISTRY[args.method].build(models.load_classifier(name, len(labels), labels, tokenizer.pad_token_id, "eager"))
+    model = REGISTRY[args.method].build(
+        models.load_classifier(name, len(labels), labels, tokenizer.pad_token_id, "eager")
+    )
     if precision == "bf16" and config.frozen_weights_bf16:
         store_frozen_weights_in(model, torch.bfloat16)
     loader, _ = build_loaders(train, train[:8], models.Collator(tokenizer, models.is_decoder(config_hf)), config)

@@ -1,6 +1,6 @@
 """Lines per module and the longest functions of a source tree, for comparing layouts.
 
-    python scripts/code_stats.py [SRC_DIR] [--top N]"""
+python scripts/code_stats.py [SRC_DIR] [--top N]"""
 
 from __future__ import annotations
 

@@ -61,7 +61,10 @@ def main(package: str = "peftbench") -> int:
     edges = {m: set(graph.find_modules_directly_imported_by(m)) & nodes for m in nodes}
     imports = sum(len(targets) for targets in edges.values())
     cycles = [c for c in strongly_connected(nodes, edges) if len(c) > 1]
-    print(f"{package}: {len(nodes)} modules, {imports} imports between them (module and function level), {len(cycles)} cycle(s)")
+    print(
+        f"{package}: {len(nodes)} modules, {imports} imports between them (module and function level), {len(cycles)} "
+        "cycle(s)"
+    )
     for members in cycles:
         print(f"  cycle of {len(members)}: {', '.join(m.removeprefix(package + '.') for m in members)}")
     return 1 if cycles else 0

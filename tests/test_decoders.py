@@ -11,7 +11,14 @@ from decoders import family_matrix
 from tiny_model import DECODER_CONFIGS, write_tiny_decoder
 
 from peftbench.methods import GROUPS, REGISTRY
-from peftbench.models.classifier import Collator, configure_padding, is_decoder, load_classifier, load_config, load_tokenizer
+from peftbench.models.classifier import (
+    Collator,
+    configure_padding,
+    is_decoder,
+    load_classifier,
+    load_config,
+    load_tokenizer,
+)
 from peftbench.run.loop import store_frozen_weights_in
 
 FAMILIES = list(DECODER_CONFIGS)

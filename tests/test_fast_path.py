@@ -14,7 +14,17 @@ from peftbench.data import load_labeled_texts, split, tokenize
 from peftbench.hardware import resolve_dropout_masks, resolve_precision
 from peftbench.run.loop import EXAMPLE_INDEX, build_loaders, store_frozen_weights_in
 
-QUICK = ["--max-train-samples", "384", "--max-eval-samples", "128", "--batch-size", "32", "--max-length", "48", "--no-progress"]
+QUICK = [
+    "--max-train-samples",
+    "384",
+    "--max-eval-samples",
+    "128",
+    "--batch-size",
+    "32",
+    "--max-length",
+    "48",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +110,19 @@ def test_fast_path_reaches_the_loss_of_the_reference_path(tiny_model, tmp_path):
     results = {}
     for name in ("fast", "reference"):
         out = tmp_path / name
-        args = ["run", "--model", str(tiny_model), "--methods", "full", "--epochs", "3", "--lr", "1e-3", "--out", str(out)]
+        args = [
+            "run",
+            "--model",
+            str(tiny_model),
+            "--methods",
+            "full",
+            "--epochs",
+            "3",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(out),
+        ]
         assert main(args + QUICK + ["--execution", name, "--workers", "inline"]) == 0
         results[name] = json.loads((out / "runs" / "full__seed123.json").read_text(encoding="utf-8"))["result"]
     fast, reference = results["fast"], results["reference"]
@@ -118,7 +140,21 @@ def test_eval_loss_sum_does_not_depend_on_the_evaluation_batch(tiny_model, tmp_p
     sums = []
     for eval_batch in ("8", "128"):
         out = tmp_path / eval_batch
-        args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--eval-batch-size", eval_batch, "--out", str(out)]
+        args = [
+            "run",
+            "--model",
+            str(tiny_model),
+            "--methods",
+            "lora",
+            "--epochs",
+            "1",
+            "--eval-batch-size",
+            eval_batch,
+            "--out",
+            str(out),
+        ]
         assert main(args + QUICK + ["--precision", "fp32", "--workers", "inline"]) == 0
-        sums.append(json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]["eval_loss_sum"])
+        sums.append(
+            json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]["eval_loss_sum"]
+        )
     assert sums[0] == pytest.approx(sums[1], rel=1e-4)

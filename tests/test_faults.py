@@ -13,17 +13,36 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import worker_children
 
 from peftbench import cli
-from peftbench.execution.claims import HOST
 from peftbench.config.sections import DataConfig
 from peftbench.data import load_labeled_texts
 from peftbench.errors import UserError
-from processes import worker_children
+from peftbench.execution.claims import HOST
 
-QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress", "--epochs", "1"]
+QUICK = [
+    "--max-train-samples",
+    "64",
+    "--max-eval-samples",
+    "32",
+    "--batch-size",
+    "16",
+    "--max-length",
+    "32",
+    "--no-progress",
+    "--epochs",
+    "1",
+]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-REVIEWS = ["房间很干净，服务好", "太差了，不会再来", "位置方便，早餐不错", "隔音很差，床也脏", "性价比高，推荐", "前台态度恶劣"]
+REVIEWS = [
+    "房间很干净，服务好",
+    "太差了，不会再来",
+    "位置方便，早餐不错",
+    "隔音很差，床也脏",
+    "性价比高，推荐",
+    "前台态度恶劣",
+]
 
 
 def _run(tiny_model: Path, out: Path, *extra: str) -> list[str]:
@@ -50,18 +69,26 @@ def test_a_nan_label_in_csv_and_a_null_in_jsonl_are_missing_labels(tmp_path, cap
     csv = tmp_path / "nan.csv"
     csv.write_text("label,review\n1,好\n0,差\nNaN,一般\n", encoding="utf-8")
     jsonl = tmp_path / "null.jsonl"
-    jsonl.write_text('{"label": 1, "review": "好"}\n{"label": 0, "review": "差"}\n{"label": null, "review": "一般"}\n', encoding="utf-8")
+    jsonl.write_text(
+        '{"label": 1, "review": "好"}\n{"label": 0, "review": "差"}\n{"label": null, "review": "一般"}\n',
+        encoding="utf-8",
+    )
     for path in (csv, jsonl):
         with pytest.raises(UserError, match="1 row\\(s\\) have a missing label"):
             load_labeled_texts(DataConfig(source=str(path)))
-    code = cli.main(["run", "--model", "unused", "--data", str(csv), "--methods", "lora", "--out", str(tmp_path / "out")])
+    code = cli.main(
+        ["run", "--model", "unused", "--data", str(csv), "--methods", "lora", "--out", str(tmp_path / "out")]
+    )
     assert code == 2 and "missing label" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_jsonl_float_labels_read_as_integers(tmp_path):
     jsonl = tmp_path / "floats.jsonl"
-    jsonl.write_text("".join(json.dumps({"label": float(i % 2), "review": text}) + "\n" for i, text in enumerate(REVIEWS)), encoding="utf-8")
+    jsonl.write_text(
+        "".join(json.dumps({"label": float(i % 2), "review": text}) + "\n" for i, text in enumerate(REVIEWS)),
+        encoding="utf-8",
+    )
     data = load_labeled_texts(DataConfig(source=str(jsonl)))
     assert data.label_names == ["0", "1"] and data.labels == [0, 1, 0, 1, 0, 1]
 
@@ -70,17 +97,27 @@ def test_a_gbk_file_runs_end_to_end_and_says_its_encoding(tiny_model, tmp_path):
     source = tmp_path / "gbk.csv"
     rows = [f"{i % 2},{REVIEWS[i % len(REVIEWS)]}{i}" for i in range(80)]
     source.write_bytes(("label,review\n" + "\n".join(rows) + "\n").encode("gbk"))
-    assert cli.main(_run(tiny_model, tmp_path / "out", "--data", str(source), "--methods", "bitfit", "--workers", "inline")) == 0
+    assert (
+        cli.main(
+            _run(tiny_model, tmp_path / "out", "--data", str(source), "--methods", "bitfit", "--workers", "inline")
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "out" / "runs" / "bitfit__seed123.json").read_text(encoding="utf-8"))
     assert record["data"]["encoding"] == "gb18030" and record["data"]["rows_read"] == 80
     report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
-    assert "(read as gb18030)" in report and f"truncates {record['data']['truncated_share']['train']:.1%} of train" in report
+    assert (
+        "(read as gb18030)" in report
+        and f"truncates {record['data']['truncated_share']['train']:.1%} of train" in report
+    )
 
 
 def test_an_undecodable_file_names_its_line_and_the_option(tmp_path, capsys):
     source = tmp_path / "broken.csv"
     source.write_bytes(b"label,review\n1,fine\n0,\xff\xfe\xff\n")
-    code = cli.main(["run", "--model", "unused", "--data", str(source), "--methods", "lora", "--out", str(tmp_path / "out")])
+    code = cli.main(
+        ["run", "--model", "unused", "--data", str(source), "--methods", "lora", "--out", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "line 3" in err and "--encoding" in err
     with pytest.raises(UserError, match="unknown --encoding"):
@@ -119,7 +156,9 @@ def test_a_rerun_removes_what_killed_processes_left(finished, tiny_model, tmp_pa
     os.utime(orphan, (old, old))
     fresh = out / "runs" / ".full__seed123.json.a1b2c3.tmp"  # could be another process's write under way
     fresh.write_text("{", encoding="utf-8")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     work = out / f".work-{HOST}-{dead}-abc123"
     (work / "lora__seed123" / "weights").mkdir(parents=True)
     alive = out / f".work-{HOST}-{os.getpid()}-def456"
@@ -151,14 +190,24 @@ def test_predict_warns_on_a_collapsed_run(finished, tmp_path, capsys):
         capsys.readouterr()
         assert cli.main(["predict", "--run", str(out / "lora__seed123"), "房间很干净"]) == 0
         captured = capsys.readouterr()
-        assert ("is collapsed" in captured.err) == (status == "collapsed") and len(captured.out.strip().splitlines()) == 1
+        assert ("is collapsed" in captured.err) == (status == "collapsed") and len(
+            captured.out.strip().splitlines()
+        ) == 1
 
 
 def test_predict_prints_the_data_s_label_names(tiny_model, tmp_path, capsys):
     source = tmp_path / "named.jsonl"
     names = ["negative", "positive"]
-    source.write_text("".join(json.dumps({"label": names[i % 2], "review": f"{REVIEWS[i % 6]}{i}"}) + "\n" for i in range(80)), encoding="utf-8")
-    assert cli.main(_run(tiny_model, tmp_path / "out", "--data", str(source), "--methods", "bitfit", "--workers", "inline")) == 0
+    source.write_text(
+        "".join(json.dumps({"label": names[i % 2], "review": f"{REVIEWS[i % 6]}{i}"}) + "\n" for i in range(80)),
+        encoding="utf-8",
+    )
+    assert (
+        cli.main(
+            _run(tiny_model, tmp_path / "out", "--data", str(source), "--methods", "bitfit", "--workers", "inline")
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["predict", "--run", str(tmp_path / "out" / "bitfit__seed123"), "房间很干净", "太差了"]) == 0
     assert {line.split("\t")[0] for line in capsys.readouterr().out.strip().splitlines()} <= set(names)
@@ -167,7 +216,9 @@ def test_predict_prints_the_data_s_label_names(tiny_model, tmp_path, capsys):
 # --- a full disk ---------------------------------------------------------------------------------------
 
 
-def test_too_little_space_stops_before_training_and_keeps_finished_runs(finished, tiny_model, tmp_path, monkeypatch, capsys):
+def test_too_little_space_stops_before_training_and_keeps_finished_runs(
+    finished, tiny_model, tmp_path, monkeypatch, capsys
+):
     out = _copy(finished, tmp_path)
     from peftbench.runner import scheduling
 
@@ -184,7 +235,12 @@ def _small_tmpfs(path: Path, size: str) -> bool:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
     path.mkdir()
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_torn_folder(finished, tiny_model, tmp_path):
@@ -192,7 +248,19 @@ def test_a_full_disk_is_one_line_and_leaves_no_torn_folder(finished, tiny_model,
     if not _small_tmpfs(disk, "2m"):
         pytest.skip("needs root and tmpfs to mount a small file system")
     try:
-        command = [sys.executable, "-m", "peftbench.cli", "run", "--model", str(tiny_model), "--out", str(disk / "out"), *QUICK, "--methods", "lora"]
+        command = [
+            sys.executable,
+            "-m",
+            "peftbench.cli",
+            "run",
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(disk / "out"),
+            *QUICK,
+            "--methods",
+            "lora",
+        ]
         done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert "not enough free space" in done.stderr.strip().splitlines()[-1]
@@ -206,8 +274,15 @@ def test_a_full_disk_is_one_line_and_leaves_no_torn_folder(finished, tiny_model,
                     handle.write(b"\0" * 65536)
             except OSError:
                 pass
-        done = subprocess.run([sys.executable, "-m", "peftbench.cli", "report", str(disk / "full")], env=ENV, capture_output=True, text=True)
-        assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        done = subprocess.run(
+            [sys.executable, "-m", "peftbench.cli", "report", str(disk / "full")],
+            env=ENV,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, (
+            done.stderr
+        )
         assert "No space left on device" in done.stderr
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
@@ -226,8 +301,22 @@ def _worker_started(grid: subprocess.Popen, deadline: float) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker process through /proc (Linux)")
 def test_ctrl_c_twice_prints_the_message_only(tiny_model, tmp_path):
-    command = [sys.executable, "-m", "peftbench.cli", "run", "--model", str(tiny_model), "--out", str(tmp_path), *QUICK, "--methods", "lora,bitfit"]
-    grid = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "peftbench.cli",
+        "run",
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(tmp_path),
+        *QUICK,
+        "--methods",
+        "lora,bitfit",
+    ]
+    grid = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     assert _worker_started(grid, time.monotonic() + 120)
     time.sleep(1.0)
     for _ in range(2):  # what a terminal does: SIGINT to the whole foreground group, grid and worker alike
@@ -241,8 +330,21 @@ def test_ctrl_c_twice_prints_the_message_only(tiny_model, tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker process through /proc (Linux)")
 def test_sigterm_is_handled_like_ctrl_c_and_keeps_finished_runs(tiny_model, tmp_path):
-    command = [sys.executable, "-m", "peftbench.cli", "run", "--model", str(tiny_model), "--out", str(tmp_path), *QUICK,
-               "--methods", "bitfit,lora,ia3", "--max-train-samples", "1024"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "peftbench.cli",
+        "run",
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(tmp_path),
+        *QUICK,
+        "--methods",
+        "bitfit,lora,ia3",
+        "--max-train-samples",
+        "1024",
+    ]
     grid = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not list((tmp_path / "runs").glob("*.json")) and time.monotonic() < deadline and grid.poll() is None:

@@ -15,7 +15,19 @@ from peftbench.config.sections import DataConfig
 from peftbench.data import length_keeping, load_labeled_texts, split, tokenize
 from peftbench.models.classifier import load_tokenizer
 
-QUICK = ["--max-train-samples", "48", "--max-eval-samples", "24", "--batch-size", "16", "--epochs", "1", "--no-progress", "--workers", "inline"]
+QUICK = [
+    "--max-train-samples",
+    "48",
+    "--max-eval-samples",
+    "24",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "1",
+    "--no-progress",
+    "--workers",
+    "inline",
+]
 NLI = [  # premise, hypothesis, label: a 3-class text-pair task with string labels
     ("房间很干净，服务很好", "这家酒店不错", "entailment"),
     ("房间很干净，服务很好", "这家酒店很脏", "contradiction"),
@@ -32,7 +44,10 @@ def _runs(out: Path) -> dict[str, dict]:
 
 def _reviews(rows: int = 80) -> pd.DataFrame:
     data = load_labeled_texts(DataConfig())  # sorted by label: rows from both ends hold both classes
-    texts, labels = data.texts[: rows // 2] + data.texts[-rows // 2 :], data.labels[: rows // 2] + data.labels[-rows // 2 :]
+    texts, labels = (
+        data.texts[: rows // 2] + data.texts[-rows // 2 :],
+        data.labels[: rows // 2] + data.labels[-rows // 2 :],
+    )
     return pd.DataFrame({"review": texts, "label": labels})
 
 
@@ -55,7 +70,12 @@ def _saved_dataset(folder: Path) -> Path:
 def test_a_parquet_file_and_a_saved_datasets_folder_run_end_to_end(tiny_model, tmp_path, make):
     source = make(tmp_path)
     out = tmp_path / "out"
-    assert cli.main(["run", "--model", str(tiny_model), "--data", str(source), "--methods", "bitfit", "--out", str(out), *QUICK]) == 0
+    assert (
+        cli.main(
+            ["run", "--model", str(tiny_model), "--data", str(source), "--methods", "bitfit", "--out", str(out), *QUICK]
+        )
+        == 0
+    )
     record = _runs(out)["bitfit__seed123"]
     assert record["result"]["status"] in ("ok", "collapsed") and record["data"]["rows_read"] == 80
     expected = ["negative", "positive"] if make is _saved_dataset else ["0", "1"]  # ClassLabel names travel
@@ -71,7 +91,18 @@ def test_string_labels_of_three_classes_and_text_pairs_end_to_end(tiny_model, tm
     rows = [{"premise": p, "hypothesis": h, "label": y} for _ in range(10) for p, h, y in NLI]
     source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "out"
-    args = ["--data", source, "--text-column", "premise", "--text-pair-column", "hypothesis", "--methods", "lora", "--preset", "tuned"]
+    args = [
+        "--data",
+        source,
+        "--text-column",
+        "premise",
+        "--text-pair-column",
+        "hypothesis",
+        "--methods",
+        "lora",
+        "--preset",
+        "tuned",
+    ]
     assert cli.main(["run", "--model", str(tiny_model), "--out", str(out), *map(str, args), *QUICK]) == 0
     record = _runs(out)["lora__seed123"]
     assert record["data"]["label_names"] == ["contradiction", "entailment", "neutral"] and record["data"]["text_pair"]
@@ -99,7 +130,9 @@ def test_max_length_auto_keeps_the_stated_share_whole(tiny_model, tmp_path):
     assert cli.main([*args, "--max-length", "auto", "--max-length-keep", "0.5"]) == 0
     data = _runs(out)["bitfit__seed123"]["data"]
     assert data["max_length"] < 128 and data["truncated_share"]["train"] <= 0.5
-    assert "auto: the shortest that keeps 50% of training texts whole" in (out / "report.md").read_text(encoding="utf-8")
+    assert "auto: the shortest that keeps 50% of training texts whole" in (out / "report.md").read_text(
+        encoding="utf-8"
+    )
 
 
 # --- config files --------------------------------------------------------------------------------------
@@ -118,7 +151,9 @@ def test_a_written_config_runs_the_same_grid_again(tiny_model, tmp_path):
     assert "lr-grid:\n- 0.001\n- 0.003\n" in written.read_text(encoding="utf-8")  # the rates, parsed once
     assert cli.main(["run", "--config", str(written), "--out", str(second), "--no-progress"]) == 0
     fingerprints = {name: r["config_fingerprint"] for name, r in _runs(first).items()}
-    assert len(fingerprints) == 4 and fingerprints == {name: r["config_fingerprint"] for name, r in _runs(second).items()}
+    assert len(fingerprints) == 4 and fingerprints == {
+        name: r["config_fingerprint"] for name, r in _runs(second).items()
+    }
     # a typed option wins over the file, and makes another experiment
     third = tmp_path / "third"
     assert cli.main(["run", "--config", str(written), "--out", str(third), "--epochs", "2", "--no-progress"]) == 0
@@ -130,7 +165,11 @@ def test_config_file_errors_are_one_line(tmp_path, capsys):
     typo = tmp_path / "typo.json"
     typo.write_text(json.dumps({"model": "x", "learning_rate": 1e-3}), encoding="utf-8")
     assert cli.main(["run", "--config", str(typo)]) == 2
-    assert capsys.readouterr().err.strip().endswith("unknown key 'learning_rate'; the keys are the options of `peftbench run` (see --help)")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("unknown key 'learning_rate'; the keys are the options of `peftbench run` (see --help)")
+    )
     listed = tmp_path / "list.yaml"
     listed.write_text("- lora\n", encoding="utf-8")
     assert cli.main(["run", "--config", str(listed)]) == 2

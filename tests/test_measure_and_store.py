@@ -3,10 +3,10 @@ import subprocess
 
 import torch
 
-from peftbench.models import classifier as models
 from peftbench.config.sections import TrainConfig, as_dict
-from peftbench.run.measure import PeakMemory
 from peftbench.files import write_atomic
+from peftbench.models import classifier as models
+from peftbench.run.measure import PeakMemory
 from peftbench.store.identity import fingerprint, protocol_differences
 from peftbench.store.provenance import git_state
 from peftbench.store.runs import ResultStore
@@ -33,15 +33,26 @@ def test_atomic_write_replaces_whole_files_only(tmp_path):
 
 def _config(**train):
     return {
-        "model": "m", "method": "lora", "method_hyperparameters": {"r": 8}, "peft_config_class": "LoraConfig", "lr": 1e-3,
-        "preset": "seed", "data": {"source": "a.csv", "max_length": 86, "sha256": "abc"},
+        "model": "m",
+        "method": "lora",
+        "method_hyperparameters": {"r": 8},
+        "peft_config_class": "LoraConfig",
+        "lr": 1e-3,
+        "preset": "seed",
+        "data": {"source": "a.csv", "max_length": 86, "sha256": "abc"},
         "train": {**as_dict(TrainConfig(seed=1)), **train},
-    }  # fmt: skip
+    }
 
 
 def _record(method, status, **train):
     config = {**_config(**train), "method": method}
-    return {"schema_version": 2, "run_id": f"{method}__seed1", "config": config, "config_fingerprint": fingerprint(config), "result": {"status": status}}
+    return {
+        "schema_version": 2,
+        "run_id": f"{method}__seed1",
+        "config": config,
+        "config_fingerprint": fingerprint(config),
+        "result": {"status": status},
+    }
 
 
 def test_store_keeps_failures_apart_and_skips_unreadable_runs(tmp_path):
@@ -62,8 +73,12 @@ def test_identity_is_the_experiment_not_how_it_was_executed():
     fast = _config(execution="fast", precision="bf16", group_by_length=True, eval_batch_size=256)
     assert fingerprint(base) == fingerprint(fast)
     assert protocol_differences({"config": base, "data": {}}, fast) == []
-    for changed in (_config(epochs=4), {**base, "lr": 2e-3}, {**base, "data": {**base["data"], "sha256": "abd"}},
-                    {**base, "model_identity": {"config_sha256": "x", "weights": {"model.safetensors": 10}}}):  # fmt: skip
+    for changed in (
+        _config(epochs=4),
+        {**base, "lr": 2e-3},
+        {**base, "data": {**base["data"], "sha256": "abd"}},
+        {**base, "model_identity": {"config_sha256": "x", "weights": {"model.safetensors": 10}}},
+    ):
         assert fingerprint(changed) != fingerprint(base)
     differences = protocol_differences({"config": base, "data": {}}, _config(epochs=4))
     assert differences == ["train.epochs: 3 → 4"]
@@ -79,7 +94,9 @@ def test_a_field_added_later_with_its_old_behaviour_as_default_keeps_old_runs_va
     assert "label_smoothing" in new["train"] and "label_smoothing" not in old["train"]
     assert protocol_differences({"config": old, "data": {}}, new, NewerTrainConfig) == []
     smoothed = {**old, "train": as_dict(NewerTrainConfig(seed=1, label_smoothing=0.1))}
-    assert protocol_differences({"config": old, "data": {}}, smoothed, NewerTrainConfig) == ["train.label_smoothing: 0.0 → 0.1"]
+    assert protocol_differences({"config": old, "data": {}}, smoothed, NewerTrainConfig) == [
+        "train.label_smoothing: 0.0 → 0.1"
+    ]
 
 
 def test_model_identity_changes_when_the_folder_is_edited_in_place(tmp_path):
@@ -96,7 +113,9 @@ def test_model_identity_changes_when_the_folder_is_edited_in_place(tmp_path):
 
 def test_git_state_counts_edited_tracked_files_not_untracked_output(tmp_path):
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     assert git_state(tmp_path) == (None, None)
     git("init", "-q")

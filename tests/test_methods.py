@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from peftbench.errors import UserError
-from peftbench.run.measure import count_parameters
 from peftbench.methods import GROUPS, REGISTRY, parse_methods
 from peftbench.models.classifier import load_classifier
+from peftbench.run.measure import count_parameters
 
 
 def fresh(tiny_model, method_name):

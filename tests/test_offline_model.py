@@ -15,7 +15,12 @@ from peftbench.config.sections import DataConfig  # noqa: E402
 from peftbench.data import load_labeled_texts  # noqa: E402
 from peftbench.models.offline import _same_conversion, ensure_converted  # noqa: E402
 
-SENTENCES = ["房间很干净，服务也很好", "酒店的服务非常好，房间也很干净", "今天股市大跌，投资者损失惨重", "早餐太差了，再也不会来了"]
+SENTENCES = [
+    "房间很干净，服务也很好",
+    "酒店的服务非常好，房间也很干净",
+    "今天股市大跌，投资者损失惨重",
+    "早餐太差了，再也不会来了",
+]
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,39 @@ from peftbench.cli import main
 from peftbench.config.sections import DataConfig
 from peftbench.data import load_labeled_texts, split
 
-QUICK = ["--max-train-samples", "96", "--max-eval-samples", "40", "--batch-size", "16", "--max-length", "32", "--no-progress"]
+QUICK = [
+    "--max-train-samples",
+    "96",
+    "--max-eval-samples",
+    "40",
+    "--batch-size",
+    "16",
+    "--max-length",
+    "32",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
-    args = ["run", "--model", str(tiny_model), "--methods", "lora,prefix-tuning,bitfit,adalora", "--epochs", "1", "--lr", "1e-2",
-            "--precision", "fp32", "--out", str(out), "--workers", "inline"]  # fmt: skip
+    args = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--methods",
+        "lora,prefix-tuning,bitfit,adalora",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-2",
+        "--precision",
+        "fp32",
+        "--out",
+        str(out),
+        "--workers",
+        "inline",
+    ]
     assert main(args + QUICK) == 0
     return out
 

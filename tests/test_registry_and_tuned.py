@@ -5,16 +5,26 @@ import json
 import pytest
 import torch
 
-from peftbench.run import loop as train_module
 from peftbench.cli import main
 from peftbench.config.sections import DataConfig, TrainConfig
 from peftbench.data import load_labeled_texts, split
 from peftbench.methods import GROUPS, REGISTRY
 from peftbench.models.classifier import load_classifier
 from peftbench.reporting.markdown import summary_over_seeds
+from peftbench.run import loop as train_module
 from peftbench.run.loop import store_frozen_weights_in, train_step
 
-QUICK = ["--max-train-samples", "96", "--max-eval-samples", "48", "--batch-size", "16", "--max-length", "32", "--no-progress"]
+QUICK = [
+    "--max-train-samples",
+    "96",
+    "--max-eval-samples",
+    "48",
+    "--batch-size",
+    "16",
+    "--max-length",
+    "32",
+    "--no-progress",
+]
 
 
 def test_registry_has_the_methods_users_ask_for():
@@ -45,7 +55,9 @@ def test_every_method_takes_two_steps_on_the_shared_path(name, tiny_model):
         hook = (lambda: method.after_step(accelerator.unwrap_model(model), step)) if method.after_step else None  # noqa: B023
         losses.append(train_step(model, batch, optimizer, scheduler, accelerator, hook).item())
     assert all(loss == loss for loss in losses)  # finite, not NaN
-    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach().float(), before[n])]
+    moved = [
+        n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p.detach().float(), before[n])
+    ]
     assert moved, f"{name}: no trainable weight changed"
     assert any("classifier" in n for n in moved), f"{name}: the head is not trained"
 
@@ -71,8 +83,23 @@ def test_selection_never_reads_the_test_split(tiny_model, tmp_path, monkeypatch)
         return real_evaluate(model, loader, *args, **kwargs)
 
     monkeypatch.setattr(train_module, "evaluate", spy)
-    args = ["run", "--model", str(tiny_model), "--preset", "tuned", "--methods", "lora", "--lr-grid", "1e-3,1e-2",
-            "--epochs", "2", "--out", str(tmp_path), "--workers", "inline"]  # fmt: skip
+    args = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--preset",
+        "tuned",
+        "--methods",
+        "lora",
+        "--lr-grid",
+        "1e-3,1e-2",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "inline",
+    ]
     assert main(args + QUICK) == 0
     result = json.loads((tmp_path / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
     # 2 rates × 2 epochs on dev, then one evaluation of the test split, last
@@ -94,13 +121,25 @@ def test_lr_grid_without_dev_set_is_refused(tiny_model, tmp_path, capsys):
 def _record(method, seed, accuracy, status="ok"):
     return {
         "config": {"method": method, "lr": 1e-3, "train": {"seed": seed}},
-        "result": {"status": status, "accuracy": accuracy, "f1_macro": accuracy, "trainable_params": 10, "train_time_min": 1.0},
+        "result": {
+            "status": status,
+            "accuracy": accuracy,
+            "f1_macro": accuracy,
+            "trainable_params": 10,
+            "train_time_min": 1.0,
+        },
     }
 
 
 def test_mean_and_std_are_over_each_methods_own_seeds():
-    records = [_record("lora", 0, 0.90), _record("lora", 1, 0.80), _record("full", 0, 0.70), _record("full", 1, 0.72),
-               _record("full", 2, 0.74), _record("ia3", 0, None, status="failed")]  # fmt: skip
+    records = [
+        _record("lora", 0, 0.90),
+        _record("lora", 1, 0.80),
+        _record("full", 0, 0.70),
+        _record("full", 1, 0.72),
+        _record("full", 2, 0.74),
+        _record("ia3", 0, None, status="failed"),
+    ]
     summary = summary_over_seeds(records)
     assert list(summary.index) == ["lora", "full"]  # sorted by mean accuracy; the failed run is left out
     assert summary.loc["lora", "seeds"] == 2 and summary.loc["full", "seeds"] == 3
@@ -111,7 +150,19 @@ def test_mean_and_std_are_over_each_methods_own_seeds():
 
 
 def test_seeds_are_runs_of_their_own_and_extend_a_grid(tiny_model, tmp_path, capsys):
-    base = ["run", "--model", str(tiny_model), "--methods", "bitfit", "--epochs", "1", "--out", str(tmp_path), "--workers", "inline"] + QUICK
+    base = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--methods",
+        "bitfit",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "inline",
+    ] + QUICK
     assert main(base + ["--seeds", "0,1"]) == 0
     assert main(base + ["--seeds", "0,1,2"]) == 0
     assert "1 run(s) done, 2 skipped" in capsys.readouterr().out
@@ -121,18 +172,20 @@ def test_seeds_are_runs_of_their_own_and_extend_a_grid(tiny_model, tmp_path, cap
 
 
 def test_a_tie_on_dev_accuracy_goes_to_the_lower_dev_loss():
-    from peftbench.runner.protocol import choose
     from peftbench.records import better_on_dev
+    from peftbench.run.messages import WorkResponse
+    from peftbench.runner.protocol import TrialRun, choose
 
     epoch1, epoch2 = {"accuracy": 0.8, "eval_loss": 0.45}, {"accuracy": 0.8, "eval_loss": 0.41}
     assert better_on_dev(epoch2, epoch1) and not better_on_dev(epoch1, epoch2)
     assert better_on_dev({"accuracy": 0.81, "eval_loss": 0.9}, epoch2)  # accuracy first
-    trials = [
-        {"lr": 1e-3, "outcome": {"best_epoch": 2, "epochs": [epoch1, epoch2]}},
-        {"lr": 1e-2, "outcome": {"best_epoch": 1, "epochs": [{"accuracy": 0.8, "eval_loss": 0.40}]}},
-        {"lr": 1e-1, "outcome": {"best_epoch": None, "epochs": []}},  # diverged before its first evaluation
+    outcomes = [
+        (1e-3, {"best_epoch": 2, "epochs": [epoch1, epoch2]}),
+        (1e-2, {"best_epoch": 1, "epochs": [{"accuracy": 0.8, "eval_loss": 0.40}]}),
+        (1e-1, {"best_epoch": None, "epochs": []}),  # diverged before its first evaluation
     ]
-    assert choose(trials)["lr"] == 1e-2
+    trials = [TrialRun(lr, None, WorkResponse(outcome=outcome)) for lr, outcome in outcomes]
+    assert choose(trials).lr == 1e-2
 
 
 def test_restoring_a_state_is_strict_about_the_trainable_weights(tiny_model):
@@ -155,7 +208,7 @@ def test_no_registry_source_cites_test_accuracy():
 def test_swept_rates_are_the_ones_chosen_on_dev_in_the_committed_sweep():
     from pathlib import Path
 
-    from peftbench.methods import DEV_SWEEPS, SWEEP_FOLDER
+    from peftbench.methods.sweeps import DEV_SWEEPS, SWEEP_FOLDER
     from peftbench.reporting.markdown import trial_dev_scores
 
     folder = Path(__file__).resolve().parents[1] / SWEEP_FOLDER

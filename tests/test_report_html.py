@@ -9,8 +9,18 @@ import pytest
 from peftbench.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +30,32 @@ def report_dir(tiny_model, tmp_path_factory):
     rows = [{"text": "房间很干净，服务也很好" * (1 + i % 3), "y": "正面" if i % 3 else "负面"} for i in range(160)]
     data = folder / "data.jsonl"
     data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
-    args = ["run", "--model", str(tiny_model), "--data", str(data), "--text-column", "text", "--label-column", "y",
-            "--methods", "lora,bitfit", "--seeds", "0,1", "--epochs", "2", "--batch-size", "16", "--max-length", "32",
-            "--out", str(folder / "out"), "--no-progress", "--workers", "inline"]  # fmt: skip
+    args = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "--text-column",
+        "text",
+        "--label-column",
+        "y",
+        "--methods",
+        "lora,bitfit",
+        "--seeds",
+        "0,1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "32",
+        "--out",
+        str(folder / "out"),
+        "--no-progress",
+        "--workers",
+        "inline",
+    ]
     assert main(args) == 0
     return folder / "out"
 
@@ -47,8 +80,12 @@ def test_report_html_is_the_same_bytes_when_rebuilt(report_dir, tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (CI installs it)")
 def test_report_html_renders_in_chromium_without_errors(report_dir, tmp_path):
     url = (report_dir / "report.html").as_uri()
-    done = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
     assert 'data-ready="1"' in dom, "the page's script did not run"
@@ -57,6 +94,16 @@ def test_report_html_renders_in_chromium_without_errors(report_dir, tmp_path):
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
     shot = tmp_path / "report.png"
-    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1400,2400",
-                    f"--screenshot={shot}", url], capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            "--window-size=1400,2400",
+            f"--screenshot={shot}",
+            url,
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.exists() and shot.stat().st_size > 20_000

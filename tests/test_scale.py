@@ -10,13 +10,23 @@ import time
 from pathlib import Path
 
 import pytest
-
-from peftbench import cli
-from peftbench.execution.claims import ClaimBook
-from peftbench.errors import UserError
 from processes import processes
 
-QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress", "--epochs", "1"]
+from peftbench import cli
+
+QUICK = [
+    "--max-train-samples",
+    "64",
+    "--max-eval-samples",
+    "32",
+    "--batch-size",
+    "16",
+    "--max-length",
+    "32",
+    "--no-progress",
+    "--epochs",
+    "1",
+]
 GRID = ["--methods", "lora,bitfit,full,ia3"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -26,7 +36,19 @@ def _runs(out: Path) -> dict[str, dict]:
 
 
 def _command(model: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "peftbench.cli", "run", "--model", str(model), *GRID, "--out", str(out), *QUICK, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "peftbench.cli",
+        "run",
+        "--model",
+        str(model),
+        *GRID,
+        "--out",
+        str(out),
+        *QUICK,
+        *extra,
+    ]
 
 
 def _same_results(a: dict[str, dict], b: dict[str, dict]) -> None:
@@ -42,13 +64,18 @@ def _same_results(a: dict[str, dict], b: dict[str, dict]) -> None:
 def one_worker(tiny_model, tmp_path_factory) -> dict[str, dict]:
     """The grid run one run at a time, in worker processes: what every other way of running it must match."""
     out = tmp_path_factory.mktemp("one-worker")
-    done = subprocess.run(_command(tiny_model, out, "--workers", "1"), env=ENV, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        _command(tiny_model, out, "--workers", "1"), env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return _runs(out)
 
 
 def test_two_local_workers_write_what_one_writes(tiny_model, one_worker, tmp_path):
-    assert cli.main(["run", "--model", str(tiny_model), *GRID, "--out", str(tmp_path / "two"), *QUICK, "--workers", "2"]) == 0
+    assert (
+        cli.main(["run", "--model", str(tiny_model), *GRID, "--out", str(tmp_path / "two"), *QUICK, "--workers", "2"])
+        == 0
+    )
     two = _runs(tmp_path / "two")
     _same_results(one_worker, two)
     assert {r["provenance"]["execution"]["concurrent_runs"] for r in two.values()} == {2}
@@ -56,7 +83,9 @@ def test_two_local_workers_write_what_one_writes(tiny_model, one_worker, tmp_pat
 
 
 def _together(*commands: list[str]) -> list[subprocess.CompletedProcess]:
-    started = [subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    started = [
+        subprocess.Popen(c, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands
+    ]
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=600), *p.communicate()) for p in started]
 
 
@@ -70,7 +99,9 @@ def _trained_ids(stderr: str) -> list[str]:
 
 
 def test_two_shards_started_together_on_one_out_run_every_run_once(tiny_model, tmp_path):
-    shards = _together(_command(tiny_model, tmp_path, "--shard", "1/2"), _command(tiny_model, tmp_path, "--shard", "2/2"))
+    shards = _together(
+        _command(tiny_model, tmp_path, "--shard", "1/2"), _command(tiny_model, tmp_path, "--shard", "2/2")
+    )
     for done in shards:
         assert done.returncode == 0, done.stderr
     trained = [run for done in shards for run in _trained_ids(done.stderr)]
@@ -80,7 +111,18 @@ def test_two_shards_started_together_on_one_out_run_every_run_once(tiny_model, t
 
 def test_a_shard_alone_trains_its_part_and_the_other_shard_the_rest(tiny_model, tmp_path):
     """A job array whose jobs run one after another (a throttled --array=0-7%2): each job stores its part."""
-    base = ["run", "--model", str(tiny_model), *GRID, "--out", str(tmp_path), *QUICK, "--dry-run", "--workers", "inline"]
+    base = [
+        "run",
+        "--model",
+        str(tiny_model),
+        *GRID,
+        "--out",
+        str(tmp_path),
+        *QUICK,
+        "--dry-run",
+        "--workers",
+        "inline",
+    ]
     assert cli.main([*base, "--shard", "1/2"]) == 0
     first = set(_runs(tmp_path))
     assert len(first) == 2
@@ -99,7 +141,9 @@ def test_two_identical_commands_together_never_train_a_run_twice(tiny_model, tmp
 
 def test_a_command_of_other_settings_on_a_folder_being_written_is_refused(tiny_model, tmp_path):
     two = ["--methods", "lora,bitfit"]  # replaces GRID's: the last --methods wins
-    first, second = _together(_command(tiny_model, tmp_path, "--lr", "3e-4", *two), _command(tiny_model, tmp_path, "--lr", "1e-2", *two))
+    first, second = _together(
+        _command(tiny_model, tmp_path, "--lr", "3e-4", *two), _command(tiny_model, tmp_path, "--lr", "1e-2", *two)
+    )
     codes = sorted([first.returncode, second.returncode])
     assert codes == [0, 2], (first.stderr, second.stderr)
     refused = first if first.returncode == 2 else second
@@ -108,9 +152,17 @@ def test_a_command_of_other_settings_on_a_folder_being_written_is_refused(tiny_m
 
 
 def test_device_cpu_runs_on_the_cpu(tiny_model, tmp_path):
-    assert cli.main(["run", "--model", str(tiny_model), "--methods", "lora", "--out", str(tmp_path), *QUICK, "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            ["run", "--model", str(tiny_model), "--methods", "lora", "--out", str(tmp_path), *QUICK, "--device", "cpu"]
+        )
+        == 0
+    )
     record = _runs(tmp_path)["lora__seed123"]
-    assert record["provenance"]["device"]["type"] == "cpu" and record["provenance"]["execution"]["device_requested"] == "cpu"
+    assert (
+        record["provenance"]["device"]["type"] == "cpu"
+        and record["provenance"]["execution"]["device_requested"] == "cpu"
+    )
 
 
 def test_device_cuda_without_a_gpu_is_one_line(tiny_model, tmp_path, capsys):
@@ -118,7 +170,9 @@ def test_device_cuda_without_a_gpu_is_one_line(tiny_model, tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: --device cuda is valid here")
-    code = cli.main(["run", "--model", str(tiny_model), "--methods", "lora", "--out", str(tmp_path), *QUICK, "--device", "cuda"])
+    code = cli.main(
+        ["run", "--model", str(tiny_model), "--methods", "lora", "--out", str(tmp_path), *QUICK, "--device", "cuda"]
+    )
     assert code == 2 and "no CUDA GPU" in capsys.readouterr().err
 
 
@@ -126,7 +180,13 @@ def test_two_processes_train_one_run_like_one_process(tiny_model, one_worker, tm
     """Data-parallel over 2 gloo processes, each with half of every batch: the global batch and the steps are
     those of one process, so the run is the same computation; dropout draws its masks per process (other
     masks), so accuracy may move by a few of the 32 examples, the eval count must be exact."""
-    two = subprocess.run(_command(tiny_model, tmp_path, "--num-processes", "2", "--methods", "lora,full"), env=ENV, capture_output=True, text=True, timeout=600)
+    two = subprocess.run(
+        _command(tiny_model, tmp_path, "--num-processes", "2", "--methods", "lora,full"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = one_worker, _runs(tmp_path)
     assert sorted(b) == ["full__seed123", "lora__seed123"]  # one run JSON per run, not one per process
@@ -145,7 +205,12 @@ def _ray_task_process(before: set[int]) -> int | None:
     title Ray sets to `ray::<task>` (any other peftbench on the machine, a test suite included, is left alone)."""
     table = processes()
     for pid, (parent, command) in table.items():
-        if pid not in before and "peftbench.run.worker" in command and parent in table and table[parent][1].startswith("ray::"):
+        if (
+            pid not in before
+            and "peftbench.run.worker" in command
+            and parent in table
+            and table[parent][1].startswith("ray::")
+        ):
             return parent
     return None
 
@@ -156,7 +221,13 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_no_run_is_lost_or_doubled(ti
     again, and the grid writes what the local executor writes (the retried run starts afresh, same seed)."""
     pytest.importorskip("ray")
     before = set(processes())
-    grid = subprocess.Popen(_command(tiny_model, tmp_path, "--executor", "ray"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    grid = subprocess.Popen(
+        _command(tiny_model, tmp_path, "--executor", "ray"),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline, killed = time.monotonic() + 300, None
     while killed is None and time.monotonic() < deadline and grid.poll() is None:
         killed = _ray_task_process(before)
@@ -171,7 +242,10 @@ def test_a_ray_worker_killed_mid_run_is_retried_and_no_run_is_lost_or_doubled(ti
     assert not list((tmp_path / "failed").glob("*.json")) and _done_count(out) == 4
     runs = _runs(tmp_path)
     _same_results(one_worker, runs)
-    assert all((tmp_path / name / "adapter_config.json").exists() or (tmp_path / name / "config.json").exists() for name in runs)
+    assert all(
+        (tmp_path / name / "adapter_config.json").exists() or (tmp_path / name / "config.json").exists()
+        for name in runs
+    )
     assert {r["provenance"]["execution"]["executor"] for r in runs.values()} == {"ray"}
 
 

@@ -6,12 +6,22 @@ import json
 import pytest
 import torch
 
-from peftbench.run import loop as train_module
 from peftbench.cli import main
 from peftbench.methods import REGISTRY, pooler_modules
 from peftbench.models.classifier import load_classifier
+from peftbench.run import loop as train_module
 
-QUICK = ["--max-train-samples", "96", "--max-eval-samples", "48", "--batch-size", "16", "--max-length", "32", "--no-progress"]
+QUICK = [
+    "--max-train-samples",
+    "96",
+    "--max-eval-samples",
+    "48",
+    "--batch-size",
+    "16",
+    "--max-length",
+    "32",
+    "--no-progress",
+]
 
 
 def test_select_only_chooses_on_dev_and_never_reads_the_test_split(tiny_model, tmp_path, monkeypatch, capsys):
@@ -23,8 +33,24 @@ def test_select_only_chooses_on_dev_and_never_reads_the_test_split(tiny_model, t
         return real_evaluate(model, loader, *args, **kwargs)
 
     monkeypatch.setattr(train_module, "evaluate", spy)
-    args = ["run", "--model", str(tiny_model), "--preset", "tuned", "--methods", "lora", "--lr-grid", "1e-3,3e-2",
-            "--epochs", "2", "--out", str(tmp_path), "--workers", "inline", "--select-only"]  # fmt: skip
+    args = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--preset",
+        "tuned",
+        "--methods",
+        "lora",
+        "--lr-grid",
+        "1e-3,3e-2",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "inline",
+        "--select-only",
+    ]
     assert main(args + QUICK) == 0
     assert len(seen) == 4 and all(s == seen[0] for s in seen)  # 2 rates × 2 epochs, all on dev
     result = json.loads((tmp_path / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
@@ -60,8 +86,25 @@ def test_a_run_with_a_trained_pooler_predicts_what_it_recorded(tiny_model, tmp_p
     from peftbench.config.sections import DataConfig
     from peftbench.data import load_labeled_texts, split
 
-    args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--lr", "5e-2", "--precision", "fp32",
-            "--train-pooler", "on", "--out", str(tmp_path), "--workers", "inline"]  # fmt: skip
+    args = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--methods",
+        "lora",
+        "--epochs",
+        "1",
+        "--lr",
+        "5e-2",
+        "--precision",
+        "fp32",
+        "--train-pooler",
+        "on",
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "inline",
+    ]
     assert main(args + QUICK) == 0
     record = json.loads((tmp_path / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))
     assert record["config"]["train"]["train_pooler"] is True

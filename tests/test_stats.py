@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peftbench.cli import main
 from peftbench.analysis.recommend import Constraints, recommend, sentences
-from peftbench.reporting.markdown import display_name
 from peftbench.analysis.stats import analyse, macro_f1, run_intervals
+from peftbench.cli import main
+from peftbench.reporting.markdown import display_name
 
-TEMPLATE = json.loads((Path(__file__).parent / "fixtures" / "schema1" / "lora__seed123.json").read_text(encoding="utf-8"))
+TEMPLATE = json.loads(
+    (Path(__file__).parent / "fixtures" / "schema1" / "lora__seed123.json").read_text(encoding="utf-8")
+)
 EXAMPLES = 300
 REFERENCES = (np.arange(EXAMPLES) % 3 == 0).astype(int)  # one third class 1: majority accuracy 2/3
 
@@ -24,11 +26,18 @@ def _record(method: str, seed: int, predictions: np.ndarray, trainable: int, sta
     record["config"]["train"]["seed"] = seed
     accuracy = float(np.mean(predictions == REFERENCES))
     record["result"].update(
-        status=status, predictions=predictions.tolist(), references=REFERENCES.tolist(), accuracy=accuracy,
-        f1_macro=float(macro_f1(REFERENCES, predictions, np.array([0, 1]))), trainable_params=trainable,
-        trainable_pct=100 * trainable / 121506, adapter_size_mb=trainable * 4 / 2**20, peak_memory_mb=100.0 + trainable / 100,
-        train_time_min=1.0, majority_accuracy=2 / 3,
-    )  # fmt: skip
+        status=status,
+        predictions=predictions.tolist(),
+        references=REFERENCES.tolist(),
+        accuracy=accuracy,
+        f1_macro=float(macro_f1(REFERENCES, predictions, np.array([0, 1]))),
+        trainable_params=trainable,
+        trainable_pct=100 * trainable / 121506,
+        adapter_size_mb=trainable * 4 / 2**20,
+        peak_memory_mb=100.0 + trainable / 100,
+        train_time_min=1.0,
+        majority_accuracy=2 / 3,
+    )
     return record
 
 
@@ -67,7 +76,9 @@ def test_macro_f1_matches_scikit_learn():
     from sklearn.metrics import f1_score
 
     predictions = _flip(40, 3)
-    assert macro_f1(REFERENCES, predictions, np.array([0, 1])) == pytest.approx(f1_score(REFERENCES, predictions, average="macro"))
+    assert macro_f1(REFERENCES, predictions, np.array([0, 1])) == pytest.approx(
+        f1_score(REFERENCES, predictions, average="macro")
+    )
 
 
 def test_significance_verdicts_follow_the_predictions(records):
@@ -93,7 +104,11 @@ def test_recommendation_names_the_best_its_ties_the_cheapest_and_the_failures(re
     assert recommendation.cheapest["fewest trainable parameters"].name == "nearly"
     text = "\n".join(sentences(recommendation, analysis))
     assert "Best: perfect, accuracy 1.000 [1.000, 1.000]" in text
-    assert "Tied with it" in text and "nearly 0.993" in text and "weaker" not in text.split("Tied with it")[1].split("\n")[0]
+    assert (
+        "Tied with it" in text
+        and "nearly 0.993" in text
+        and "weaker" not in text.split("Tied with it")[1].split("\n")[0]
+    )
     assert "fewest trainable parameters: nearly (800" in text
     assert "Not better than the majority class (0.667): chance (2 of 2 seeds)." in text
 
@@ -161,8 +176,28 @@ def test_a_report_that_cannot_be_built_does_not_stop_the_grid(tiny_model, tmp_pa
         return real(root, *args, **kwargs)
 
     monkeypatch.setattr(scheduling, "write_reports", broken)
-    args = ["run", "--model", str(tiny_model), "--methods", "bitfit,ia3", "--epochs", "1", "--out", str(tmp_path), "--workers", "inline",
-            "--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "16", "--max-length", "16", "--no-progress"]  # fmt: skip
+    args = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--methods",
+        "bitfit,ia3",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "inline",
+        "--max-train-samples",
+        "32",
+        "--max-eval-samples",
+        "16",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "16",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["bitfit__seed123.json", "ia3__seed123.json"]
     assert "could not rebuild the reports (ValueError: statistics broke); the runs are saved" in capsys.readouterr().err

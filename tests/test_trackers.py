@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from peftbench import cli
-from peftbench.errors import UserError
 from peftbench.config.sections import DataConfig, GridConfig, TrainConfig
+from peftbench.errors import UserError
 
 # found, not imported: trackio reads TRACKIO_DIR when first imported, which the grid below must do
 _missing = [name for name in ("tensorboard", "mlflow", "trackio") if importlib.util.find_spec(name) is None]
-pytestmark = pytest.mark.skipif(bool(_missing), reason=f"tracker packages not installed: {', '.join(_missing)} (pip install -e '.[test]')")
+pytestmark = pytest.mark.skipif(
+    bool(_missing), reason=f"tracker packages not installed: {', '.join(_missing)} (pip install -e '.[test]')"
+)
 
 
 def _same_series(got: list[tuple[int, float]], record: dict) -> None:
@@ -32,8 +34,30 @@ def tracked(tiny_model, tmp_path_factory) -> tuple[Path, dict, Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TRACKIO_DIR", str(store))  # read when trackio is first imported: by the grid, below
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        args = ["run", "--model", str(tiny_model), "--methods", "lora", "--out", str(out), "--report-to", "tensorboard,mlflow,trackio"]
-        quick = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--epochs", "2", "--no-progress", "--workers", "inline"]
+        args = [
+            "run",
+            "--model",
+            str(tiny_model),
+            "--methods",
+            "lora",
+            "--out",
+            str(out),
+            "--report-to",
+            "tensorboard,mlflow,trackio",
+        ]
+        quick = [
+            "--max-train-samples",
+            "64",
+            "--max-eval-samples",
+            "32",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "2",
+            "--no-progress",
+            "--workers",
+            "inline",
+        ]
         assert cli.main(args + quick) == 0
     record = json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))
     assert [step for step, _, _ in record["result"]["train_log"]] == list(range(1, 9))  # 4 steps a epoch, 2 epochs
@@ -50,7 +74,9 @@ def test_tensorboard_holds_the_loss_of_every_step_and_the_final_accuracy(tracked
     _same_series(losses, record)
     assert events.Scalars("train/learning_rate")[0].value == pytest.approx(record["result"]["train_log"][0][2])
     assert events.Scalars("test/accuracy")[-1].value == pytest.approx(record["result"]["accuracy"])
-    assert [e.value for e in events.Scalars("eval/accuracy")] == pytest.approx([e["accuracy"] for e in record["result"]["epochs"]])
+    assert [e.value for e in events.Scalars("eval/accuracy")] == pytest.approx(
+        [e["accuracy"] for e in record["result"]["epochs"]]
+    )
 
 
 def test_mlflow_holds_the_run_its_loss_its_config_and_the_final_accuracy(tracked):

@@ -12,13 +12,23 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import worker_children
 
 from peftbench import cli
 from peftbench.config.sections import TrainConfig, _help
 from peftbench.runner import build
-from processes import worker_children
 
-QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32", "--no-progress"]
+QUICK = [
+    "--max-train-samples",
+    "64",
+    "--max-eval-samples",
+    "32",
+    "--batch-size",
+    "16",
+    "--max-length",
+    "32",
+    "--no-progress",
+]
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "schema1" / "lora__seed123.json"
 
 
@@ -29,7 +39,19 @@ def _result(out: Path, run: str) -> dict:
 def test_each_run_reports_its_own_peak_memory_under_a_bar_over_the_grid(tiny_model, tmp_path, capfd):
     """Full fine-tuning then LoRA, twice: in one process the second seed of each would read less (or more).
     With progress bars, one over the grid (runs done, elapsed<ETA) and each worker's own on the line below."""
-    args = ["run", "--model", str(tiny_model), "--methods", "full,lora", "--seeds", "0,1", "--epochs", "1", "--out", str(tmp_path)]
+    args = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--methods",
+        "full,lora",
+        "--seeds",
+        "0,1",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert cli.main(args + [a for a in QUICK if a != "--no-progress"]) == 0
     err = capfd.readouterr().err
     assert re.search(r"grid: +50%.*\| 2/4 \[\d\d:\d\d<\d\d:\d\d", err), err  # an ETA once a run finished
@@ -38,14 +60,32 @@ def test_each_run_reports_its_own_peak_memory_under_a_bar_over_the_grid(tiny_mod
     assert re.search(r"\n\r\[4/4\] lora__seed1 epoch 1/1: [^\n]*\x1b\[A", err), err
     for method in ("full", "lora"):
         first, second = (_result(tmp_path, f"{method}__seed{s}") for s in (0, 1))
-        assert first["peak_memory_mb"] > 0 and ("VmHWM" in first["peak_memory_method"] or "cuda" in first["peak_memory_method"])
-        assert abs(first["peak_memory_mb"] - second["peak_memory_mb"]) <= 0.1 * first["peak_memory_mb"], (first["peak_memory_mb"], second["peak_memory_mb"])
+        assert first["peak_memory_mb"] > 0 and (
+            "VmHWM" in first["peak_memory_method"] or "cuda" in first["peak_memory_method"]
+        )
+        assert abs(first["peak_memory_mb"] - second["peak_memory_mb"]) <= 0.1 * first["peak_memory_mb"], (
+            first["peak_memory_mb"],
+            second["peak_memory_mb"],
+        )
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker process through /proc (Linux)")
 def test_a_killed_worker_fails_its_run_only_and_a_rerun_trains_just_that_run(tiny_model, tmp_path):
-    command = [sys.executable, "-m", "peftbench.cli", "run", "--model", str(tiny_model), "--methods", "lora,bitfit",
-               "--epochs", "1", "--out", str(tmp_path), *QUICK]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "peftbench.cli",
+        "run",
+        "--model",
+        str(tiny_model),
+        "--methods",
+        "lora,bitfit",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        *QUICK,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     grid = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, killed = time.monotonic() + 120, None
@@ -75,7 +115,9 @@ def test_a_killed_worker_fails_its_run_only_and_a_rerun_trains_just_that_run(tin
 class NewerTrainConfig(TrainConfig):
     """TrainConfig as a later version might have it: one more protocol field, whose default is the old behaviour."""
 
-    label_smoothing: float = _help("label smoothing of the cross-entropy (0: none, what earlier versions did)", default=0.0)
+    label_smoothing: float = _help(
+        "label smoothing of the cross-entropy (0: none, what earlier versions did)", default=0.0
+    )
 
 
 def _v1_folder(tmp_path: Path, tiny_model: Path) -> Path:
@@ -100,7 +142,9 @@ def test_a_version_1_run_is_resumed_after_a_new_field_is_added(tiny_model, tmp_p
     assert "0 run(s) done, 1 skipped" in capsys.readouterr().out
     assert "| lora |" in (out / "report.md").read_text(encoding="utf-8")
     # what the experiment is still counts: another protocol is refused, naming what differs
-    code = cli.main(["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "2", "--out", str(out), *QUICK])
+    code = cli.main(
+        ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "2", "--out", str(out), *QUICK]
+    )
     assert code == 2 and "train.epochs: 1 → 2" in capsys.readouterr().err
 
 
@@ -117,7 +161,19 @@ def test_data_edited_in_place_is_not_taken_for_the_old_data(tiny_model, tmp_path
     data = tmp_path / "reviews.csv"
     rows = ["label,review"] + [f"{i % 2},{'好' if i % 2 else '差'}评 {i}" for i in range(80)]
     data.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    args = ["run", "--model", str(tiny_model), "--data", str(data), "--methods", "bitfit", "--epochs", "1", "--workers", "inline"]
+    args = [
+        "run",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "--methods",
+        "bitfit",
+        "--epochs",
+        "1",
+        "--workers",
+        "inline",
+    ]
     assert cli.main(args + ["--out", str(tmp_path / "out"), *QUICK]) == 0
     data.write_text("\n".join(rows[:-1] + ["1,改过的一行"]) + "\n", encoding="utf-8")
     capsys.readouterr()

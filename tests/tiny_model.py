@@ -35,8 +35,14 @@ def write_tiny_bert(folder: Path, seed: int = 0, **size: int) -> Path:
 
     write_char_tokenizer(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    tiny = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-            "vocab_size": len(tokenizer), "max_position_embeddings": 160}  # fmt: skip
+    tiny = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 160,
+    }
     config = BertConfig(type_vocab_size=2, **{**tiny, **size})
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
@@ -53,7 +59,14 @@ DECODER_CONFIGS = {
     "phi3": ("Phi3Config", {}),
     "gpt2": ("GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 160}),
 }
-DECODER_SIZE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64, "max_position_embeddings": 160}
+DECODER_SIZE = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "intermediate_size": 64,
+    "max_position_embeddings": 160,
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,11 +84,17 @@ def write_char_decoder_tokenizer(folder: Path, vocab_size: int = 3000) -> None:
     counts = collections.Counter(ch for text in texts for ch in text if not ch.isspace())
     # "<|endoftext|>": the pad token transformers' Qwen2 tokenizer class sets by default; real Qwen vocabularies have it
     specials = ["<unk>", "<s>", "</s>", "<|endoftext|>"]
-    vocab = {token: i for i, token in enumerate(specials + [ch for ch, _ in counts.most_common(vocab_size - len(specials))])}
+    vocab = {
+        token: i for i, token in enumerate(specials + [ch for ch, _ in counts.most_common(vocab_size - len(specials))])
+    }
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A </s> $B", special_tokens=[("<s>", 1), ("</s>", 2)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", model_max_length=128)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A </s> $B", special_tokens=[("<s>", 1), ("</s>", 2)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", model_max_length=128
+    )
     fast.save_pretrained(folder)
 
 
@@ -86,7 +105,9 @@ def write_tiny_decoder(folder: Path, family: str, seed: int = 0) -> Path:
     write_char_decoder_tokenizer(folder)
     class_name, extra = DECODER_CONFIGS[family]
     size = {} if family == "gpt2" else DECODER_SIZE
-    config = getattr(transformers, class_name)(vocab_size=3000, bos_token_id=1, eos_token_id=2, pad_token_id=None, **{**size, **extra})
+    config = getattr(transformers, class_name)(
+        vocab_size=3000, bos_token_id=1, eos_token_id=2, pad_token_id=None, **{**size, **extra}
+    )
     torch.manual_seed(seed)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     return folder

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.errors import UserError
+from peftbench.reporting.tables import CSV_COLUMNS, csv_row
 from peftbench.runner.build import build_grid as grid
 from peftbench.runner.scheduling import GridSummary, run_grid
-from peftbench.reporting.tables import CSV_COLUMNS, csv_row
 from peftbench.store.runs import ResultStore
 
 __all__ = ["GridSummary", "grid", "load_results", "run_grid"]

@@ -76,28 +76,43 @@ def build_parser() -> OneLineParser:
 
     run = commands.add_parser("run", help="fine-tune with each method and write the comparison")
     run.add_argument(
-        "--config", type=Path, metavar="FILE",
+        "--config",
+        type=Path,
+        metavar="FILE",
         help="YAML or JSON file whose keys are this command's options (max_train_samples: 512, methods: [lora, full]); "
         "options typed on the command line win. Every grid writes its own as DIR/config.yaml",
-    )  # fmt: skip
+    )
     parser.run_command = run
     run.add_argument("--model", required=True, help="hub id or local model folder")
-    run.add_argument("--methods", default="seed", help="comma-separated method names, 'seed' for the reference's five, 'all' for every method")
-    run.add_argument("--preset", default="seed", choices=sorted(PRESETS), help="protocol to start from (default: seed)")
-    run.add_argument("--out", type=Path, default=Path("peftbench-results"), help="output folder (default: peftbench-results)")
-    run.add_argument("--dry-run", action="store_true", help="build every method and record its parameter counts; no training")
     run.add_argument(
-        "--select-only", action="store_true",
-        help="choose epoch (and rate, with --lr-grid) on dev and stop: the test split is never evaluated and no weights are "
+        "--methods",
+        default="seed",
+        help="comma-separated method names, 'seed' for the reference's five, 'all' for every method",
+    )
+    run.add_argument("--preset", default="seed", choices=sorted(PRESETS), help="protocol to start from (default: seed)")
+    run.add_argument(
+        "--out", type=Path, default=Path("peftbench-results"), help="output folder (default: peftbench-results)"
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="build every method and record its parameter counts; no training"
+    )
+    run.add_argument(
+        "--select-only",
+        action="store_true",
+        help="choose epoch (and rate, with --lr-grid) on dev and stop: the test split is never evaluated and no "
+        "weights are "
         "saved; for choosing settings, e.g. the learning rates of the registry (needs a dev set)",
-    )  # fmt: skip
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument(
-        "--report-to", default="none", metavar="TRACKERS",
+        "--report-to",
+        default="none",
+        metavar="TRACKERS",
         help="log each finished run (config, loss and learning rate per step, dev metrics per epoch, test metrics) to "
-        "experiment trackers: comma-separated of tensorboard, mlflow, trackio (pip install 'peftbench[tensorboard]' etc.), "
+        "experiment trackers: comma-separated of tensorboard, mlflow, trackio (pip install 'peftbench[tensorboard]' "
+        "etc.), "
         "or none (default)",
-    )  # fmt: skip
+    )
     run.add_argument("--seeds", help="comma-separated seeds, one run per method and seed (default: --seed)")
     _add_section(run, DataConfig)
     _add_section(run, TrainConfig)
@@ -108,15 +123,36 @@ def build_parser() -> OneLineParser:
     predict.add_argument("--run", type=Path, required=True, help="a run's weights folder: DIR/<method>__seed<seed>")
     predict.add_argument("texts", nargs="*", help="texts to label; none: read --input, or standard input, one per line")
     predict.add_argument("--input", type=Path, help="file with one text per line")
-    predict.add_argument("--merge", type=Path, metavar="OUT", help="instead: write the run merged into a standalone model (LoRA-type methods)")
-    compare = commands.add_parser("compare", help="one report over the runs of several output folders (models, datasets)")
+    predict.add_argument(
+        "--merge",
+        type=Path,
+        metavar="OUT",
+        help="instead: write the run merged into a standalone model (LoRA-type methods)",
+    )
+    compare = commands.add_parser(
+        "compare", help="one report over the runs of several output folders (models, datasets)"
+    )
     compare.add_argument("dirs", type=Path, nargs="+", help="output folders of peftbench run")
-    compare.add_argument("--out", type=Path, required=True, help="folder for the combined results.csv, report.md and report.html")
-    report = commands.add_parser("report", help="rebuild results.csv and report.md of an output folder from its run files")
+    compare.add_argument(
+        "--out", type=Path, required=True, help="folder for the combined results.csv, report.md and report.html"
+    )
+    report = commands.add_parser(
+        "report", help="rebuild results.csv and report.md of an output folder from its run files"
+    )
     report.add_argument("dir", type=Path)
     for command in (report, compare):
-        command.add_argument("--max-trainable-params", type=_positive, metavar="N", help="recommend among methods that train at most N parameters")
-        command.add_argument("--max-memory-mb", type=_positive, metavar="MB", help="recommend among methods whose peak memory is at most MB")
+        command.add_argument(
+            "--max-trainable-params",
+            type=_positive,
+            metavar="N",
+            help="recommend among methods that train at most N parameters",
+        )
+        command.add_argument(
+            "--max-memory-mb",
+            type=_positive,
+            metavar="MB",
+            help="recommend among methods whose peak memory is at most MB",
+        )
     return parser
 
 
@@ -239,6 +275,7 @@ def _with_config_file(argv: list[str], parser: OneLineParser) -> list[str]:
     if found.config is None:
         return argv
     options = config_files.read_options(found.config)
+    assert parser.run_command is not None  # set by build_parser
     return ["run", *config_files.as_arguments(options, parser.run_command, found.config), *typed]
 
 
@@ -268,14 +305,21 @@ def _main(args: argparse.Namespace) -> int:
         from peftbench.runner.scheduling import run_grid
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UserError("peftbench run plans the grid in one process; for data-parallel runs use peftbench run --num-processes N (without accelerate launch or torchrun)")
+            raise UserError(
+                "peftbench run plans the grid in one process; for data-parallel runs use peftbench run "
+                "--num-processes N (without accelerate launch or torchrun)"
+            )
         summary = run_grid(_grid_from_args(args), progress=not args.no_progress)
     except UserError as exc:
         print(f"peftbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:  # interrupts.Interrupted for a signal; a bare one counts as Ctrl-C
         stopped = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-        print(f"peftbench: stopped by {signal.Signals(stopped.signum).name}; finished runs are saved and are skipped when the command is run again", file=sys.stderr)
+        print(
+            f"peftbench: stopped by {signal.Signals(stopped.signum).name}; finished runs are saved and are skipped "
+            "when the command is run again",
+            file=sys.stderr,
+        )
         return stopped.exit_code
     except OSError as exc:
         if exc.errno not in FILE_SYSTEM_ERRORS:

@@ -78,10 +78,13 @@ def _read_builtin(name: str) -> tuple[bytes, str]:
             digest = hashlib.sha256(raw).hexdigest()
             if digest != meta["sha256_uncompressed"]:
                 raise UserError(
-                    f"builtin dataset {name!r} is corrupted: sha256 {digest} != {meta['sha256_uncompressed']}; reinstall peftbench"
+                    f"builtin dataset {name!r} is corrupted: sha256 {digest} != {meta['sha256_uncompressed']}; "
+                    "reinstall peftbench"
                 )
             return raw, meta["file"][: -len(".xz")]
-    raise UserError(f"unknown builtin dataset {name!r}; available: {', '.join(BUILTIN_PREFIX + n for n in builtin_names())}")
+    raise UserError(
+        f"unknown builtin dataset {name!r}; available: {', '.join(BUILTIN_PREFIX + n for n in builtin_names())}"
+    )
 
 
 ENCODINGS_TRIED = ("utf-8", "gb18030")  # what `auto` tries, in this order (a UTF-8 BOM means utf-8-sig)
@@ -108,7 +111,9 @@ def decode(raw: bytes, encoding: str, where: str) -> tuple[str, str]:
         raise UserError(f"unknown --encoding {encoding!r} (e.g. utf-8, gb18030, big5, latin-1)") from None
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise UserError(f"{where}: line {line} cannot be decoded as {tried}; name the file's encoding with --encoding") from None
+        raise UserError(
+            f"{where}: line {line} cannot be decoded as {tried}; name the file's encoding with --encoding"
+        ) from None
 
 
 def _parse_table(text: str, suffix: str, where: str) -> pd.DataFrame:
@@ -230,9 +235,19 @@ def load_labeled_texts(config: DataConfig) -> LabeledTexts:
         raise UserError(f"{where}: every row has an empty {config.text_column!r}")
     labels, names = _label_ids([v for v, k in zip(frame[config.label_column].tolist(), keep) if k], where)
     if len(names) < 2:
-        raise UserError(f"{where}: only one class ({names[0]!r}) in {config.label_column!r}; classification needs two or more")
+        raise UserError(
+            f"{where}: only one class ({names[0]!r}) in {config.label_column!r}; classification needs two or more"
+        )
     return LabeledTexts(
-        texts, labels, names, where, digest, rows_read=len(frame), rows_dropped_empty=len(keep) - len(texts), encoding=encoding, pairs=pairs
+        texts,
+        labels,
+        names,
+        where,
+        digest,
+        rows_read=len(frame),
+        rows_dropped_empty=len(keep) - len(texts),
+        encoding=encoding,
+        pairs=pairs,
     )
 
 
@@ -253,15 +268,24 @@ def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
         n = len(rows) if limit is None else min(limit, len(rows))
         rows = rows.select(range(n))
         return LabeledTexts(
-            list(rows["text"]), list(rows["label"]), data.label_names, data.source, data.sha256, data.rows_read, data.rows_dropped_empty,
-            data.encoding, list(rows["pair"]) if data.pairs is not None else None,
+            list(rows["text"]),
+            list(rows["label"]),
+            data.label_names,
+            data.source,
+            data.sha256,
+            data.rows_read,
+            data.rows_dropped_empty,
+            data.encoding,
+            list(rows["pair"]) if data.pairs is not None else None,
         )
 
     try:
         if config.dev_size is None:
             # The reference: an unstratified split of the rows in file order.
             parts = table.train_test_split(test_size=config.test_size, seed=config.split_seed)
-            return SplitTexts(part(parts["train"], config.max_train_samples), part(parts["test"], config.max_eval_samples))
+            return SplitTexts(
+                part(parts["train"], config.max_train_samples), part(parts["test"], config.max_eval_samples)
+            )
         from datasets import ClassLabel
         from datasets.utils.logging import disable_progress_bar
 
@@ -274,7 +298,9 @@ def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
     except ValueError as exc:
         raise UserError(f"cannot split {data.source}: {exc}") from None
     limit = config.max_eval_samples
-    return SplitTexts(part(parts["train"], config.max_train_samples), part(held_out["train"], limit), part(held_out["test"], limit))
+    return SplitTexts(
+        part(parts["train"], config.max_train_samples), part(held_out["train"], limit), part(held_out["test"], limit)
+    )
 
 
 def majority_accuracy(labels: list[int]) -> float:

@@ -31,29 +31,29 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(requested: str, device: torch.device) -> str:
+def resolve_precision(requested: str | None, device: torch.device) -> str:
     """`auto` → bf16 where native, fp16 on GPUs without bf16 (with loss scaling), fp32 elsewhere."""
-    if requested != "auto":
+    if requested is not None and requested != "auto":  # unset (None) is auto
         return requested
     if native_bf16(device):
         return "bf16"
     return "fp16" if device.type == "cuda" else "fp32"
 
 
-def resolve_attention(requested: str, device: torch.device) -> str:
+def resolve_attention(requested: str | None, device: torch.device) -> str:
     """`auto` → eager on CPUs (measured here: a LoRA step of e5-small at 64×86 tokens in bf16 takes 2.1 s
     with eager attention, 2.9 s with SDPA, whose CPU backward dominates), sdpa on GPUs."""
-    if requested != "auto":
+    if requested is not None and requested != "auto":  # unset (None) is auto
         return requested
     return "sdpa" if device.type == "cuda" else "eager"
 
 
-def resolve_dropout_masks(requested: str, device: torch.device) -> str:
+def resolve_dropout_masks(requested: str | None, device: torch.device) -> str:
     """`auto` → torch's own dropout everywhere. Lane masks (peftbench.dropout) made a LoRA step of e5-small
     on a CPU 3.08 → 2.16 s, but over 3 seeds each, runs with lane masks reached 0.857-0.863 dev accuracy
     (LoRA, benchmarks/bench_execution.py) against 0.867-0.869 with torch's masks, other settings equal; until
     that is understood they are opt-in (`--dropout-masks lanes`)."""
-    if requested != "auto":
+    if requested is not None and requested != "auto":  # unset (None) is auto
         return requested
     return "torch"
 

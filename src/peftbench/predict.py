@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from peftbench.errors import UserError
-
 from peftbench.models.saved import RUN_FILE
 
 
@@ -56,8 +55,15 @@ def run_warning(folder: Path) -> str | None:
         return None
     if result.get("status") == "collapsed":
         accuracy, majority = result.get("accuracy"), result.get("majority_accuracy")
-        figures = f" (accuracy {accuracy:.3f}, majority class {majority:.3f})" if accuracy is not None and majority is not None else ""
-        return f"{folder.name} is collapsed: it predicted one class for nearly every evaluation example{figures}; its labels say little about the text"
+        figures = (
+            f" (accuracy {accuracy:.3f}, majority class {majority:.3f})"
+            if accuracy is not None and majority is not None
+            else ""
+        )
+        return (
+            f"{folder.name} is collapsed: it predicted one class for nearly every evaluation example{figures}; its "
+            "labels say little about the text"
+        )
     return None
 
 
@@ -74,7 +80,13 @@ def predict(folder: Path, texts: list[str], batch_size: int = 64) -> list[tuple[
     results = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start : start + batch_size], truncation=True, max_length=meta["max_length"], padding=True, return_tensors="pt")
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                truncation=True,
+                max_length=meta["max_length"],
+                padding=True,
+                return_tensors="pt",
+            )
             batch = add_positions(batch) if decoder else batch
             context = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
             with context:

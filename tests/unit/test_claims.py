@@ -17,7 +17,9 @@ from peftbench.execution.claims import HOST, ClaimBook, left_by_dead_process, ow
 
 
 def _dead_pid() -> int:
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    return int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
 
 
 def test_a_live_claim_is_left_to_its_holder_and_other_settings_are_refused(tmp_path: Path) -> None:

@@ -11,11 +11,15 @@ from peftbench.errors import UserError
 from peftbench.runner import planning
 from peftbench.store.runs import ResultStore
 
-PREPARED = planning.Prepared("model", 32, "sha", {"config_sha256": "c", "weights": {"model.safetensors": 2**20}}, None, None)  # type: ignore[arg-type]
+PREPARED = planning.Prepared(
+    "model", 32, "sha", {"config_sha256": "c", "weights": {"model.safetensors": 2**20}}, None, None
+)  # type: ignore[arg-type]
 
 
 def _grid(tmp_path: Path, **scale: object) -> GridConfig:
-    return GridConfig("m", ["lora", "bitfit"], tmp_path, DataConfig(), TrainConfig(), seeds=[0, 1], scale=ScaleConfig(**scale))
+    return GridConfig(
+        "m", ["lora", "bitfit"], tmp_path, DataConfig(), TrainConfig(), seeds=[0, 1], scale=ScaleConfig(**scale)
+    )
 
 
 def test_the_plan_is_every_method_for_every_seed_with_its_identity(tmp_path: Path) -> None:

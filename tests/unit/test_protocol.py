@@ -13,6 +13,7 @@ from peftbench.data import TokenizedData
 from peftbench.execution.executors import Slot
 from peftbench.methods import REGISTRY
 from peftbench.records import Status
+from peftbench.run.messages import WorkRequest, WorkResponse
 from peftbench.runner import protocol
 from peftbench.runner.planning import PlannedRun
 
@@ -20,7 +21,10 @@ EXAMPLES = [{"input_ids": [1, 2], "labels": 0}, {"input_ids": [1, 3], "labels": 
 
 
 def _epochs(*accuracies: float) -> list[dict[str, Any]]:
-    return [{"epoch": i + 1, "accuracy": a, "f1_macro": a, "eval_loss": 1 - a, "eval_loss_sum": 1 - a} for i, a in enumerate(accuracies)]
+    return [
+        {"epoch": i + 1, "accuracy": a, "f1_macro": a, "eval_loss": 1 - a, "eval_loss_sum": 1 - a}
+        for i, a in enumerate(accuracies)
+    ]
 
 
 def _outcome(*dev: float) -> dict[str, Any]:
@@ -35,21 +39,28 @@ class Workers:
 
     def __init__(self, dev_by_rate: dict[float, tuple[float, ...]]) -> None:
         self.dev_by_rate = dev_by_rate
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[WorkRequest] = []
 
-    def __call__(self, request: dict[str, Any], folder: Path, inline: bool, env: dict[str, str], processes: int) -> dict[str, Any]:
+    def __call__(
+        self, request: WorkRequest, folder: Path, inline: bool, env: dict[str, str], processes: int
+    ) -> WorkResponse:
         self.requests.append(request)
         params = {"total_params": 100, "trainable_params": 10, "trainable_pct": 10.0}
-        if request["kind"] == "finish":
-            return {"params": params, "finish": self._tested(), "peak_memory_mb": 5.0}
-        response: dict[str, Any] = {"params": params, "outcome": _outcome(*self.dev_by_rate[request["lr"]]), "peak_memory_mb": 3.0}
-        if request["finish"]:
-            response["finish"] = self._tested()
-        return response
+        if request.kind == "finish":
+            return WorkResponse(params=params, finished=self._tested(), peak_memory_mb=5.0)
+        outcome = _outcome(*self.dev_by_rate[request.lr])
+        finished = self._tested() if request.finish_in_trial else None
+        return WorkResponse(params=params, outcome=outcome, finished=finished, peak_memory_mb=3.0)
 
     @staticmethod
     def _tested() -> dict[str, Any]:
-        test = {"accuracy": 0.75, "f1_macro": 0.7, "eval_loss": 0.5, "eval_loss_sum": 0.5, "top_predicted_class_share": 0.5}
+        test = {
+            "accuracy": 0.75,
+            "f1_macro": 0.7,
+            "eval_loss": 0.5,
+            "eval_loss_sum": 0.5,
+            "top_predicted_class_share": 0.5,
+        }
         return {"status": "ok", "note": "", "test": test, "predictions": [0, 1], "adapter_size_mb": 0.1}
 
 
@@ -72,11 +83,12 @@ def workers(monkeypatch: pytest.MonkeyPatch) -> Workers:
 
 def test_an_lr_grid_trains_every_rate_then_tests_the_choice_once(workers: Workers, tmp_path: Path) -> None:
     outcome = _job(tmp_path, (1e-4, 1e-3, 1e-2))(Slot())
-    kinds = [(r["kind"], r["lr"]) for r in workers.requests]
+    kinds = [(r.kind, r.lr) for r in workers.requests]
     assert kinds == [("trial", 1e-4), ("trial", 1e-3), ("trial", 1e-2), ("finish", 1e-2)]  # 0.9 at epoch 1 wins
-    assert not any(r["finish"] for r in workers.requests[:3])  # no trial reads the test split
+    assert not any(r.finish_in_trial for r in workers.requests[:3])  # no trial reads the test split
     finish = workers.requests[-1]
-    assert finish["state_file"].endswith("trial2.safetensors") and finish["outcome"]["best_epoch"] == 1
+    assert finish.state_file and finish.state_file.endswith("trial2.safetensors")
+    assert finish.outcome and finish.outcome["best_epoch"] == 1
     result = outcome.record["result"]
     assert result["chosen_lr"] == 1e-2 and result["chosen_epoch"] == 1 and result["dev_accuracy"] == 0.9
     assert result["accuracy"] == 0.75 and result["predictions_split"] == "test" and len(result["trials"]) == 3
@@ -86,25 +98,28 @@ def test_an_lr_grid_trains_every_rate_then_tests_the_choice_once(workers: Worker
 
 def test_one_rate_finishes_in_its_own_trial(workers: Workers, tmp_path: Path) -> None:
     outcome = _job(tmp_path, None)(Slot())
-    assert [(r["kind"], r["finish"]) for r in workers.requests] == [("trial", True)]
+    assert [(r.kind, r.finish_in_trial) for r in workers.requests] == [("trial", True)]
     assert outcome.record["result"]["status"] == Status.OK and outcome.record["result"]["accuracy"] == 0.75
 
 
 def test_select_only_never_reads_the_test_split(workers: Workers, tmp_path: Path) -> None:
     outcome = _job(tmp_path, (1e-4, 1e-3), select_only=True)(Slot())
-    assert [r["kind"] for r in workers.requests] == ["trial", "trial"]
-    assert not any(r["finish"] or r["state_file"] for r in workers.requests)
+    assert [r.kind for r in workers.requests] == ["trial", "trial"]
+    assert not any(r.finish_in_trial or r.state_file for r in workers.requests)
     result = outcome.record["result"]
     assert "accuracy" not in result and result["chosen_lr"] == 1e-3 and outcome.weights is None
 
 
-def test_a_failed_trial_stops_the_run_and_is_recorded(workers: Workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(protocol, "run_request", lambda *args: {"error": "worker process killed by SIGKILL", "worker_died": True})
+def test_a_failed_trial_stops_the_run_and_is_recorded(
+    workers: Workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(protocol, "run_request", lambda *args: WorkResponse.died("worker process killed by SIGKILL"))
     outcome = _job(tmp_path, (1e-4, 1e-3))(Slot())
     result = outcome.record["result"]
     assert result["status"] == Status.FAILED and result["worker_died"] and "SIGKILL" in result["error"]
 
 
 def test_the_choice_is_the_best_epoch_on_dev_and_a_tie_keeps_the_first_rate() -> None:
-    trials = [{"lr": lr, "outcome": _outcome(*dev)} for lr, dev in ((1e-4, (0.8,)), (1e-3, (0.8,)), (1e-2, (0.7, 0.75)))]
-    assert protocol.choose(trials)["lr"] == 1e-4
+    runs = ((1e-4, (0.8,)), (1e-3, (0.8,)), (1e-2, (0.7, 0.75)))
+    trials = [protocol.TrialRun(lr, None, WorkResponse(outcome=_outcome(*dev))) for lr, dev in runs]
+    assert protocol.choose(trials).lr == 1e-4

@@ -92,25 +92,42 @@ def sentences(recommendation: Recommendation, analysis: Analysis) -> list[str]:
         lines.append(f"Constraint: {recommendation.constraints.describe()}; left out: {left}.")
     best = recommendation.best
     if best is None:
-        lines.append("No method beat the majority class" + (" within the constraint." if recommendation.constraints.describe() else "."))
+        lines.append(
+            "No method beat the majority class"
+            + (" within the constraint." if recommendation.constraints.describe() else ".")
+        )
     else:
         seeds = f"mean of {best.seeds} seeds" if best.seeds > 1 else "one seed"
         lines.append(
-            f"Best: {best.name}, accuracy {best.accuracy_mean:.3f} {_interval(best.accuracy_ci)} ({seeds}; 95% interval over "
+            f"Best: {best.name}, accuracy {best.accuracy_mean:.3f} {_interval(best.accuracy_ci)} ({seeds}; 95% "
+            "interval over "
             f"the {analysis.split} examples), macro-F1 {best.f1_macro_mean:.3f}."
         )
         if recommendation.tied:
             shown = ", ".join(f"{m.name} {m.accuracy_mean:.3f}" for m in recommendation.tied)
-            lines.append(f"Tied with it (not significantly worse: paired permutation test, Holm-corrected, α = {ALPHA}): {shown}.")
+            lines.append(
+                f"Tied with it (not significantly worse: paired permutation test, Holm-corrected, α = {ALPHA}): "
+                f"{shown}."
+            )
         else:
-            lines.append(f"No other method is tied with it: each is significantly worse (paired permutation test, Holm-corrected, α = {ALPHA}).")
+            lines.append(
+                "No other method is tied with it: each is significantly worse (paired permutation test, "
+                f"Holm-corrected, α = {ALPHA})."
+            )
         if recommendation.tied:
-            costs = "; ".join(f"{criterion}: {m.name} ({_cost(criterion, m)})" for criterion, m in recommendation.cheapest.items())
+            costs = "; ".join(
+                f"{criterion}: {m.name} ({_cost(criterion, m)})" for criterion, m in recommendation.cheapest.items()
+            )
             lines.append(f"Among these, {costs}.")
         else:
-            costs = "; ".join(f"{criterion.split()[-1]} {_cost(criterion, m)}" for criterion, m in recommendation.cheapest.items())
+            costs = "; ".join(
+                f"{criterion.split()[-1]} {_cost(criterion, m)}" for criterion, m in recommendation.cheapest.items()
+            )
             lines.append(f"Its cost: {costs}.")
     if recommendation.not_better_than_majority:
-        shown = ", ".join(f"{m.name} ({m.runs_not_better_than_majority} of {m.seeds} seeds)" for m in recommendation.not_better_than_majority)
+        shown = ", ".join(
+            f"{m.name} ({m.runs_not_better_than_majority} of {m.seeds} seeds)"
+            for m in recommendation.not_better_than_majority
+        )
         lines.append(f"Not better than the majority class ({analysis.majority_accuracy:.3f}): {shown}.")
     return lines

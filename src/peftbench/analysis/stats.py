@@ -18,8 +18,9 @@ Resampling is seeded, so the same runs always give the same intervals and verdic
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +54,15 @@ def _bootstrap(statistic: Callable[..., Any], *samples: np.ndarray) -> tuple[flo
         value = float(statistic(*samples, axis=-1))
         return value, value
     found = stats.bootstrap(
-        samples, statistic, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
-        confidence_level=CONFIDENCE, method="percentile", rng=_rng(),
-    )  # fmt: skip
+        samples,
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        rng=_rng(),
+    )
     return float(found.confidence_interval.low), float(found.confidence_interval.high)
 
 
@@ -180,14 +187,20 @@ def _summarise(evidence: Evidence) -> MethodSummary:
         r["result"]["status"] != "ok" or not run_intervals(r)["beats_majority"] for r in records
     )  # a collapsed or diverged run counts as not better whatever its figure
     return MethodSummary(
-        name=evidence.name, seeds=len(records), accuracy_mean=float(accuracies.mean()),
+        name=evidence.name,
+        seeds=len(records),
+        accuracy_mean=float(accuracies.mean()),
         accuracy_std=float(accuracies.std(ddof=1)) if len(records) > 1 else None,
         accuracy_ci=_bootstrap(_mean, evidence.share_right),
-        f1_macro_mean=float(np.mean(f1s)), f1_macro_ci=_bootstrap(evidence.f1_over_seeds, evidence.references, *evidence.predictions),
-        runs_not_better_than_majority=not_better, trainable_params=_mean_of(records, "trainable_params"),
-        trainable_pct=_mean_of(records, "trainable_pct"), adapter_size_mb=_mean_of(records, "adapter_size_mb"),
-        peak_memory_mb=_mean_of(records, "peak_memory_mb"), train_time_min=_mean_of(records, "train_time_min"),
-    )  # fmt: skip
+        f1_macro_mean=float(np.mean(f1s)),
+        f1_macro_ci=_bootstrap(evidence.f1_over_seeds, evidence.references, *evidence.predictions),
+        runs_not_better_than_majority=not_better,
+        trainable_params=_mean_of(records, "trainable_params"),
+        trainable_pct=_mean_of(records, "trainable_pct"),
+        adapter_size_mb=_mean_of(records, "adapter_size_mb"),
+        peak_memory_mb=_mean_of(records, "peak_memory_mb"),
+        train_time_min=_mean_of(records, "train_time_min"),
+    )
 
 
 def _compare(a: Evidence, b: Evidence) -> tuple[float, tuple[float, float], float]:
@@ -203,9 +216,14 @@ def _compare(a: Evidence, b: Evidence) -> tuple[float, tuple[float, float], floa
     if discordant.size < 2:  # with one example apart, its two signs give the same |mean|: p is exactly 1
         return float(np.mean(differences)), interval, 1.0
     test = stats.permutation_test(
-        (discordant,), _mean, permutation_type="samples", vectorized=True, n_resamples=PERMUTATIONS,
-        alternative="two-sided", rng=_rng(),
-    )  # fmt: skip
+        (discordant,),
+        _mean,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=PERMUTATIONS,
+        alternative="two-sided",
+        rng=_rng(),
+    )
     return float(np.mean(differences)), interval, float(test.pvalue)
 
 
@@ -220,13 +238,17 @@ def gather(records: list[dict[str, Any]], name_of: Callable[[dict[str, Any]], st
     shared = max(sets.values(), key=len)
     left_out = ""
     if len(sets) > 1:
-        left_out = f"the runs were tested on {len(sets)} different sets of examples; only the {len(shared)} runs of the largest are compared"
+        left_out = (
+            f"the runs were tested on {len(sets)} different sets of examples; only the {len(shared)} runs of "
+            "the largest are compared"
+        )
     by_method: dict[str, list[dict[str, Any]]] = {}
     for record in shared:
         by_method.setdefault(name_of(record), []).append(record)
     references = np.asarray(shared[0]["result"]["references"])
     evidence = [
-        Evidence(name, references, np.asarray([r["result"]["predictions"] for r in runs]), runs) for name, runs in by_method.items()
+        Evidence(name, references, np.asarray([r["result"]["predictions"] for r in runs]), runs)
+        for name, runs in by_method.items()
     ]
     return evidence, left_out
 

@@ -18,7 +18,10 @@ from peftbench.config.sections import GridConfig, option_name
 from peftbench.errors import UserError, first_line
 
 WRITTEN_NAME = "config.yaml"
-HEADER = "# The resolved options of this grid. `peftbench run --config {path}` runs it again; options typed on the command line win.\n"
+HEADER = (
+    "# The resolved options of this grid. `peftbench run --config {path}` runs it again; options typed on the "
+    "command line win.\n"
+)
 
 
 def read_options(path: Path) -> dict[str, Any]:
@@ -48,7 +51,9 @@ def as_arguments(values: dict[str, Any], parser: argparse.ArgumentParser, where:
         option = "--" + str(key).replace("_", "-")
         action = actions.get(option)
         if action is None or option in ("--config", "--help"):
-            raise UserError(f"--config {where}: unknown key {key!r}; the keys are the options of `peftbench run` (see --help)")
+            raise UserError(
+                f"--config {where}: unknown key {key!r}; the keys are the options of `peftbench run` (see --help)"
+            )
         if value is None:
             continue  # left unset, as when the option is not typed
         if action.nargs == 0:  # a flag such as --dry-run: on when true

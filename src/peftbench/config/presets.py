@@ -18,7 +18,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # (results/demo-selection, --select-only). 384 reviews in batches of 12 (same steps, a quarter less time) was
     # tried too and left prefix tuning at the majority class on one of two seeds, so it was not kept.
     "demo": {
-        "data": {"test_size": 0.2, "dev_size": 0.1, "max_train_samples": 512, "max_eval_samples": 192, "max_length": 64},
+        "data": {
+            "test_size": 0.2,
+            "dev_size": 0.1,
+            "max_train_samples": 512,
+            "max_eval_samples": 192,
+            "max_length": 64,
+        },
         "train": {"lr": None, "epochs": 3, "batch_size": 16},
     },
 }

@@ -108,7 +108,9 @@ class DataConfig:
         "with --max-length auto: the share of training texts that must fit whole", default=0.95
     )
     max_train_samples: int | None = _help("use only the first N training examples (quick runs)", default=None)
-    max_eval_samples: int | None = _help("use only the first N evaluation examples (quick runs); with a dev set, N of dev and N of test", default=None)
+    max_eval_samples: int | None = _help(
+        "use only the first N evaluation examples (quick runs); with a dev set, N of dev and N of test", default=None
+    )
 
     def __post_init__(self) -> None:
         parse_fields(self)
@@ -124,7 +126,9 @@ class DataConfig:
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if isinstance(self.max_length, int) and self.max_length < 2:
-            raise UserError(f"--max-length must be at least 2 (room for the special tokens) or auto, got {self.max_length}")
+            raise UserError(
+                f"--max-length must be at least 2 (room for the special tokens) or auto, got {self.max_length}"
+            )
         if not 0.0 < self.max_length_keep <= 1.0:
             raise UserError(f"--max-length-keep must be in (0, 1], got {self.max_length_keep}")
 
@@ -144,7 +148,9 @@ class TrainConfig:
     lr: float | None = _help(
         "learning rate for every method (reference: 3e-4); unset: each method's recommended rate", default=3e-4
     )
-    warmup_ratio: float = _help("share of steps with linear warm-up before linear decay (reference: 0.06)", default=0.06)
+    warmup_ratio: float = _help(
+        "share of steps with linear warm-up before linear decay (reference: 0.06)", default=0.06
+    )
     weight_decay: float = _help("AdamW weight decay (0, as in transformers' Trainer)", default=0.0)
     train_pooler: bool = _help(
         "train the model's pooler (BERT's dense+tanh over [CLS], which BertForSequenceClassification reads) with "
@@ -235,14 +241,14 @@ class TrainConfig:
         return list(self.lr_grid) if self.lr_grid is not None else None
 
 
-
 @dataclass
 class ScaleConfig:
     """Where the runs execute and how many at once (none of it changes a run's results)."""
 
     executor: Executor = _help(
         "local: worker processes on this machine, --workers at a time; ray: each run a Ray task on the cluster "
-        "at --ray-address (RAY_ADDRESS), or on a local Ray instance started for the grid (pip install 'peftbench[ray]')",
+        "at --ray-address (RAY_ADDRESS), or on a local Ray instance started for the grid (pip install "
+        "'peftbench[ray]')",
         default="local",
     )
     workers: int | Literal["inline"] | None = _help(
@@ -267,7 +273,9 @@ class ScaleConfig:
         "stopped refreshing it is stale and may be taken over; a claim of a dead process on this host is stale at once",
         default=300.0,
     )
-    ray_address: str | None = _help("Ray cluster to join (ray start --head prints it). Unset: RAY_ADDRESS, else a local instance", default=None)
+    ray_address: str | None = _help(
+        "Ray cluster to join (ray start --head prints it). Unset: RAY_ADDRESS, else a local instance", default=None
+    )
     ray_num_cpus: float = _help("CPUs a Ray task of a run on CPU asks for (its torch threads)", default=1.0)
     ray_num_gpus: float = _help("GPUs a Ray task of a run on GPU asks for, per process", default=1.0)
     ray_max_retries: int = _help("times Ray runs a task again when its worker process died", default=3)
@@ -289,24 +297,35 @@ class ScaleConfig:
         if self.num_processes < 1:
             raise UserError(f"--num-processes must be at least 1, got {self.num_processes}")
         if self.inline and (self.num_processes > 1 or self.executor != "local"):
-            raise UserError("--workers inline runs in this process: it cannot be combined with --num-processes or --executor ray")
+            raise UserError(
+                "--workers inline runs in this process: it cannot be combined with --num-processes or --executor ray"
+            )
         if not self.claim_timeout > 0:
             raise UserError(f"--claim-timeout must be a positive number of seconds, got {self.claim_timeout}")
         if self.ray_max_retries < 0 or self.ray_num_cpus <= 0 or self.ray_num_gpus <= 0:
             raise UserError("--ray-max-retries must be >= 0 and --ray-num-cpus, --ray-num-gpus positive")
 
+
 # The two ways of executing one protocol, named in one place. Execution changes speed and memory, not
 # the experiment: it is recorded in provenance and left out of a run's identity (results.protocol).
 EXECUTIONS: dict[str, dict[str, Any]] = {
     "fast": {
-        "precision": "auto", "group_by_length": True, "attention": "auto", "dropout_masks": "auto",
-        "frozen_weights_bf16": True, "eval_by_length": True,
+        "precision": "auto",
+        "group_by_length": True,
+        "attention": "auto",
+        "dropout_masks": "auto",
+        "frozen_weights_bf16": True,
+        "eval_by_length": True,
     },
     "reference": {
-        "precision": "fp32", "group_by_length": False, "attention": "sdpa", "dropout_masks": "torch",
-        "frozen_weights_bf16": False, "eval_by_length": False,
+        "precision": "fp32",
+        "group_by_length": False,
+        "attention": "sdpa",
+        "dropout_masks": "torch",
+        "frozen_weights_bf16": False,
+        "eval_by_length": False,
     },
-}  # fmt: skip
+}
 # Fields of TrainConfig that say how a run was executed, not what was learnt: left out of a run's identity.
 EXECUTION_FIELDS = ("execution", "eval_batch_size", *EXECUTIONS["fast"])
 
@@ -347,9 +366,15 @@ class GridConfig:
         self.scale.validate()
         for name in self.report_to:
             if name not in typing.get_args(Tracker):
-                raise UserError(f"--report-to: unknown tracker {name!r}; one or more of {', '.join(typing.get_args(Tracker))}, or none")
+                raise UserError(
+                    f"--report-to: unknown tracker {name!r}; one or more of {', '.join(typing.get_args(Tracker))}, or "
+                    "none"
+                )
         if self.train.batch_size % self.scale.num_processes:
-            raise UserError(f"--batch-size {self.train.batch_size} does not split evenly over --num-processes {self.scale.num_processes}")
+            raise UserError(
+                f"--batch-size {self.train.batch_size} does not split evenly over --num-processes "
+                f"{self.scale.num_processes}"
+            )
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} exists and is not a folder")
 

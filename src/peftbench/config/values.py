@@ -40,7 +40,7 @@ class Shard:
 
 
 def members(hint: Any) -> tuple[Any, ...]:
-    """The types a value of `hint` may have, None left out: (int, Literal["auto"]) for `int | Literal["auto"] | None`."""
+    """The types a value of `hint` may have, None left out: `int | Literal["auto"] | None` -> (int, Literal["auto"])."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return tuple(h for h in typing.get_args(hint) if h is not type(None))
     return (hint,)
@@ -114,4 +114,10 @@ def _items(kind: Any, text: str) -> tuple[Any, ...]:
             return tuple(kind(v) for v in parts)
         except ValueError:
             raise _Expected("comma-separated numbers") from None
-    return tuple(_one(kind, v) for v in parts)
+    items = []
+    for part in parts:
+        try:
+            items.append(_one(kind, part))
+        except _Expected as exc:  # name the item that is wrong, not the whole list
+            raise ValueError(f"expected {exc}, got {part.strip()!r}") from None
+    return tuple(items)

@@ -17,11 +17,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from peftbench.errors import UserError
 
@@ -65,8 +66,13 @@ class ClaimBook:
                     )
                 return holder
             path.unlink(missing_ok=True)  # absent, unreadable or stale: ours now
-            mine = {"run_id": run_id, "fingerprint": fingerprint, "host": HOST, "pid": os.getpid(),
-                    "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+            mine = {
+                "run_id": run_id,
+                "fingerprint": fingerprint,
+                "host": HOST,
+                "pid": os.getpid(),
+                "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 json.dump(mine, handle)

@@ -85,7 +85,9 @@ def local_slots(workers: int, device_type: str, gpus_per_run: int, cpu_count: in
         visible = _visible_gpus()
         needed = workers * gpus_per_run
         if len(visible) < needed:
-            raise UserError(f"{workers} worker(s) × {gpus_per_run} process(es) need {needed} GPUs; {len(visible)} visible")
+            raise UserError(
+                f"{workers} worker(s) × {gpus_per_run} process(es) need {needed} GPUs; {len(visible)} visible"
+            )
         return [_gpus(visible[i * gpus_per_run : (i + 1) * gpus_per_run]) for i in range(workers)]
     return [_threads(cpu_count // (workers * gpus_per_run)) for _ in range(workers)]
 
@@ -174,7 +176,7 @@ class RayExecutor:
         resources = {"num_gpus": need} if on_gpu else {"num_cpus": need}
         available = ray.available_resources().get("GPU" if on_gpu else "CPU", 1)
         self.concurrent = max(1, int(available // max(need, 1e-9)))
-        options = {"max_retries": scale.ray_max_retries, "retry_exceptions": False, **resources}
+        options: dict[str, Any] = {"max_retries": scale.ray_max_retries, "retry_exceptions": False, **resources}
         self._remote = ray.remote(**options)(_run_remotely)
         self._refs: list[Any] = []
         self.mark = uuid.uuid4().hex

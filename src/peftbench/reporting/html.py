@@ -11,8 +11,15 @@ import io
 from typing import Any
 
 from peftbench.analysis.recommend import Recommendation
-from peftbench.reporting.markdown import Findings, display_name, findings, interval_text, summary_over_seeds, trial_dev_scores
 from peftbench.analysis.stats import ALPHA, Analysis, run_intervals
+from peftbench.reporting.markdown import (
+    Findings,
+    display_name,
+    findings,
+    interval_text,
+    summary_over_seeds,
+    trial_dev_scores,
+)
 
 FLAG_COLOURS = {"ok": "#1b7f3b", "collapsed": "#c77700", "diverged": "#b00020", "failed": "#b00020", "dry_run": "#555"}
 
@@ -56,7 +63,8 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
     });
   });
 });
-document.body.dataset.plots = String(document.querySelectorAll("figure svg path").length > 0 ? document.querySelectorAll("figure svg").length : 0);
+var drawn = document.querySelectorAll("figure svg path").length > 0;
+document.body.dataset.plots = String(drawn ? document.querySelectorAll("figure svg").length : 0);
 document.body.dataset.ready = "1";
 """
 
@@ -132,15 +140,27 @@ def _accuracy_plot(plt: Any, analysis: Analysis, recommendation: Recommendation)
     for row, method in enumerate(methods):
         colour, _ = GROUP_STYLE[groups[method.name]]
         low, high = method.accuracy_ci
-        axes.errorbar(method.accuracy_mean, row, xerr=[[method.accuracy_mean - low], [high - method.accuracy_mean]],
-                      fmt="o", color=colour, capsize=3)  # fmt: skip
+        axes.errorbar(
+            method.accuracy_mean,
+            row,
+            xerr=[[method.accuracy_mean - low], [high - method.accuracy_mean]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+        )
     axes.set_yticks(range(len(methods)), [m.name for m in methods])
     if analysis.majority_accuracy is not None:
         axes.axvline(analysis.majority_accuracy, color="#888", linestyle=":")
-    handles = [plt.Line2D([], [], color=c, marker="o", linestyle="", label=label) for key, (c, label) in GROUP_STYLE.items() if key in groups.values()]
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", linestyle="", label=label)
+        for key, (c, label) in GROUP_STYLE.items()
+        if key in groups.values()
+    ]
     handles.append(plt.Line2D([], [], color="#888", linestyle=":", label="majority class"))
     axes.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    axes.set_xlabel(f"{analysis.split} accuracy: mean over seeds, 95% bootstrap interval over {analysis.split} examples")
+    axes.set_xlabel(
+        f"{analysis.split} accuracy: mean over seeds, 95% bootstrap interval over {analysis.split} examples"
+    )
     axes.set_title("Accuracy per method")
     return "Accuracy per method", _svg(figure)
 
@@ -150,7 +170,9 @@ def _marker_styles(names: list[str], plt: Any) -> dict[str, dict[str, Any]]:
     return {name: {"color": plt.cm.tab10(i % 10), "marker": MARKERS[i % len(MARKERS)]} for i, name in enumerate(names)}
 
 
-def _cost_plots(plt: Any, summary: Any, intervals: dict[str, tuple[float, float]], majority: float | None) -> list[tuple[str, str]]:
+def _cost_plots(
+    plt: Any, summary: Any, intervals: dict[str, tuple[float, float]], majority: float | None
+) -> list[tuple[str, str]]:
     """Accuracy against trainable parameters (with the Pareto front) and against training time."""
     styles = _marker_styles(list(summary.index), plt)
     figures = []
@@ -162,8 +184,15 @@ def _cost_plots(plt: Any, summary: Any, intervals: dict[str, tuple[float, float]
         for method, row in summary.iterrows():
             low, high = intervals.get(method, (row.accuracy_mean, row.accuracy_mean))
             flagged = " (flagged)" if row.flagged_runs > 0 else ""
-            axes.errorbar(row[x_key], row.accuracy_mean, yerr=[[row.accuracy_mean - low], [high - row.accuracy_mean]],
-                          linestyle="", capsize=3, label=method + flagged, **styles[method])  # fmt: skip
+            axes.errorbar(
+                row[x_key],
+                row.accuracy_mean,
+                yerr=[[row.accuracy_mean - low], [high - row.accuracy_mean]],
+                linestyle="",
+                capsize=3,
+                label=method + flagged,
+                **styles[method],
+            )
         if x_key == "trainable_params":
             front = _pareto([(row.trainable_params, row.accuracy_mean) for _, row in summary.iterrows()])
             axes.plot([p[0] for p in front], [p[1] for p in front], "--", color="#1b7f3b", label="Pareto front")
@@ -182,9 +211,12 @@ def _cost_plots(plt: Any, summary: Any, intervals: dict[str, tuple[float, float]
 def _memory_plot(plt: Any, finished: list[dict[str, Any]], order: list[str]) -> tuple[str, str]:
     import pandas as pd
 
-    peaks = pd.DataFrame(
-        [{"method": display_name(r), "peak": r["result"].get("peak_memory_mb")} for r in finished]
-    ).dropna().groupby("method")["peak"].agg(["mean", "std"])
+    peaks = (
+        pd.DataFrame([{"method": display_name(r), "peak": r["result"].get("peak_memory_mb")} for r in finished])
+        .dropna()
+        .groupby("method")["peak"]
+        .agg(["mean", "std"])
+    )
     peaks = peaks.reindex([m for m in order if m in peaks.index])
     figure, axes = plt.subplots(figsize=(6.5, 0.9 + 0.32 * max(len(peaks), 3)))
     axes.barh(peaks.index, peaks["mean"], xerr=peaks["std"].fillna(0), color="#1f5fa8", capsize=3)
@@ -204,13 +236,22 @@ def _lr_plot(plt: Any, finished: list[dict[str, Any]]) -> tuple[str, str] | None
     labelled = set()
     for record in with_trials:
         name = display_name(record)
-        points = [(t["lr"], t["best"]["accuracy"], t["chosen"]) for t in trial_dev_scores(record) if t["best"] is not None]
+        points = [
+            (t["lr"], t["best"]["accuracy"], t["chosen"]) for t in trial_dev_scores(record) if t["best"] is not None
+        ]
         label = None if name in labelled else name
         labelled.add(name)
         axes.plot([p[0] for p in points], [p[1] for p in points], "-", label=label, **styles[name])
         chosen = [p for p in points if p[2]]
-        axes.plot([p[0] for p in chosen], [p[1] for p in chosen], linestyle="", markersize=12, fillstyle="none",
-                  color=styles[name]["color"], marker="o")  # fmt: skip
+        axes.plot(
+            [p[0] for p in chosen],
+            [p[1] for p in chosen],
+            linestyle="",
+            markersize=12,
+            fillstyle="none",
+            color=styles[name]["color"],
+            marker="o",
+        )
     axes.set_xscale("log")
     axes.set_xlabel("learning rate (log scale)")
     axes.set_ylabel("dev accuracy of the best epoch")
@@ -236,11 +277,18 @@ def _epoch_plot(plt: Any, with_epochs: list[dict[str, Any]]) -> tuple[str, str]:
         axes.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = loss_axes.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    accuracy_axes.legend(unique.values(), unique.keys(), fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    accuracy_axes.legend(
+        unique.values(), unique.keys(), fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0)
+    )
     return "Per-epoch curves", _svg(figure)
 
 
-def _plots(finished: list[dict[str, Any]], majority: float | None, analysis: Analysis | None, recommendation: Recommendation | None) -> list[tuple[str, str]]:
+def _plots(
+    finished: list[dict[str, Any]],
+    majority: float | None,
+    analysis: Analysis | None,
+    recommendation: Recommendation | None,
+) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -280,17 +328,22 @@ def _cell(value: Any) -> str:
 def _comparison_table(analysis: Analysis) -> list[str]:
     parts = [
         "<h2>Which differences are real</h2>",
-        f"<p>Each pair of methods on the same {analysis.split} examples: difference of mean accuracy (A − B), its 95% paired bootstrap interval, "
-        f"and a paired permutation test, Holm-corrected over all {len(analysis.comparisons)} pairs (significant: corrected p &lt; {ALPHA}).</p>",
+        f"<p>Each pair of methods on the same {analysis.split} examples: difference of mean accuracy (A − B), its 95% "
+        "paired bootstrap interval, "
+        f"and a paired permutation test, Holm-corrected over all {len(analysis.comparisons)} pairs (significant: "
+        f"corrected p &lt; {ALPHA}).</p>",
         '<div class="scroll"><table class="sortable"><thead><tr><th>A vs B</th><th>difference</th><th>95% interval</th>'
         "<th>p (Holm)</th><th>significant</th></tr></thead><tbody>",
     ]
     for c in analysis.comparisons:
         verdict = "yes" if c.significant else "no"
         parts.append(
-            f'<tr><td data-value="{html.escape(c.a)} vs {html.escape(c.b)}">{html.escape(c.a)} vs {html.escape(c.b)}</td>'
-            f'<td data-value="{c.difference}">{c.difference:+.4f}</td><td data-value="{c.ci[0]}">[{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]</td>'
-            f'<td data-value="{c.p_holm}">{c.p_holm:.4f}</td><td data-value="{verdict}" class="significant-{verdict}">{verdict}</td></tr>'
+            f'<tr><td data-value="{html.escape(c.a)} vs {html.escape(c.b)}">{html.escape(c.a)} vs '
+            f"{html.escape(c.b)}</td>"
+            f'<td data-value="{c.difference}">{c.difference:+.4f}</td><td data-value="{c.ci[0]}">[{c.ci[0]:+.4f}, '
+            f"{c.ci[1]:+.4f}]</td>"
+            f'<td data-value="{c.p_holm}">{c.p_holm:.4f}</td><td data-value="{verdict}" '
+            f'class="significant-{verdict}">{verdict}</td></tr>'
         )
     parts.append("</tbody></table></div>")
     return parts
@@ -300,12 +353,19 @@ def render_html(records: list[dict[str, Any]], header_lines: list[str], found: F
     finished = [r for r in records if r["result"]["status"] not in ("failed", "dry_run")]
     failed = [r for r in records if r["result"]["status"] == "failed"]
     # the majority figure is the test set's, which a --select-only run never reads
-    majorities = sorted({r["result"].get("majority_accuracy") for r in finished if not r["config"].get("select_only")} - {None})
+    majorities = sorted(
+        {r["result"].get("majority_accuracy") for r in finished if not r["config"].get("select_only")} - {None}
+    )
     majority = majorities[0] if len(majorities) == 1 else None
     found = findings(records) if found is None else found
     analysis, recommendation, sentences = found.analysis, found.recommendation, found.sentences
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', "<title>peftbench comparison</title>",
-             f"<style>{STYLE}</style></head><body>", "<h1>peftbench comparison</h1>"]  # fmt: skip
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>peftbench comparison</title>",
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>peftbench comparison</h1>",
+    ]
     if sentences:
         parts.append('<div class="recommendation"><h2>Recommendation</h2><p>computed from the runs below</p><ul>')
         parts += [f"<li>{html.escape(line)}</li>" for line in sentences]
@@ -314,9 +374,16 @@ def render_html(records: list[dict[str, Any]], header_lines: list[str], found: F
     parts += [f"<li>{html.escape(line)}</li>" for line in header_lines]
     parts.append("</ul>")
     if majorities:
-        parts.append(f'<p class="baseline">Majority-class accuracy: {", ".join(f"{m:.4f}" for m in majorities)} — a method at this level learnt nothing.</p>')
+        parts.append(
+            f'<p class="baseline">Majority-class accuracy: {", ".join(f"{m:.4f}" for m in majorities)} — a method at '
+            "this level learnt nothing.</p>"
+        )
     parts.append("<h2>Runs</h2><p>Click a column to sort.</p>")
-    parts.append('<div class="scroll"><table class="sortable"><thead><tr>' + "".join(f"<th>{name}</th>" for name, _ in TABLE_COLUMNS) + "</tr></thead><tbody>")
+    parts.append(
+        '<div class="scroll"><table class="sortable"><thead><tr>'
+        + "".join(f"<th>{name}</th>" for name, _ in TABLE_COLUMNS)
+        + "</tr></thead><tbody>"
+    )
     for record in records:
         parts.append("<tr>" + "".join(_cell(read(record)) for _, read in TABLE_COLUMNS) + "</tr>")
     parts.append("</tbody></table></div>")
@@ -328,7 +395,10 @@ def render_html(records: list[dict[str, Any]], header_lines: list[str], found: F
             parts.append(f'<figure title="{html.escape(title)}">{svg}</figure>')
     if failed:
         parts.append("<h2>Failed runs</h2><ul>")
-        parts += [f"<li>{html.escape(display_name(r, True))}: {html.escape(r['result'].get('error', ''))}</li>" for r in failed]
+        parts += [
+            f"<li>{html.escape(display_name(r, True))}: {html.escape(r['result'].get('error', ''))}</li>"
+            for r in failed
+        ]
         parts.append("</ul>")
     parts.append(f"<script>{SCRIPT}</script>")
     parts.append("</body></html>")

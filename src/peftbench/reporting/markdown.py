@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from peftbench.run.measure import MEASUREMENT_NOTES
-from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
 from peftbench.analysis.recommend import Constraints, Recommendation, recommend, sentences
 from peftbench.analysis.stats import ALPHA, NO_EVIDENCE, Analysis, analyse, run_intervals
+from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
 from peftbench.records import better_on_dev
+from peftbench.run.measure import MEASUREMENT_NOTES
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -97,9 +98,11 @@ def _summary_lines(summary: Any, analysis: Analysis | None) -> list[str]:
     lines = [
         "## Summary over seeds (sorted by accuracy)",
         "",
-        f"Intervals: 95% bootstrap over the {analysis.split if analysis else 'test'} examples, of the mean over seeds; ± is the std over seeds.",
+        f"Intervals: 95% bootstrap over the {analysis.split if analysis else 'test'} examples, of the mean over "
+        "seeds; ± is the std over seeds.",
         "",
-        "| method | seeds | accuracy mean ± std | 95% interval | min–max | F1 macro [95% interval] | dev accuracy | lr | "
+        "| method | seeds | accuracy mean ± std | 95% interval | min–max | F1 macro [95% interval] | dev accuracy | "
+        "lr | "
         "trainable params | train time (min) | flagged runs | runs not better than majority |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -111,8 +114,10 @@ def _summary_lines(summary: Any, analysis: Analysis | None) -> list[str]:
         f1 = f"{row.f1_macro_mean:.4f} {interval_text(stats.f1_macro_ci)}" if stats else f"{row.f1_macro_mean:.4f}"
         not_better = f"{stats.runs_not_better_than_majority} of {stats.seeds}" if stats else "–"
         lines.append(
-            f"| {method} | {row.seeds} | {row.accuracy_mean:.4f} ± {std} | {accuracy_ci} | {row.accuracy_min:.4f}–{row.accuracy_max:.4f} | "
-            f"{f1} | {dev} | {row.chosen_lrs} | {int(row.trainable_params):,} | {row.train_time_min_mean:.2f} | {row.flagged_runs} | {not_better} |"
+            f"| {method} | {row.seeds} | {row.accuracy_mean:.4f} ± {std} | {accuracy_ci} | "
+            f"{row.accuracy_min:.4f}–{row.accuracy_max:.4f} | "
+            f"{f1} | {dev} | {row.chosen_lrs} | {int(row.trainable_params):,} | {row.train_time_min_mean:.2f} | "
+            f"{row.flagged_runs} | {not_better} |"
         )
     return lines + [""]
 
@@ -121,8 +126,10 @@ def _comparison_lines(analysis: Analysis) -> list[str]:
     lines = [
         "## Which differences are real",
         "",
-        f"Each pair of methods on the same {analysis.split} examples: the difference of mean accuracy (A − B), its 95% paired bootstrap "
-        f"interval, and a paired permutation test whose p-values are Holm-corrected over all {len(analysis.comparisons)} pairs "
+        f"Each pair of methods on the same {analysis.split} examples: the difference of mean accuracy (A − B), its "
+        "95% paired bootstrap "
+        "interval, and a paired permutation test whose p-values are Holm-corrected over all "
+        f"{len(analysis.comparisons)} pairs "
         f"(significant: corrected p < {ALPHA}).",
         "",
         "| A vs B | difference | 95% interval | p (Holm) | significant |",
@@ -130,7 +137,8 @@ def _comparison_lines(analysis: Analysis) -> list[str]:
     ]
     for c in analysis.comparisons:
         lines.append(
-            f"| {c.a} vs {c.b} | {c.difference:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p_holm:.4f} | {'yes' if c.significant else 'no'} |"
+            f"| {c.a} vs {c.b} | {c.difference:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p_holm:.4f} | "
+            f"{'yes' if c.significant else 'no'} |"
         )
     return lines + [""]
 
@@ -143,7 +151,14 @@ def trial_dev_scores(record: dict[str, Any]) -> list[dict[str, Any]]:
         for epoch in trial["epochs"]:
             if epoch["eval_loss"] == epoch["eval_loss"] and better_on_dev(epoch, best):  # NaN loss: never chosen
                 best = epoch
-        scores.append({"lr": trial["lr"], "status": trial["status"], "best": best, "chosen": trial["lr"] == record["result"].get("chosen_lr")})
+        scores.append(
+            {
+                "lr": trial["lr"],
+                "status": trial["status"],
+                "best": best,
+                "chosen": trial["lr"] == record["result"].get("chosen_lr"),
+            }
+        )
     return scores
 
 
@@ -222,7 +237,10 @@ def execution_lines(records: list[dict[str, Any]]) -> list[str]:
         lines = [f"execution: {next(iter(counts))}"]
     else:
         shown = "; ".join(f"{name} ×{n}" for name, n in sorted(counts.items()))
-        lines = [f"executions differ between these runs ({shown}): accuracy is comparable, time and memory only within one execution"]
+        lines = [
+            f"executions differ between these runs ({shown}): accuracy is comparable, time and memory only within one "
+            "execution"
+        ]
     if len(devices) > 1:
         lines.append(f"runs were made on {len(devices)} different devices: time and memory compare only within one")
     return lines + devices
@@ -247,7 +265,12 @@ def _truncation_text(data: dict[str, Any], config: dict[str, Any]) -> str:
     shares = data.get("truncated_share")
     if not shares:
         return ""
-    how = f"auto: the shortest that keeps {config['data'].get('max_length_keep', 0.95):.0%} of training texts whole, within the model's limit; " if config["data"].get("max_length_requested") == "auto" else ""
+    how = (
+        f"auto: the shortest that keeps {config['data'].get('max_length_keep', 0.95):.0%} of training texts whole, "
+        "within the model's limit; "
+        if config["data"].get("max_length_requested") == "auto"
+        else ""
+    )
     shown = ", ".join(f"{share:.1%} of {name}" for name, share in shares.items())
     return f" ({how}truncates {shown})"
 
@@ -260,8 +283,10 @@ def header_lines(records: list[dict[str, Any]]) -> list[str]:
     models = sorted({r["config"]["model"] for r in records})
     lines = [
         f"model: {', '.join(models)}",
-        f"data: {data.get('source')}{_read_as(data)}: {data.get('train_examples')} train / {data.get('eval_examples')} eval examples"
-        f"{' (text pairs)' if data.get('text_pair') else ''}, max_length {data.get('max_length')}{_truncation_text(data, config)}, "
+        f"data: {data.get('source')}{_read_as(data)}: {data.get('train_examples')} train / "
+        f"{data.get('eval_examples')} eval examples"
+        f"{' (text pairs)' if data.get('text_pair') else ''}, max_length "
+        f"{data.get('max_length')}{_truncation_text(data, config)}, "
         f"classes {', '.join(map(str, data.get('label_names', [])))}",
         f"protocol: preset {config['preset']}, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
         f"linear schedule with {train['warmup_ratio']:.0%} warm-up",
@@ -270,12 +295,16 @@ def header_lines(records: list[dict[str, Any]]) -> list[str]:
         lines.append(f"e5-small-offline: {E5_DESCRIPTION}; {_pooler_text(records)}")
     lines += execution_lines(records)
     if data.get("test_examples"):
-        chosen = f"epoch{' and learning rate' if train.get('lr_grid') else ''} chosen on the dev set ({data.get('dev_examples')} examples, stratified)"
+        chosen = (
+            f"epoch{' and learning rate' if train.get('lr_grid') else ''} chosen on the dev set "
+            f"({data.get('dev_examples')} examples, stratified)"
+        )
         if _select_only(records):
             lines.append(f"selection: {chosen}; --select-only: the test split was never evaluated")
         else:
             lines.append(
-                f"selection: {chosen}; accuracy is on the test set ({data.get('test_examples')} examples), evaluated once "
+                f"selection: {chosen}; accuracy is on the test set ({data.get('test_examples')} examples), evaluated "
+                "once "
                 "per run for the chosen setting"
             )
     return lines
@@ -304,7 +333,9 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findi
     found = findings(records) if found is None else found
     analysis = found.analysis
     if found.sentences:
-        lines += ["## Recommendation (computed from the runs below)", ""] + [f"- {line}" for line in found.sentences] + [""]
+        lines += (
+            ["## Recommendation (computed from the runs below)", ""] + [f"- {line}" for line in found.sentences] + [""]
+        )
     if notes:
         lines += [notes.strip(), ""]
     seeds_seen = {r["config"]["train"]["seed"] for r in finished}
@@ -321,7 +352,11 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findi
         columns = [_column_name(r, len(seeds) > 1) for r in finished]
         lines.append("| | " + " | ".join(columns) + " |")
         lines.append("|---|" + "---|" * len(columns))
-        lines.append("| learning rate | " + " | ".join(_fmt(r["result"].get("chosen_lr", r["config"]["lr"]), "g") for r in finished) + " |")
+        lines.append(
+            "| learning rate | "
+            + " | ".join(_fmt(r["result"].get("chosen_lr", r["config"]["lr"]), "g") for r in finished)
+            + " |"
+        )
         for label, read, pattern in ROWS:
             lines.append(f"| {label} | " + " | ".join(_fmt(read(r["result"]), pattern) for r in finished) + " |")
         intervals = [run_intervals(r) for r in finished]
@@ -331,7 +366,9 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findi
         lines.append("")
         flagged = [r for r in finished if r["result"]["status"] not in ("ok", "dry_run")]
         for record in flagged:
-            lines.append(f"- **{_column_name(record, True)} {record['result']['status']}**: {record['result'].get('note', '')}")
+            lines.append(
+                f"- **{_column_name(record, True)} {record['result']['status']}**: {record['result'].get('note', '')}"
+            )
         if flagged:
             lines.append("")
     if failed:

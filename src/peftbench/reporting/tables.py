@@ -12,14 +12,52 @@ from peftbench.files import write_atomic
 from peftbench.reporting.markdown import display_name
 
 CSV_COLUMNS = [
-    "method", "seed", "status", "total_params", "trainable_params", "trainable_pct", "peak_memory_mb",
-    "train_it_per_s", "eval_it_per_s", "train_samples_per_s", "train_time_min", "eval_loss", "eval_loss_sum",
-    "accuracy", "f1_macro", "majority_accuracy",
-    "adapter_size_mb", "total_time_min", "lr", "chosen_lr", "chosen_epoch", "dev_accuracy", "epochs", "train_examples", "eval_examples", "model", "note",
-    "accuracy_ci_low", "accuracy_ci_high", "f1_macro_ci_low", "f1_macro_ci_high", "beats_majority",
-]  # fmt: skip
+    "method",
+    "seed",
+    "status",
+    "total_params",
+    "trainable_params",
+    "trainable_pct",
+    "peak_memory_mb",
+    "train_it_per_s",
+    "eval_it_per_s",
+    "train_samples_per_s",
+    "train_time_min",
+    "eval_loss",
+    "eval_loss_sum",
+    "accuracy",
+    "f1_macro",
+    "majority_accuracy",
+    "adapter_size_mb",
+    "total_time_min",
+    "lr",
+    "chosen_lr",
+    "chosen_epoch",
+    "dev_accuracy",
+    "epochs",
+    "train_examples",
+    "eval_examples",
+    "model",
+    "note",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "f1_macro_ci_low",
+    "f1_macro_ci_high",
+    "beats_majority",
+]
 # trials.csv: one row per learning rate tried and epoch, so an lr sweep can be read without the run files
-TRIAL_COLUMNS = ["method", "seed", "lr", "epoch", "status", "train_loss", "dev_loss", "dev_accuracy", "dev_f1_macro", "chosen"]
+TRIAL_COLUMNS = [
+    "method",
+    "seed",
+    "lr",
+    "epoch",
+    "status",
+    "train_loss",
+    "dev_loss",
+    "dev_accuracy",
+    "dev_f1_macro",
+    "chosen",
+]
 
 
 def trial_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -27,11 +65,17 @@ def trial_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     chosen = (result.get("chosen_lr"), result.get("chosen_epoch"))
     return [
         {
-            "method": display_name(record), "seed": record["config"]["train"]["seed"], "lr": trial["lr"],
-            "epoch": epoch["epoch"], "status": trial["status"], "train_loss": epoch.get("train_loss"),
-            "dev_loss": epoch["eval_loss"], "dev_accuracy": epoch["accuracy"], "dev_f1_macro": epoch["f1_macro"],
+            "method": display_name(record),
+            "seed": record["config"]["train"]["seed"],
+            "lr": trial["lr"],
+            "epoch": epoch["epoch"],
+            "status": trial["status"],
+            "train_loss": epoch.get("train_loss"),
+            "dev_loss": epoch["eval_loss"],
+            "dev_accuracy": epoch["accuracy"],
+            "dev_f1_macro": epoch["f1_macro"],
             "chosen": (trial["lr"], epoch["epoch"]) == chosen,
-        }  # fmt: skip
+        }
         for trial in result.get("trials", [])
         for epoch in trial["epochs"]
     ]

@@ -6,8 +6,8 @@ eval) metrics of every epoch, and the final test metrics. The grid process logs 
 run's record, so runs on other machines (Ray) and in other processes are logged alike; a tracker shows a
 run once it has finished, not while it trains. Where each one writes:
 - tensorboard: DIR/tensorboard/<run id>/ (`tensorboard --logdir DIR/tensorboard` shows the grid's runs together);
-- mlflow: MLFLOW_TRACKING_URI, else a SQLite store, DIR/mlflow.db (`mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db`); one
-  experiment per grid (named by DIR);
+- mlflow: MLFLOW_TRACKING_URI, else a SQLite store, DIR/mlflow.db
+  (`mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db`); one experiment per grid (named by DIR);
 - trackio: its local store (TRACKIO_DIR, default ~/.cache/huggingface/trackio); project = DIR's name, group =
   the method.
 """
@@ -23,7 +23,11 @@ from typing import Any
 from peftbench.errors import UserError, first_line
 
 # tracker name -> the module it needs, and the pip extra that installs it
-TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow"), "trackio": ("trackio", "trackio")}
+TRACKERS = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow"),
+    "trackio": ("trackio", "trackio"),
+}
 
 
 def check_installed(names: tuple[str, ...]) -> None:
@@ -43,7 +47,9 @@ def flat(values: Any, prefix: str = "") -> dict[str, Any]:
         return found
     if isinstance(values, (list, tuple)):
         values = ",".join(map(str, values))
-    return {prefix.rstrip("."): values if isinstance(values, (int, float, str, bool)) or values is None else str(values)}
+    return {
+        prefix.rstrip("."): values if isinstance(values, (int, float, str, bool)) or values is None else str(values)
+    }
 
 
 Series = list[tuple[int, dict[str, float]]]  # (step, metrics) in step order
@@ -52,8 +58,14 @@ Series = list[tuple[int, dict[str, float]]]  # (step, metrics) in step order
 def run_series(record: dict[str, Any]) -> tuple[Series, dict[str, float]]:
     """What a tracker logs of a run: (step, metrics) in step order, and the final test (or eval) metrics."""
     result = record["result"]
-    series: Series = [(int(step), {"train/loss": loss, "train/learning_rate": lr}) for step, loss, lr in result.get("train_log", [])]
-    steps_per_epoch = math.ceil(len(result.get("train_log", [])) / max(1, len(result.get("epochs", [])))) if result.get("epochs") else 0
+    series: Series = [
+        (int(step), {"train/loss": loss, "train/learning_rate": lr}) for step, loss, lr in result.get("train_log", [])
+    ]
+    steps_per_epoch = (
+        math.ceil(len(result.get("train_log", [])) / max(1, len(result.get("epochs", []))))
+        if result.get("epochs")
+        else 0
+    )
     split = "dev" if record["data"].get("test_examples") else "eval"
     for epoch in result.get("epochs", []):
         metrics = {f"{split}/{k}": epoch[k] for k in ("accuracy", "f1_macro", "eval_loss") if k in epoch}
@@ -67,7 +79,9 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def _tensorboard(record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]) -> None:
+def _tensorboard(
+    record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]
+) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(out / "tensorboard" / record["run_id"])) as writer:
@@ -85,25 +99,37 @@ def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any], series: S
 
     import mlflow
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (tables created...) would split the grid's lines
+    logging.getLogger("mlflow").setLevel(
+        logging.WARNING
+    )  # its INFO lines (tables created...) would split the grid's lines
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         # a SQLite store: MLflow 3 keeps its file store in maintenance mode and refuses it unless told otherwise
         mlflow.set_tracking_uri(f"sqlite:///{(out / 'mlflow.db').resolve()}")
     mlflow.set_experiment(f"peftbench {out.resolve().name}")
-    with mlflow.start_run(run_name=record["run_id"], tags={"peftbench.runner": str(out.resolve()), "peftbench.method": record["config"]["method"]}):
+    with mlflow.start_run(
+        run_name=record["run_id"],
+        tags={"peftbench.runner": str(out.resolve()), "peftbench.method": record["config"]["method"]},
+    ):
         mlflow.log_params({k: "" if v is None else str(v)[:500] for k, v in config.items()})
         for step, metrics in series:
             mlflow.log_metrics(_finite(metrics), step=step)
         mlflow.log_metrics(_finite(final))
 
 
-def _trackio(record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]) -> None:
+def _trackio(
+    record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]
+) -> None:
     import trackio
 
     trackio.init(
-        project=out.resolve().name, name=record["run_id"], group=record["config"]["method"], config=config, embed=False,
-        auto_log_cpu=False, auto_log_gpu=False,  # this process only waits for the workers: its load says nothing
-    )  # fmt: skip
+        project=out.resolve().name,
+        name=record["run_id"],
+        group=record["config"]["method"],
+        config=config,
+        embed=False,
+        auto_log_cpu=False,
+        auto_log_gpu=False,  # this process only waits for the workers: its load says nothing
+    )
     try:
         for step, metrics in series:
             trackio.log(_finite(metrics), step=step)

@@ -4,22 +4,24 @@ makes a method special was applied to the model before it arrives here (methods.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from peftbench.config.sections import TrainConfig
-from peftbench.run.dropout import cheaper_dropout
 from peftbench.hardware import resolve_dropout_masks
-from peftbench.records import better_on_dev
-from peftbench.run.measure import now, synchronize
 from peftbench.models.classifier import is_norm
+from peftbench.records import Status, better_on_dev
+from peftbench.run.dropout import cheaper_dropout
+from peftbench.run.measure import now, synchronize
 
 COLLAPSE_SHARE = 0.95  # a run predicting one class for >= 95% of eval examples has learnt nothing useful
 LOSS_READ_INTERVAL_S = 1.0  # each read of the loss waits for the device: at most one per second
@@ -27,7 +29,7 @@ LOSS_READ_INTERVAL_S = 1.0  # each read of the loss waits for the device: at mos
 
 @dataclass
 class TrainOutcome:
-    status: str  # "ok", "collapsed" or "diverged"
+    status: Status  # ok, collapsed or diverged
     epochs: list[dict[str, Any]] = field(default_factory=list)
     train_steps: int = 0
     train_time_s: float = 0.0
@@ -86,14 +88,26 @@ class ShuffledLengthGroupedBatches(torch.utils.data.Sampler):
         return math.ceil(len(self.lengths) / self.batch_size)
 
 
+def _dataset(examples: list[dict[str, Any]]) -> Dataset[dict[str, Any]]:
+    """A list of examples is a map-style dataset (indexable, sized), which DataLoader takes as it is."""
+    return cast("Dataset[dict[str, Any]]", examples)
+
+
 def build_loaders(train: list, eval_: list, collator: Any, config: TrainConfig) -> tuple[DataLoader, DataLoader]:
+    train_loader: DataLoader[dict[str, Any]]
     shuffle_generator = torch.Generator().manual_seed(config.seed)
     if config.group_by_length:
         lengths, labels = [len(e["input_ids"]) for e in train], [e["labels"] for e in train]
         batches = ShuffledLengthGroupedBatches(lengths, labels, config.batch_size, shuffle_generator)
-        train_loader = DataLoader(train, batch_sampler=batches, collate_fn=collator)
+        train_loader = DataLoader(_dataset(train), batch_sampler=batches, collate_fn=collator)
     else:
-        train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, collate_fn=collator, generator=shuffle_generator)
+        train_loader = DataLoader(
+            _dataset(train),
+            batch_size=config.batch_size,
+            shuffle=True,
+            collate_fn=collator,
+            generator=shuffle_generator,
+        )
     return train_loader, build_eval_loader(eval_, collator, config)
 
 
@@ -107,7 +121,7 @@ def build_eval_loader(examples: list, collator: Any, config: TrainConfig) -> Dat
     if config.eval_by_length:
         # Evaluation order does not matter (results are put back in file order): sorted, batches pad least.
         indexed.sort(key=lambda e: len(e["input_ids"]))
-    return DataLoader(indexed, batch_size=config.eval_batch(), shuffle=False, collate_fn=collator)
+    return DataLoader(_dataset(indexed), batch_size=config.eval_batch(), shuffle=False, collate_fn=collator)
 
 
 def build_optimizer(model: Any, config: TrainConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -137,9 +151,14 @@ def store_frozen_weights_in(model: Any, dtype: torch.dtype) -> int:
     return cast
 
 
-def evaluate(model: Any, loader: DataLoader, accelerator: Any, progress: bool, label: str, loss_batch_size: int) -> dict[str, Any]:
+def evaluate(
+    model: Any, loader: DataLoader, accelerator: Any, progress: bool, label: str, loss_batch_size: int
+) -> dict[str, Any]:
     model.eval()
-    losses, predictions, references, indices = [], [], [], []
+    losses: list[torch.Tensor] = []
+    predictions: list[torch.Tensor] = []
+    references: list[torch.Tensor] = []
+    indices: list[torch.Tensor] = []
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"{label} eval", leave=False, disable=not progress, dynamic_ncols=True):
             labels = batch.pop("labels")
@@ -180,7 +199,9 @@ def train_step(
     return loss.detach()
 
 
-def evaluate_once(model: Any, examples: list, collator: Any, config: TrainConfig, accelerator: Any, progress: bool, label: str) -> dict[str, Any]:
+def evaluate_once(
+    model: Any, examples: list, collator: Any, config: TrainConfig, accelerator: Any, progress: bool, label: str
+) -> dict[str, Any]:
     """Evaluate a model on examples it was not trained or chosen on (the test split)."""
     loader = accelerator.prepare(build_eval_loader(examples, collator, config))
     model = accelerator.prepare(model)
@@ -198,7 +219,9 @@ def restore_trainable(model: Any, state: dict[str, torch.Tensor]) -> None:
     loaded = model.load_state_dict(state, strict=False)
     missing = sorted(trainable - set(state))
     if loaded.unexpected_keys or missing:
-        raise RuntimeError(f"saved state does not fit the model: unexpected {loaded.unexpected_keys[:3]}, missing {missing[:3]}")
+        raise RuntimeError(
+            f"saved state does not fit the model: unexpected {loaded.unexpected_keys[:3]}, missing {missing[:3]}"
+        )
 
 
 @dataclass
@@ -210,72 +233,166 @@ class _Clock:
     first_step_samples: int = 0
 
 
-def _train_epoch(
-    model: Any, loader: DataLoader, optimizer: Any, scheduler: Any, accelerator: Any, config: TrainConfig,
-    outcome: TrainOutcome, clock: _Clock, after_step: Any, bar_label: str, progress: bool,
-) -> float:  # fmt: skip
-    """One pass over the training data; returns the epoch's mean training loss (NaN stops it early)."""
-    device = accelerator.device
-    lane_masks = resolve_dropout_masks(config.dropout_masks, device) == "lanes"
-    model.train()
-    running = torch.zeros((), device=device)
-    running_steps, loss_sum, loss_steps = 0, 0.0, 0
-    step_losses: list[torch.Tensor] = []  # kept on the device, read once at the end of the epoch
-    step_rates: list[float] = []
-    bar = tqdm(loader, desc=bar_label, leave=False, disable=not progress, dynamic_ncols=True)
-    synchronize(device)
-    started = last_read = now()
-    for batch in bar:
+@dataclass(frozen=True)
+class Trial:
+    """What one training run is asked, besides its model: the data, the protocol and rate, how it is shown."""
+
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]  # evaluated after every epoch: the dev split where there is one
+    collator: Any
+    config: TrainConfig
+    lr: float
+    label: str = ""  # its progress bars' name
+    progress: bool = False
+    # keep the trainable weights of the best epoch on eval (dev, records.better_on_dev), so that a caller
+    # choosing on a dev set can evaluate exactly that state once on the test set
+    keep_best: bool = False
+    # the method's own per-step hook (methods.Method.after_step), called with the unwrapped model and the step
+    after_step: Callable[[Any, int], None] | None = None
+
+
+def train_and_evaluate(model: Any, trial: Trial, accelerator: Any) -> TrainOutcome:
+    """Train for config.epochs epochs with AdamW and a linear warm-up/decay schedule, evaluating after each."""
+    return _Training(model, trial, accelerator).run()
+
+
+class _LossReader:
+    """The running training loss, read from the device at most once per LOSS_READ_INTERVAL_S (a read waits for
+    the device to finish the queued steps) and at the first step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.running = torch.zeros((), device=device)
+        self.running_steps, self.total, self.steps = 0, 0.0, 0
+        self.last_read = now()
+
+    def add(self, loss: torch.Tensor, first_step: bool) -> float | None:
+        """Count one step's loss; the mean since the last read when it is time to read, else None."""
+        self.running += loss
+        self.running_steps += 1
+        if not first_step and now() - self.last_read < LOSS_READ_INTERVAL_S:
+            return None
+        self.last_read = now()
+        return self._read()
+
+    def _read(self) -> float:
+        value = self.running.item()
+        mean = value / self.running_steps
+        self.total, self.steps = self.total + value, self.steps + self.running_steps
+        self.running.zero_()
+        self.running_steps = 0
+        return mean
+
+    def epoch_mean(self) -> float:
+        if self.running_steps:
+            self._read()
+        return self.total / max(self.steps, 1)
+
+
+class _Training:
+    """One trial's loop and its state: set up once (loaders, optimizer, schedule, accelerate), then an epoch of
+    training and one evaluation at a time."""
+
+    def __init__(self, model: Any, trial: Trial, accelerator: Any) -> None:
+        config = trial.config
+        train_loader, eval_loader = build_loaders(trial.train, trial.eval, trial.collator, config)
+        optimizer = build_optimizer(model, config, trial.lr, accelerator.device)
+        total_steps = planned_steps(len(trial.train), config)
+        # ceil, as transformers' Trainer rounds warmup_ratio * steps
+        warmup = math.ceil(config.warmup_ratio * total_steps)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+        prepared = accelerator.prepare(model, optimizer, train_loader, eval_loader, scheduler)
+        self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = prepared
+        self.trial, self.config, self.accelerator = trial, config, accelerator
+        self.lane_masks = resolve_dropout_masks(config.dropout_masks, accelerator.device) == "lanes"
+        self.outcome, self.clock = TrainOutcome(status=Status.OK), _Clock()
+
+    def run(self) -> TrainOutcome:
+        outcome = self.outcome
+        for epoch in range(1, self.config.epochs + 1):
+            train_loss = self._train_epoch(epoch)
+            if not math.isfinite(train_loss):
+                outcome.status, outcome.note = Status.DIVERGED, f"non-finite training loss in epoch {epoch}"
+                break
+            metrics = self._evaluate_epoch(epoch, train_loss)
+            if not math.isfinite(metrics["eval_loss"]):
+                outcome.status, outcome.note = Status.DIVERGED, f"non-finite evaluation loss after epoch {epoch}"
+                break
+        _speeds(outcome, self.clock)
+        note = collapse_note(outcome.epochs[-1]["top_predicted_class_share"], "evaluation") if outcome.epochs else None
+        if outcome.status == Status.OK and note:
+            outcome.status, outcome.note = Status.COLLAPSED, note
+        self.accelerator.free_memory()
+        return outcome
+
+    def _train_epoch(self, epoch: int) -> float:
+        """One pass over the training data; returns the epoch's mean training loss (NaN stops it early)."""
+        device = self.accelerator.device
+        self.model.train()
+        step_losses: list[torch.Tensor] = []  # kept on the device, read once at the end of the epoch
+        step_rates: list[float] = []
+        label = f"{self.trial.label} epoch {epoch}/{self.config.epochs}"
+        bar = tqdm(self.train_loader, desc=label, leave=False, disable=not self.trial.progress, dynamic_ncols=True)
+        synchronize(device)
+        started = now()
+        losses = _LossReader(device)
+        for batch in bar:
+            step_rates.append(self.scheduler.get_last_lr()[0])  # the rate this step uses
+            step_losses.append(self._step(batch))
+            self._count(batch, started)
+            mean_loss = losses.add(step_losses[-1], first_step=self.outcome.train_steps == 1)
+            if mean_loss is not None:
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                if not math.isfinite(mean_loss) and self.accelerator.num_processes == 1:
+                    break  # (several processes must stop together: they check at the end of the epoch)
+        synchronize(device)
+        self.outcome.train_time_s += now() - started
+        bar.close()
+        self._log_steps(step_losses, step_rates)
+        mean = torch.tensor(losses.epoch_mean(), device=device)
+        # every process then takes the same decisions (diverged or not) on the mean over all of them
+        return self.accelerator.reduce(mean, "mean").item() if self.accelerator.num_processes > 1 else mean.item()
+
+    def _step(self, batch: dict[str, Any]) -> torch.Tensor:
         hook = None
-        if after_step is not None:
-            step_number = outcome.train_steps + 1
-            hook = lambda: after_step(accelerator.unwrap_model(model), step_number)  # noqa: E731
-        step_rates.append(scheduler.get_last_lr()[0])  # the rate this step uses
-        with cheaper_dropout(lane_masks):
-            step_losses.append(train_step(model, batch, optimizer, scheduler, accelerator, hook))
-        running += step_losses[-1]
-        running_steps += 1
-        outcome.train_steps += 1
-        clock.samples += len(batch["labels"]) * accelerator.num_processes  # each process holds its share of a batch
-        if outcome.train_steps == 1:
-            synchronize(device)
-            clock.first_step_s, clock.first_step_samples = now() - started, clock.samples
-        if outcome.train_steps == 1 or now() - last_read >= LOSS_READ_INTERVAL_S:
-            last_read = now()
-            mean_loss = running.item() / running_steps
-            loss_sum, loss_steps = loss_sum + running.item(), loss_steps + running_steps
-            running.zero_()
-            running_steps = 0
-            bar.set_postfix(loss=f"{mean_loss:.4f}")
-            if not math.isfinite(mean_loss) and accelerator.num_processes == 1:
-                break  # (several processes must stop together: they check at the end of the epoch)
-    if running_steps:
-        loss_sum, loss_steps = loss_sum + running.item(), loss_steps + running_steps
-    synchronize(device)
-    outcome.train_time_s += now() - started
-    bar.close()
-    first = outcome.train_steps - len(step_losses) + 1
-    losses = torch.stack(step_losses).float().tolist() if step_losses else []
-    outcome.steps += [[first + i, loss, rate] for i, (loss, rate) in enumerate(zip(losses, step_rates))]
-    mean = torch.tensor(loss_sum / max(loss_steps, 1), device=device)
-    # every process then takes the same decisions (diverged or not) on the mean over all of them
-    return accelerator.reduce(mean, "mean").item() if accelerator.num_processes > 1 else mean.item()
+        if self.trial.after_step is not None:  # bound now: the step it follows, with the model the method expects
+            model = self.accelerator.unwrap_model(self.model)
+            hook = partial(self.trial.after_step, model, self.outcome.train_steps + 1)
+        with cheaper_dropout(self.lane_masks):
+            return train_step(self.model, batch, self.optimizer, self.scheduler, self.accelerator, hook)
 
+    def _count(self, batch: dict[str, Any], started: float) -> None:
+        self.outcome.train_steps += 1
+        # each process holds its share of a batch
+        self.clock.samples += len(batch["labels"]) * self.accelerator.num_processes
+        if self.outcome.train_steps == 1:
+            synchronize(self.accelerator.device)
+            self.clock.first_step_s, self.clock.first_step_samples = now() - started, self.clock.samples
 
-def _evaluate_epoch(
-    model: Any, loader: DataLoader, accelerator: Any, config: TrainConfig, outcome: TrainOutcome, epoch: int,
-    train_loss: float, keep_best: bool, progress: bool, label: str,
-) -> dict[str, Any]:  # fmt: skip
-    started = now()
-    metrics = evaluate(model, loader, accelerator, progress, label, config.batch_size)
-    outcome.eval_time_s += now() - started
-    outcome.eval_batches += len(loader)
-    outcome.predictions = metrics.pop("predictions")
-    outcome.epochs.append({"epoch": epoch, "train_loss": train_loss, **metrics})
-    best = outcome.epochs[outcome.best_epoch - 1] if outcome.best_epoch else None
-    if keep_best and math.isfinite(metrics["eval_loss"]) and better_on_dev(metrics, best):
-        outcome.best_epoch, outcome.best_state = epoch, trainable_state(accelerator.unwrap_model(model))
-    return metrics
+    def _log_steps(self, step_losses: list[torch.Tensor], step_rates: list[float]) -> None:
+        """[step, loss, lr] of every step of the epoch, read from the device at once."""
+        first = self.outcome.train_steps - len(step_losses) + 1
+        losses = torch.stack(step_losses).float().tolist() if step_losses else []
+        self.outcome.steps += [[first + i, loss, rate] for i, (loss, rate) in enumerate(zip(losses, step_rates))]
+
+    def _evaluate_epoch(self, epoch: int, train_loss: float) -> dict[str, Any]:
+        outcome, started = self.outcome, now()
+        metrics = evaluate(
+            self.model,
+            self.eval_loader,
+            self.accelerator,
+            self.trial.progress,
+            self.trial.label,
+            self.config.batch_size,
+        )
+        outcome.eval_time_s += now() - started
+        outcome.eval_batches += len(self.eval_loader)
+        outcome.predictions = metrics.pop("predictions")
+        outcome.epochs.append({"epoch": epoch, "train_loss": train_loss, **metrics})
+        best = outcome.epochs[outcome.best_epoch - 1] if outcome.best_epoch else None
+        if self.trial.keep_best and math.isfinite(metrics["eval_loss"]) and better_on_dev(metrics, best):
+            outcome.best_epoch = epoch
+            outcome.best_state = trainable_state(self.accelerator.unwrap_model(self.model))
+        return metrics
 
 
 def _speeds(outcome: TrainOutcome, clock: _Clock) -> None:
@@ -294,39 +411,3 @@ def _speeds(outcome: TrainOutcome, clock: _Clock) -> None:
 def collapse_note(share: float, which: str) -> str | None:
     """A note when one class takes COLLAPSE_SHARE or more of the predictions: the run learnt nothing useful."""
     return f"{share:.1%} of {which} predictions are one class" if share >= COLLAPSE_SHARE else None
-
-
-def train_and_evaluate(
-    model: Any, train: list, eval_: list, collator: Any, config: TrainConfig, lr: float, accelerator: Any, progress: bool,
-    label: str, keep_best: bool = False, after_step: Any = None,
-) -> TrainOutcome:  # fmt: skip
-    """Train for config.epochs epochs with AdamW and a linear warm-up/decay schedule, evaluating after each.
-
-    With keep_best, the trainable weights of the best epoch on eval (dev) are kept (better_on_dev), so that
-    a caller choosing on a dev set can evaluate exactly that state once on the test set. after_step(model,
-    step) is the method's own per-step hook (methods.Method.after_step), called with the unwrapped model."""
-    train_loader, eval_loader = build_loaders(train, eval_, collator, config)
-    optimizer = build_optimizer(model, config, lr, accelerator.device)
-    total_steps = planned_steps(len(train), config)
-    # ceil, as transformers' Trainer rounds warmup_ratio * steps
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
-    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, eval_loader, scheduler
-    )
-    outcome, clock = TrainOutcome(status="ok"), _Clock()
-    for epoch in range(1, config.epochs + 1):
-        bar_label = f"{label} epoch {epoch}/{config.epochs}"
-        train_loss = _train_epoch(model, train_loader, optimizer, scheduler, accelerator, config, outcome, clock, after_step, bar_label, progress)
-        if not math.isfinite(train_loss):
-            outcome.status, outcome.note = "diverged", f"non-finite training loss in epoch {epoch}"
-            break
-        metrics = _evaluate_epoch(model, eval_loader, accelerator, config, outcome, epoch, train_loss, keep_best, progress, label)
-        if not math.isfinite(metrics["eval_loss"]):
-            outcome.status, outcome.note = "diverged", f"non-finite evaluation loss after epoch {epoch}"
-            break
-    _speeds(outcome, clock)
-    note = collapse_note(outcome.epochs[-1]["top_predicted_class_share"], "evaluation") if outcome.epochs else None
-    if outcome.status == "ok" and note:
-        outcome.status, outcome.note = "collapsed", note
-    accelerator.free_memory()
-    return outcome

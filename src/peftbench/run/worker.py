@@ -22,23 +22,30 @@ from typing import Any
 
 import torch
 
-from peftbench.models import classifier as models
 from peftbench.config.sections import TrainConfig
 from peftbench.data import TokenizedData
 from peftbench.errors import UserError, first_line
-from peftbench.interrupts import stop_signals
 from peftbench.hardware import describe as describe_device
 from peftbench.hardware import likely_device, resolve_attention, resolve_dropout_masks, resolve_precision
-from peftbench.run.measure import PeakMemory, count_parameters
+from peftbench.interrupts import stop_signals
 from peftbench.methods import REGISTRY, pooler_modules
+from peftbench.models import classifier as models
 from peftbench.models.saved import save_trained
+from peftbench.records import TESTED, Status
 from peftbench.run.loop import (
-    TrainOutcome, collapse_note, evaluate_once, planned_steps, restore_trainable, store_frozen_weights_in,
+    TrainOutcome,
+    Trial,
+    collapse_note,
+    evaluate_once,
+    planned_steps,
+    restore_trainable,
+    store_frozen_weights_in,
     train_and_evaluate,
-)  # fmt: skip
+)
+from peftbench.run.measure import PeakMemory, count_parameters
+from peftbench.run.messages import TRIAL, WorkRequest, WorkResponse
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-TRIAL, FINISH = "trial", "finish"
 
 
 def load_tokenized(path: str) -> TokenizedData:
@@ -53,7 +60,7 @@ def write_tokenized(data: TokenizedData, path: Path) -> None:
 class _Setup:
     """What every piece of work needs, made once per worker."""
 
-    request: dict[str, Any]
+    request: WorkRequest
     train: TrainConfig
     data: TokenizedData
     tokenizer: Any
@@ -63,26 +70,29 @@ class _Setup:
     attention: str
 
 
-def _setup(request: dict[str, Any]) -> _Setup:
+def _setup(request: WorkRequest) -> _Setup:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
-    train = TrainConfig(**request["train"])
-    device = likely_device(request.get("device", "auto"))
+    train = TrainConfig(**request.train)
+    device = likely_device(request.device)
     precision = resolve_precision(train.precision, device)
     attention = resolve_attention(train.attention, device)
     # Several processes (--num-processes) split each batch between them: the global batch, the number of
     # steps (AdaLoRA's schedule) and so the experiment stay those of one process.
     accelerator = Accelerator(
-        mixed_precision=PRECISION_TO_ACCELERATE[precision], cpu=device.type == "cpu",
+        mixed_precision=PRECISION_TO_ACCELERATE[precision],
+        cpu=device.type == "cpu",
         dataloader_config=DataLoaderConfiguration(split_batches=True),
-    )  # fmt: skip
+    )
     if train.batch_size % accelerator.num_processes:
-        raise UserError(f"--batch-size {train.batch_size} does not split evenly over {accelerator.num_processes} processes")
-    tokenizer = models.load_tokenizer(request["model_path"])
-    model_config = models.load_config(request["model_path"])
+        raise UserError(
+            f"--batch-size {train.batch_size} does not split evenly over {accelerator.num_processes} processes"
+        )
+    tokenizer = models.load_tokenizer(request.model_path)
+    model_config = models.load_config(request.model_path)
     models.configure_padding(tokenizer, model_config)
-    data = load_tokenized(request["data_file"])
+    data = load_tokenized(request.data_file)
     collator = models.Collator(tokenizer, models.is_decoder(model_config))
     return _Setup(request, train, data, tokenizer, collator, accelerator, precision, attention)
 
@@ -91,10 +101,12 @@ def _build_model(setup: _Setup) -> tuple[Any, dict[str, Any]]:
     """The pretrained classifier with the method applied, and its parameter counts."""
     from transformers import set_seed
 
-    method = REGISTRY[setup.request["method"]]
+    method = REGISTRY[setup.request.method]
     set_seed(setup.train.seed)  # the new classifier head's initial weights depend on it
     labels = setup.data.label_names
-    model = models.load_classifier(setup.request["model_path"], len(labels), labels, setup.tokenizer.pad_token_id, setup.attention)
+    model = models.load_classifier(
+        setup.request.model_path, len(labels), labels, setup.tokenizer.pad_token_id, setup.attention
+    )
     head_extra = pooler_modules(model) if setup.train.train_pooler else ()
     model = method.build(model, total_steps=planned_steps(len(setup.data.train), setup.train), head_extra=head_extra)
     total, trainable = count_parameters(model)
@@ -108,37 +120,47 @@ def _outcome_as_data(outcome: TrainOutcome) -> dict[str, Any]:
     return {f.name: getattr(outcome, f.name) for f in dataclasses.fields(outcome) if f.name != "best_state"}
 
 
-def _trial(setup: _Setup) -> dict[str, Any]:
+def _trial(setup: _Setup) -> WorkResponse:
     """Train at one learning rate; finish the run here too when asked (the run's only trial)."""
     request = setup.request
     model, params = _build_model(setup)
-    response: dict[str, Any] = {"params": params}
-    if request.get("dry_run"):
+    response = WorkResponse(params=params)
+    if request.dry_run:
         return response
     choose_on_dev = setup.data.test is not None
-    outcome = train_and_evaluate(
-        model, setup.data.train, setup.data.eval, setup.collator, setup.train, request["lr"], setup.accelerator,
-        request["progress"], request["label"], keep_best=choose_on_dev, after_step=REGISTRY[request["method"]].after_step,
-    )  # fmt: skip
-    response["outcome"] = _outcome_as_data(outcome)
+    trial = Trial(
+        setup.data.train,
+        setup.data.eval,
+        setup.collator,
+        setup.train,
+        request.lr,
+        label=request.label,
+        progress=request.progress,
+        keep_best=choose_on_dev,
+        after_step=REGISTRY[request.method].after_step,
+    )
+    outcome = train_and_evaluate(model, trial, setup.accelerator)
+    response.outcome = _outcome_as_data(outcome)
     if outcome.best_state is not None:
         restore_trainable(setup.accelerator.unwrap_model(model), outcome.best_state)  # the state judged on dev
-    if request.get("finish"):
-        response["finish"] = _finish(setup, model, response["outcome"])
-    elif outcome.best_state is not None and request.get("state_file") and setup.accelerator.is_main_process:
+    if request.finish_in_trial:
+        response.finished = _finish(setup, model, response.outcome)
+    elif outcome.best_state is not None and request.state_file and setup.accelerator.is_main_process:
         from safetensors.torch import save_file
 
-        save_file(outcome.best_state, request["state_file"])
+        save_file(outcome.best_state, request.state_file)
     return response
 
 
-def _finish_only(setup: _Setup) -> dict[str, Any]:
+def _finish_only(setup: _Setup) -> WorkResponse:
     """Finish a run whose trial ran in another worker: rebuild the model, load the chosen weights, finish."""
     from safetensors.torch import load_file
 
     model, params = _build_model(setup)
-    restore_trainable(model, load_file(setup.request["state_file"]))
-    return {"params": params, "finish": _finish(setup, model, setup.request["outcome"])}
+    request = setup.request
+    assert request.state_file is not None and request.outcome is not None  # what a finish is sent
+    restore_trainable(model, load_file(request.state_file))
+    return WorkResponse(params=params, finished=_finish(setup, model, request.outcome))
 
 
 def _finish(setup: _Setup, model: Any, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -149,30 +171,46 @@ def _finish(setup: _Setup, model: Any, outcome: dict[str, Any]) -> dict[str, Any
         if outcome["best_epoch"] is None:
             return finished  # diverged before any usable evaluation: nothing to test or keep
         # The test split is read here, once, for the setting chosen on dev.
-        test = evaluate_once(model, data.test, setup.collator, setup.train, setup.accelerator, request["progress"], f"{request['label']} test")
+        test = evaluate_once(
+            model,
+            data.test,
+            setup.collator,
+            setup.train,
+            setup.accelerator,
+            request.progress,
+            f"{request.label} test",
+        )
         finished["predictions"] = test.pop("predictions")
         finished["test"] = test
         # The status describes the weights that were tested, whatever a later epoch did.
         note = collapse_note(test["top_predicted_class_share"], "test")
         later = outcome["note"] if outcome["status"] == "diverged" else ""
-        finished["status"] = "collapsed" if note else "ok"
-        finished["note"] = "; ".join(n for n in (note, later and f"{later}: epoch {outcome['best_epoch']}, best on dev, was tested") if n)
-    if finished["status"] in ("ok", "collapsed") and setup.accelerator.is_main_process:
-        folder = Path(request["weights_dir"])
+        finished["status"] = Status.COLLAPSED if note else Status.OK
+        finished["note"] = "; ".join(
+            n for n in (note, later and f"{later}: epoch {outcome['best_epoch']}, best on dev, was tested") if n
+        )
+    if finished["status"] in TESTED and setup.accelerator.is_main_process:
+        folder = Path(request.weights_dir)
         finished["adapter_size_mb"] = save_trained(
-            setup.accelerator.unwrap_model(model), setup.tokenizer, folder, REGISTRY[request["method"]],
-            request["base_model"], data.label_names, data.description["max_length"], setup.precision,
-        )  # fmt: skip
+            setup.accelerator.unwrap_model(model),
+            setup.tokenizer,
+            folder,
+            REGISTRY[request.method],
+            request.base_model,
+            data.label_names,
+            data.description["max_length"],
+            setup.precision,
+        )
     return finished
 
 
-def work(request: dict[str, Any]) -> dict[str, Any]:
+def work(request: WorkRequest) -> WorkResponse:
     """Do one request; every failure of the work itself comes back as data, not as an exception."""
     try:
-        device = likely_device(request.get("device", "auto"))
+        device = likely_device(request.device)
     except UserError:
         device = torch.device("cpu")  # _setup below raises the same error, which then comes back as data
-    if not request["progress"]:
+    if not request.progress:
         # transformers' own bars ("Writing model shards") would break the grid's one line per run
         from transformers.utils.logging import disable_progress_bar
 
@@ -181,8 +219,8 @@ def work(request: dict[str, Any]) -> dict[str, Any]:
     memory.start()
     try:
         setup = _setup(request)
-        response = _trial(setup) if request["kind"] == TRIAL else _finish_only(setup)
-        response["resolved"] = {
+        response = _trial(setup) if request.kind == TRIAL else _finish_only(setup)
+        response.resolved = {
             "precision_used": setup.precision,
             "attention_used": setup.attention,
             "dropout_masks_used": resolve_dropout_masks(setup.train.dropout_masks, setup.accelerator.device),
@@ -192,20 +230,19 @@ def work(request: dict[str, Any]) -> dict[str, Any]:
             "per_process_batch_size": setup.train.batch_size // setup.accelerator.num_processes,
         }
     except (Exception, UserError) as exc:  # one broken method must not stop the grid: keep the error and go on
-        response = {"error": f"{type(exc).__name__}: {first_line(exc)}", "traceback": traceback.format_exc()}
-    response.update(memory.report())
-    return response
+        response = WorkResponse(error=f"{type(exc).__name__}: {first_line(exc)}", traceback=traceback.format_exc())
+    return dataclasses.replace(response, **memory.report())
 
 
 def main(argv: list[str] | None = None) -> int:
     request_path, response_path = argv or sys.argv[1:]
     try:
         with stop_signals():
-            response = work(json.loads(Path(request_path).read_text(encoding="utf-8")))
+            response = work(WorkRequest.from_json(Path(request_path).read_text(encoding="utf-8")))
     except KeyboardInterrupt as exc:  # stopped by the grid process (or a scheduler's SIGTERM); the grid tells the user
         return getattr(exc, "exit_code", 130)
     if int(os.environ.get("RANK", "0")) == 0:  # of several data-parallel processes, the main one answers
-        Path(response_path).write_text(json.dumps(response), encoding="utf-8")
+        Path(response_path).write_text(response.to_json(), encoding="utf-8")
     return 0
 
 

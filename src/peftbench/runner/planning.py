@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from peftbench.config.sections import AUTO, GridConfig, TrainConfig, as_dict
+from peftbench.config.sections import GridConfig, TrainConfig, as_dict
 from peftbench.data import SplitTexts, length_keeping, load_labeled_texts, split, token_lengths
 from peftbench.errors import UserError
 from peftbench.methods import REGISTRY, Method
@@ -60,11 +60,12 @@ def prepare(grid: GridConfig) -> Prepared:
     model_config = classifier.load_config(model_path)
     classifier.configure_padding(tokenizer, model_config)
     positions = getattr(model_config, "max_position_embeddings", None)
-    if grid.data.max_length == AUTO:  # the training texts decide, the model caps
+    requested = grid.data.max_length
+    if isinstance(requested, str):  # auto: the training texts decide, the model caps
         kept_whole = length_keeping(token_lengths(tokenizer, parts.train), grid.data.max_length_keep)
         max_length = min(classifier.max_length_for(tokenizer, None, positions), kept_whole)
     else:
-        max_length = classifier.max_length_for(tokenizer, grid.data.max_length, positions)
+        max_length = classifier.max_length_for(tokenizer, requested, positions)
     identity = classifier.identity(model_path)
     return Prepared(model_path, max_length, parts.train.sha256, identity, parts, tokenizer)
 

@@ -23,10 +23,11 @@ from peftbench.config.sections import GridConfig
 from peftbench.data import TokenizedData
 from peftbench.execution.executors import RunOutcome, Slot
 from peftbench.execution.workers import run_request
-from peftbench.runner.planning import PlannedRun
 from peftbench.records import Status, better_on_dev
 from peftbench.run.measure import MEASUREMENT_NOTES
-from peftbench.run.worker import FINISH, TRIAL, write_tokenized
+from peftbench.run.messages import FINISH, TRIAL, Kind, WorkRequest, WorkResponse
+from peftbench.run.worker import write_tokenized
+from peftbench.runner.planning import PlannedRun
 from peftbench.store.runs import SCHEMA_VERSION
 
 MEMORY_KEYS = ("peak_memory_mb", "peak_memory_method", "process_peak_rss_mb")
@@ -64,11 +65,26 @@ def failed_record(run: PlannedRun, data: TokenizedData, error: str) -> dict[str,
     return _record(run, data, result, {})
 
 
-def choose(trials: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass
+class TrialRun:
+    """One learning rate of a run: where its weights judged on dev were saved, and what its worker said."""
+
+    lr: float
+    state_file: str | None
+    response: WorkResponse
+
+    @property
+    def outcome(self) -> dict[str, Any]:
+        """Its TrainOutcome as data; only a trial that did not fail has one."""
+        assert self.response.outcome is not None, "a failed trial has no outcome"
+        return self.response.outcome
+
+
+def choose(trials: list[TrialRun]) -> TrialRun:
     """The trial whose best epoch is best on dev (records.better_on_dev); ties keep the first rate tried."""
     chosen, best = trials[0], None
     for trial in trials:
-        outcome = trial["outcome"]
+        outcome = trial.outcome
         if outcome["best_epoch"] is not None:
             metrics = outcome["epochs"][outcome["best_epoch"] - 1]
             if better_on_dev(metrics, best):
@@ -82,24 +98,24 @@ class _Protocol:
     def __init__(self, job: RunJob, slot: Slot, folder: Path, data_file: Path) -> None:
         self.job, self.run, self.grid, self.data = job, job.run, job.grid, job.data
         self.slot, self.folder, self.data_file = slot, folder, data_file
-        self.responses: list[dict[str, Any]] = []  # of every worker, for the run's peak memory
+        self.responses: list[WorkResponse] = []  # of every worker, for the run's peak memory
 
     def record(self) -> dict[str, Any]:
         trials = self._trials()
         result: dict[str, Any] = {"majority_accuracy": self.data.majority_accuracy}
-        failure = next((t for t in trials if "error" in t), None)
+        failure = next((t.response for t in trials if t.response.failed), None)
         if failure is not None:
             result.update(_failed(failure))
         elif self.grid.dry_run:
-            result.update(status=Status.DRY_RUN, **trials[0]["params"])
+            result.update(status=Status.DRY_RUN, **(trials[0].response.params or {}))
         else:
             result.update(self._chosen_and_finished(trials))
         result.update(self._measured())
-        resolved = next((r["resolved"] for r in self.responses if "resolved" in r), {})
+        resolved = next((r.resolved for r in self.responses if r.resolved is not None), {})
         result.update({k: v for k, v in resolved.items() if k != "device"})
         return _record(self.run, self.data, result, resolved.get("device") or self._device())
 
-    def _trials(self) -> list[dict[str, Any]]:
+    def _trials(self) -> list[TrialRun]:
         """Phase 1: one worker per learning rate; the only trial of a run finishes the run in its own worker."""
         rates = self.run.learning_rates()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -108,47 +124,46 @@ class _Protocol:
             label = self.job.label if len(rates) == 1 else f"{self.job.label} lr {lr:g}"
             # a trial keeps the weights it would be judged by for a later finish; a select-only run has none
             state_file = None if self.grid.select_only else str(self.folder / f"trial{number}.safetensors")
-            finish = len(rates) == 1 and not self.grid.select_only
-            request = self._request(TRIAL, lr, label=label, finish=finish, state_file=state_file)
-            trials.append({"lr": lr, "state_file": state_file, **self._send(request, f"trial{number}")})
-            if "error" in trials[-1]:
+            finish_in_trial = len(rates) == 1 and not self.grid.select_only
+            request = self._request(TRIAL, lr, label, finish_in_trial=finish_in_trial, state_file=state_file)
+            trials.append(TrialRun(lr, state_file, self._send(request, f"trial{number}")))
+            if trials[-1].response.failed:
                 break  # a broken method or a dead worker: the other rates would fail alike
         return trials
 
-    def _chosen_and_finished(self, trials: list[dict[str, Any]]) -> dict[str, Any]:
+    def _chosen_and_finished(self, trials: list[TrialRun]) -> dict[str, Any]:
         """Phases 2 and 3: the choice on dev, then the chosen weights' one test evaluation."""
         chosen = choose(trials)
-        outcome = chosen["outcome"]
-        finished = chosen.get("finish") or {"status": outcome["status"], "note": outcome["note"]}
-        if "finish" not in chosen and outcome["best_epoch"] is not None and not self.grid.select_only:
-            request = self._request(
-                FINISH, chosen["lr"], label=self.job.label, state_file=chosen["state_file"], outcome=outcome
-            )
+        outcome = chosen.outcome
+        finished = chosen.response.finished or {"status": outcome["status"], "note": outcome["note"]}
+        if chosen.response.finished is None and outcome["best_epoch"] is not None and not self.grid.select_only:
+            request = self._request(FINISH, chosen.lr, self.job.label, state_file=chosen.state_file, outcome=outcome)
             response = self._send(request, "finish")
-            finished = response.get("finish")
-            if finished is None:
+            if response.finished is None:
                 return _failed(response)
+            finished = response.finished
         return _result_of(self.run, self.data, self.grid.select_only, trials, chosen, finished)
 
-    def _request(self, kind: str, lr: float, **extra: Any) -> dict[str, Any]:
+    def _request(self, kind: Kind, lr: float, label: str, **extra: Any) -> WorkRequest:
         """A worker request: plain data only, so that it can cross any process or machine boundary."""
-        return {
-            "kind": kind,
-            "run_id": self.run.run_id,
-            "method": self.run.method.name,
-            "model_path": self.job.model_path,
-            "base_model": self.run.config["model"],
-            "train": self.run.config["train"],
-            "lr": lr,
-            "data_file": str(self.data_file),
-            "weights_dir": str(self.folder / "weights"),
-            "progress": self.job.bars,
-            "dry_run": self.grid.dry_run,
-            "device": self.grid.scale.device,
+        return WorkRequest(
+            kind=kind,
+            run_id=self.run.run_id,
+            method=self.run.method.name,
+            model_path=self.job.model_path,
+            base_model=self.run.config["model"],
+            train=self.run.config["train"],
+            lr=lr,
+            data_file=str(self.data_file),
+            weights_dir=str(self.folder / "weights"),
+            label=label,
+            progress=self.job.bars,
+            dry_run=self.grid.dry_run,
+            device=self.grid.scale.device,
             **extra,
-        }
+        )
 
-    def _send(self, request: dict[str, Any], name: str) -> dict[str, Any]:
+    def _send(self, request: WorkRequest, name: str) -> WorkResponse:
         """Run a worker request, its files in this run's scratch folder under `name`."""
         scale = self.grid.scale
         # tqdm reads its defaults from TQDM_* variables: the worker's bars go under the grid's bar, not over it
@@ -160,11 +175,12 @@ class _Protocol:
 
     def _measured(self) -> dict[str, Any]:
         """A run's peak memory is the highest of its workers'."""
-        measured = [r for r in self.responses if "peak_memory_mb" in r]
+        measured = [r for r in self.responses if r.peak_memory_mb is not None]
         if not measured:
             return {}
-        peak = max(measured, key=lambda r: r["peak_memory_mb"])
-        return {k: peak[k] for k in MEMORY_KEYS if k in peak}
+        peak = max(measured, key=lambda r: r.peak_memory_mb or 0.0)
+        figures = {k: getattr(peak, k) for k in MEMORY_KEYS}
+        return {k: v for k, v in figures.items() if v is not None}
 
     def _device(self) -> dict[str, Any]:
         """The device, when no worker said which it used (every one failed before it started)."""
@@ -172,13 +188,13 @@ class _Protocol:
         return hardware.describe(hardware.likely_device(requested))
 
 
-def _failed(response: dict[str, Any]) -> dict[str, Any]:
+def _failed(response: WorkResponse) -> dict[str, Any]:
     failed = {
         "status": Status.FAILED,
-        "error": response.get("error", "worker gave no result"),
-        "traceback": response.get("traceback", ""),
+        "error": response.error or "worker gave no result",
+        "traceback": response.traceback,
     }
-    return {**failed, "worker_died": True} if response.get("worker_died") else failed
+    return {**failed, "worker_died": True} if response.worker_died else failed
 
 
 def _record(run: PlannedRun, data: TokenizedData, result: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
@@ -199,23 +215,23 @@ def _result_of(
     run: PlannedRun,
     data: TokenizedData,
     select_only: bool,
-    trials: list[dict[str, Any]],
-    chosen: dict[str, Any],
+    trials: list[TrialRun],
+    chosen: TrialRun,
     finished: dict[str, Any],
 ) -> dict[str, Any]:
     """A finished run's result: what was trained (all trials), what was chosen, what the chosen weights scored."""
-    outcome = chosen["outcome"]
+    outcome = chosen.outcome
     result = {
-        **chosen["params"],
+        **(chosen.response.params or {}),
         "status": finished["status"],
         "note": finished["note"],
-        "chosen_lr": chosen["lr"],
+        "chosen_lr": chosen.lr,
         **_times(trials),
         **{k: outcome[k] for k in ("train_it_per_s", "eval_it_per_s", "train_samples_per_s", "epochs")},
         "train_log": outcome.get("steps", []),  # [step, loss, lr] of the chosen trial
     }
     if len(trials) > 1 or select_only:
-        result["trials"] = [{"lr": t["lr"], "status": t["outcome"]["status"], "epochs": t["outcome"]["epochs"]} for t in trials]
+        result["trials"] = [{"lr": t.lr, "status": t.outcome["status"], "epochs": t.outcome["epochs"]} for t in trials]
     if outcome["best_epoch"] is not None:  # what was chosen on dev, and why
         dev = outcome["epochs"][outcome["best_epoch"] - 1]
         result.update(
@@ -230,12 +246,12 @@ def _result_of(
     return result
 
 
-def _times(trials: list[dict[str, Any]]) -> dict[str, Any]:
+def _times(trials: list[TrialRun]) -> dict[str, Any]:
     """Training and evaluation time of every trial: what the run cost, whichever rate was chosen."""
-    train_time = sum(t["outcome"]["train_time_s"] for t in trials)
-    eval_time = sum(t["outcome"]["eval_time_s"] for t in trials)
+    train_time = sum(t.outcome["train_time_s"] for t in trials)
+    eval_time = sum(t.outcome["eval_time_s"] for t in trials)
     return {
-        "train_steps": sum(t["outcome"]["train_steps"] for t in trials),
+        "train_steps": sum(t.outcome["train_steps"] for t in trials),
         "train_time_s": train_time,
         "eval_time_s": eval_time,
         "total_time_s": train_time + eval_time,

@@ -25,13 +25,13 @@ from peftbench.execution import executors
 from peftbench.execution.claims import ClaimBook, left_by_dead_process, owner_prefix
 from peftbench.execution.executors import Executor, RunOutcome, materialise
 from peftbench.files import make_ordinary, write_atomic
-from peftbench.runner import planning
-from peftbench.runner.planning import PlannedRun, Prepared
-from peftbench.runner.protocol import RunJob, failed_record
 from peftbench.records import Status
 from peftbench.reporting import trackers
 from peftbench.reporting.reports import write_reports
 from peftbench.run.worker import write_tokenized
+from peftbench.runner import planning
+from peftbench.runner.planning import PlannedRun, Prepared
+from peftbench.runner.protocol import RunJob, failed_record
 from peftbench.store.provenance import provenance
 from peftbench.store.runs import ResultStore
 
@@ -128,7 +128,9 @@ class _Grid:
         return RunJob(run, self.grid, self.prepared.model_path, self.data, self.data_file, folder, label, self.bars)
 
 
-def _run_all(grid: GridConfig, prepared: Prepared, store: ResultStore, todo: list[PlannedRun], progress: bool) -> _Tally:
+def _run_all(
+    grid: GridConfig, prepared: Prepared, store: ResultStore, todo: list[PlannedRun], progress: bool
+) -> _Tally:
     """Tokenise once for every run, hand the runs to the executor as it has room, store each record as it
     comes back. A run is claimed before it is handed out, so that processes sharing grid.out share the work."""
     claims = ClaimBook(grid.out, grid.scale.claim_timeout)

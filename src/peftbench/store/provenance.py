@@ -34,12 +34,21 @@ def git_state(folder: Path) -> tuple[str | None, bool | None]:
 def provenance(device: dict[str, Any], train: Any = None, scale: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where and how a run was made: command, versions, commit, the device with what `auto` resolved to there,
     and the execution (how the protocol was run; not part of the run's identity)."""
-    versions = {}
-    for package in ("peftbench", "torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "safetensors"):
+    versions: dict[str, str | None] = {}
+    for package in (
+        "peftbench",
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "datasets",
+        "tokenizers",
+        "safetensors",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
-            versions[package] = None
+            versions[package] = None  # not installed
     commit, dirty = git_state(Path(__file__).parent)
     described = {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -52,5 +61,8 @@ def provenance(device: dict[str, Any], train: Any = None, scale: dict[str, Any] 
         "device": device,
     }
     if train is not None:
-        described["execution"] = {**{name: getattr(train, name) for name in EXECUTION_FIELDS}, **(scale or {"workers": "process"})}
+        described["execution"] = {
+            **{name: getattr(train, name) for name in EXECUTION_FIELDS},
+            **(scale or {"workers": "process"}),
+        }
     return described

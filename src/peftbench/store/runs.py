@@ -23,6 +23,7 @@ from peftbench.records import FINISHED, Status
 SCHEMA_VERSION = 2  # 2: model identity and data sha256 in config, execution in provenance
 READABLE_SCHEMAS = (1, 2)  # a version-1 run is still read, shown and resumed (see protocol)
 
+
 class ResultStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -83,11 +84,19 @@ class ResultStore:
             return None
         try:
             record = json.loads(raw.decode("utf-8"))
-            if isinstance(record, dict) and isinstance(record.get("result"), dict) and isinstance(record.get("config"), dict):
+            if (
+                isinstance(record, dict)
+                and isinstance(record.get("result"), dict)
+                and isinstance(record.get("config"), dict)
+            ):
                 return record
             why = f"not a run record but {json.dumps(record)[:20]}"
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            why = "empty" if not raw.strip() else f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'start', getattr(exc, 'pos', 0))})"
+            why = (
+                "empty"
+                if not raw.strip()
+                else f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'start', getattr(exc, 'pos', 0))})"
+            )
         aside = path.parent / "corrupt" / path.name
         if aside.exists():
             aside = aside.with_name(f"{path.stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.json")
@@ -97,8 +106,11 @@ class ResultStore:
             where = f"moved to {aside.relative_to(self.root)}"
         except OSError as exc:  # a read-only folder: say so, and leave the file
             where = f"left in place ({exc.strerror})"
-        print(f"peftbench: warning: {path} is unreadable ({why}); {where}; the run counts as not done and a rerun "
-              "trains it again", file=sys.stderr)  # fmt: skip
+        print(
+            f"peftbench: warning: {path} is unreadable ({why}); {where}; the run counts as not done and a rerun "
+            "trains it again",
+            file=sys.stderr,
+        )
         return None
 
 
