@@ -13,7 +13,7 @@ The last lines are `speedup: X.XX`, (b)/(a) in training samples/s, and `speedup_
 
 (a) reference: fp32, uniformly random batches padded to the longest, torch's default AdamW, the loss read
     back every step, evaluation at the training batch size.
-(b) peftbench: peftbench.train's loaders, optimizer, precision and step function, with its defaults.
+(b) peftbench: peftbench.run.loop's loaders, optimizer, precision and step function, with its defaults.
 (c) transformers.Trainer: bf16 where the machine computes it natively (as `auto` decides), length-grouped
     batches (transformers' LengthGroupedSampler, what train_sampling_strategy group_by_length uses), fused
     AdamW, no evaluation, saving or logging during the timed steps, its default gradient clipping

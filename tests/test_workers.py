@@ -15,7 +15,7 @@ import pytest
 from processes import worker_children
 
 from peftbench import cli
-from peftbench.config.sections import TrainConfig, _help
+from peftbench.config.sections import TrainConfig, documented
 from peftbench.runner import build
 
 QUICK = [
@@ -115,7 +115,7 @@ def test_a_killed_worker_fails_its_run_only_and_a_rerun_trains_just_that_run(tin
 class NewerTrainConfig(TrainConfig):
     """TrainConfig as a later version might have it: one more protocol field, whose default is the old behaviour."""
 
-    label_smoothing: float = _help(
+    label_smoothing: float = documented(
         "label smoothing of the cross-entropy (0: none, what earlier versions did)", default=0.0
     )
 

@@ -73,87 +73,75 @@ def _section_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="peftbench", description="Compare fine-tuning methods for a text classifier.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    parser.run_command = _add_run(commands)
+    commands.add_parser("methods", help="list the registered methods with their settings")
+    _add_predict(commands)
+    _add_report_commands(commands)
+    return parser
 
+
+def _add_run(commands: Any) -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="fine-tune with each method and write the comparison")
     run.add_argument(
         "--config",
         type=Path,
         metavar="FILE",
-        help="YAML or JSON file whose keys are this command's options (max_train_samples: 512, methods: [lora, full]); "
-        "options typed on the command line win. Every grid writes its own as DIR/config.yaml",
+        help="YAML or JSON file whose keys are this command's options (max_train_samples: 512, methods: "
+        "[lora, full]); options typed on the command line win. Every grid writes its own as DIR/config.yaml",
     )
-    parser.run_command = run
     run.add_argument("--model", required=True, help="hub id or local model folder")
-    run.add_argument(
-        "--methods",
-        default="seed",
-        help="comma-separated method names, 'seed' for the reference's five, 'all' for every method",
-    )
+    methods_help = "comma-separated method names, 'seed' for the reference's five, 'all' for every method"
+    run.add_argument("--methods", default="seed", help=methods_help)
     run.add_argument("--preset", default="seed", choices=sorted(PRESETS), help="protocol to start from (default: seed)")
-    run.add_argument(
-        "--out", type=Path, default=Path("peftbench-results"), help="output folder (default: peftbench-results)"
-    )
-    run.add_argument(
-        "--dry-run", action="store_true", help="build every method and record its parameter counts; no training"
-    )
+    out_help = "output folder (default: peftbench-results)"
+    run.add_argument("--out", type=Path, default=Path("peftbench-results"), help=out_help)
+    dry_help = "build every method and record its parameter counts; no training"
+    run.add_argument("--dry-run", action="store_true", help=dry_help)
     run.add_argument(
         "--select-only",
         action="store_true",
         help="choose epoch (and rate, with --lr-grid) on dev and stop: the test split is never evaluated and no "
-        "weights are "
-        "saved; for choosing settings, e.g. the learning rates of the registry (needs a dev set)",
+        "weights are saved; for choosing settings, e.g. the learning rates of the registry (needs a dev set)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument(
         "--report-to",
         default="none",
         metavar="TRACKERS",
-        help="log each finished run (config, loss and learning rate per step, dev metrics per epoch, test metrics) to "
-        "experiment trackers: comma-separated of tensorboard, mlflow, trackio (pip install 'peftbench[tensorboard]' "
-        "etc.), "
-        "or none (default)",
+        help="log each finished run (config, loss and learning rate per step, dev metrics per epoch, test metrics) "
+        "to experiment trackers: comma-separated of tensorboard, mlflow, trackio (pip install "
+        "'peftbench[tensorboard]' etc.), or none (default)",
     )
     run.add_argument("--seeds", help="comma-separated seeds, one run per method and seed (default: --seed)")
-    _add_section(run, DataConfig)
-    _add_section(run, TrainConfig)
-    _add_section(run, ScaleConfig)
+    for section in (DataConfig, TrainConfig, ScaleConfig):
+        _add_section(run, section)
+    return run
 
-    commands.add_parser("methods", help="list the registered methods with their settings")
+
+def _add_predict(commands: Any) -> None:
     predict = commands.add_parser("predict", help="label texts with a trained run: one label and probability per line")
     predict.add_argument("--run", type=Path, required=True, help="a run's weights folder: DIR/<method>__seed<seed>")
     predict.add_argument("texts", nargs="*", help="texts to label; none: read --input, or standard input, one per line")
     predict.add_argument("--input", type=Path, help="file with one text per line")
-    predict.add_argument(
-        "--merge",
-        type=Path,
-        metavar="OUT",
-        help="instead: write the run merged into a standalone model (LoRA-type methods)",
-    )
+    merge_help = "instead: write the run merged into a standalone model (LoRA-type methods)"
+    predict.add_argument("--merge", type=Path, metavar="OUT", help=merge_help)
+
+
+def _add_report_commands(commands: Any) -> None:
     compare = commands.add_parser(
         "compare", help="one report over the runs of several output folders (models, datasets)"
     )
     compare.add_argument("dirs", type=Path, nargs="+", help="output folders of peftbench run")
-    compare.add_argument(
-        "--out", type=Path, required=True, help="folder for the combined results.csv, report.md and report.html"
-    )
-    report = commands.add_parser(
-        "report", help="rebuild results.csv and report.md of an output folder from its run files"
-    )
+    out_help = "folder for the combined results.csv, report.md and report.html"
+    compare.add_argument("--out", type=Path, required=True, help=out_help)
+    report_help = "rebuild results.csv and report.md of an output folder from its run files"
+    report = commands.add_parser("report", help=report_help)
     report.add_argument("dir", type=Path)
     for command in (report, compare):
-        command.add_argument(
-            "--max-trainable-params",
-            type=_positive,
-            metavar="N",
-            help="recommend among methods that train at most N parameters",
-        )
-        command.add_argument(
-            "--max-memory-mb",
-            type=_positive,
-            metavar="MB",
-            help="recommend among methods whose peak memory is at most MB",
-        )
-    return parser
+        params_help = "recommend among methods that train at most N parameters"
+        command.add_argument("--max-trainable-params", type=_positive, metavar="N", help=params_help)
+        memory_help = "recommend among methods whose peak memory is at most MB"
+        command.add_argument("--max-memory-mb", type=_positive, metavar="MB", help=memory_help)
 
 
 def _positive(text: str) -> float:
@@ -172,7 +160,7 @@ def _constraints(args: argparse.Namespace) -> Any:
     return Constraints(max_trainable_params=args.max_trainable_params, max_memory_mb=args.max_memory_mb)
 
 
-def _grid_from_args(args: argparse.Namespace) -> GridConfig:
+def grid_from_args(args: argparse.Namespace) -> GridConfig:
     from peftbench.runner.build import build_grid
 
     return build_grid(
@@ -287,8 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peftbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     args = parser.parse_args(argv)
-    with stop_signals():
-        return _main(args)
+    try:
+        with stop_signals():
+            return _main(args)
+    except BrokenPipeError:  # `peftbench methods | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -309,7 +301,7 @@ def _main(args: argparse.Namespace) -> int:
                 "peftbench run plans the grid in one process; for data-parallel runs use peftbench run "
                 "--num-processes N (without accelerate launch or torchrun)"
             )
-        summary = run_grid(_grid_from_args(args), progress=not args.no_progress)
+        summary = run_grid(grid_from_args(args), progress=not args.no_progress)
     except UserError as exc:
         print(f"peftbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -16,6 +16,7 @@ import torch
 
 from peftbench.errors import UserError
 from peftbench.models.saved import RUN_FILE
+from peftbench.records import Status
 
 
 def load_trained(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
@@ -53,7 +54,7 @@ def run_warning(folder: Path) -> str | None:
         result = json.loads(record_path.read_text(encoding="utf-8"))["result"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if result.get("status") == "collapsed":
+    if result.get("status") == Status.COLLAPSED:
         accuracy, majority = result.get("accuracy"), result.get("majority_accuracy")
         figures = (
             f" (accuracy {accuracy:.3f}, majority class {majority:.3f})"

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from peftbench.records import FINISHED, Status
+
 CONFIDENCE = 0.95  # of every interval
 ALPHA = 0.05  # significance level of the pairwise tests, after Holm's correction
 BOOTSTRAP_RESAMPLES = 1000
@@ -184,7 +186,7 @@ def _summarise(evidence: Evidence) -> MethodSummary:
     f1s = evidence.f1_over_seeds(evidence.references, *evidence.predictions)
     records = evidence.records
     not_better = sum(
-        r["result"]["status"] != "ok" or not run_intervals(r)["beats_majority"] for r in records
+        r["result"]["status"] != Status.OK or not run_intervals(r)["beats_majority"] for r in records
     )  # a collapsed or diverged run counts as not better whatever its figure
     return MethodSummary(
         name=evidence.name,
@@ -229,7 +231,7 @@ def _compare(a: Evidence, b: Evidence) -> tuple[float, tuple[float, float], floa
 
 def gather(records: list[dict[str, Any]], name_of: Callable[[dict[str, Any]], str]) -> tuple[list[Evidence], str]:
     """The evidence per method, from the finished runs that stored it and share one set of test examples."""
-    usable = [r for r in records if r["result"]["status"] in ("ok", "collapsed", "diverged") and has_evidence(r)]
+    usable = [r for r in records if r["result"]["status"] in FINISHED and has_evidence(r)]
     if not usable:
         return [], NO_EVIDENCE
     sets: dict[tuple, list[dict[str, Any]]] = {}

@@ -31,7 +31,7 @@ INLINE = "inline"
 PRECISIONS = ("fp32", "bf16", "fp16")  # what `auto` resolves to
 
 
-def _help(text: str, **kwargs: Any) -> Any:
+def documented(text: str, **kwargs: Any) -> Any:
     """A field with its CLI help."""
     return field(metadata={"help": text}, **kwargs)
 
@@ -74,41 +74,41 @@ def option(field_name: str) -> str:
 class DataConfig:
     """Which data, how it is split and how it is tokenised."""
 
-    source: str = _help(
+    source: str = documented(
         "builtin:chnsenticorp (the reference data, shipped with peftbench) or a CSV, TSV or JSONL file",
         default="builtin:chnsenticorp",
     )
-    text_column: str = _help("column holding the text", default="review")
-    text_pair_column: str | None = _help(
+    text_column: str = documented("column holding the text", default="review")
+    text_pair_column: str | None = documented(
         "column holding a second text per example (NLI, matching, question-answer pairs): the tokenizer encodes "
         "the two as a pair. Unset: single texts",
         default=None,
     )
-    label_column: str = _help("column holding the label (integers 0..K-1 or strings)", default="label")
-    encoding: str = _help(
+    label_column: str = documented("column holding the label (integers 0..K-1 or strings)", default="label")
+    encoding: str = documented(
         "the data file's text encoding; auto: utf-8 (with or without BOM), else gb18030 (GBK), whichever decodes it",
         default="auto",
     )
-    test_size: float = _help(
+    test_size: float = documented(
         "fraction held out for evaluation by datasets' train_test_split (the reference's 0.2)", default=0.2
     )
-    split_seed: int = _help("seed of the train/eval split (the reference's 123)", default=123)
-    dev_size: float | None = _help(
+    split_seed: int = documented("seed of the train/eval split (the reference's 123)", default=123)
+    dev_size: float | None = documented(
         "fraction held out as a dev set for choosing epoch and learning rate, taken stratified from the held-out "
         "part, which then also becomes stratified; unset: no dev set, evaluate on the held-out part (the reference)",
         default=None,
     )
-    max_length: int | Auto | None = _help(
+    max_length: int | Auto | None = documented(
         "truncate texts to this many tokens (the reference's 86); auto: the smallest length that keeps "
         "--max-length-keep of the training texts whole, capped by the model; unset: the tokenizer's "
         "model_max_length. Every report says which share of texts was truncated",
         default=86,
     )
-    max_length_keep: float = _help(
+    max_length_keep: float = documented(
         "with --max-length auto: the share of training texts that must fit whole", default=0.95
     )
-    max_train_samples: int | None = _help("use only the first N training examples (quick runs)", default=None)
-    max_eval_samples: int | None = _help(
+    max_train_samples: int | None = documented("use only the first N training examples (quick runs)", default=None)
+    max_eval_samples: int | None = documented(
         "use only the first N evaluation examples (quick runs); with a dev set, N of dev and N of test", default=None
     )
 
@@ -137,67 +137,69 @@ class DataConfig:
 class TrainConfig:
     """The optimisation protocol, shared by every method of a grid."""
 
-    epochs: int = _help("passes over the training data, each followed by an evaluation (reference: 3)", default=3)
-    batch_size: int = _help("examples per optimiser step (reference: 64)", default=64)
-    eval_batch_size: int | None = _help(
+    epochs: int = documented("passes over the training data, each followed by an evaluation (reference: 3)", default=3)
+    batch_size: int = documented("examples per optimiser step (reference: 64)", default=64)
+    eval_batch_size: int | None = documented(
         "examples per evaluation batch; unset: 4 × --batch-size in the fast execution (evaluation keeps no "
         "activations for backward), --batch-size in the reference; eval_loss_sum is always summed over batches "
         "of --batch-size, as the reference did",
         default=None,
     )
-    lr: float | None = _help(
+    lr: float | None = documented(
         "learning rate for every method (reference: 3e-4); unset: each method's recommended rate", default=3e-4
     )
-    warmup_ratio: float = _help(
+    warmup_ratio: float = documented(
         "share of steps with linear warm-up before linear decay (reference: 0.06)", default=0.06
     )
-    weight_decay: float = _help("AdamW weight decay (0, as in transformers' Trainer)", default=0.0)
-    train_pooler: bool = _help(
+    weight_decay: float = documented("AdamW weight decay (0, as in transformers' Trainer)", default=0.0)
+    train_pooler: bool = documented(
         "train the model's pooler (BERT's dense+tanh over [CLS], which BertForSequenceClassification reads) with "
         "the classifier head, for every method; off: PEFT methods keep it frozen and only full fine-tuning (and "
         "BitFit's biases) change it. A no-op for models without a pooler",
         default=False,
     )
-    seed: int = _help("seed for the classifier head's init, dropout and shuffling (--seeds runs several)", default=123)
-    lr_grid: tuple[float, ...] | None = _help(
+    seed: int = documented(
+        "seed for the classifier head's init, dropout and shuffling (--seeds runs several)", default=123
+    )
+    lr_grid: tuple[float, ...] | None = documented(
         "comma-separated learning rates to try per method (needs a dev set, --dev-size); the best epoch and rate "
         "on dev are chosen, and the test split is evaluated once, for that choice",
         default=None,
     )
-    execution: Execution = _help(
+    execution: Execution = documented(
         "how the protocol is executed: fast (bf16 where native, length-grouped batches that keep class shares, "
         "in random order, eager attention on CPUs, frozen weights in bf16, evaluation sorted by length) or "
         "reference (the reference's: fp32, uniformly shuffled batches, torch's dropout, SDPA attention, "
         "evaluation in file order at the training batch size); each switch below overrides one part of it",
         default="fast",
     )
-    precision: Precision | None = _help(
+    precision: Precision | None = documented(
         "auto: bf16 mixed precision where the hardware computes bf16 natively (CPUs with AVX512-BF16 or AMX, "
         "Ampere+ GPUs), fp16 on older GPUs, else fp32; or fp32 (the reference's), bf16, fp16. Unset: from --execution",
         default=None,
     )
-    group_by_length: bool | None = _help(
+    group_by_length: bool | None = documented(
         "batch examples of similar length together, then shuffle the batches, so training order stays random: "
         "far less padding; off gives the reference's uniformly random batches. Unset: from --execution",
         default=None,
     )
-    attention: Attention | None = _help(
+    attention: Attention | None = documented(
         "attention kernel: auto (eager on CPUs, where torch's fused SDPA backward is slower at these lengths; "
         "sdpa on GPUs), sdpa or eager. Unset: from --execution",
         default=None,
     )
-    dropout_masks: DropoutMasks | None = _help(
+    dropout_masks: DropoutMasks | None = documented(
         "how dropout masks are drawn: auto or torch (torch's own), or lanes (four masks per 64-bit random word: "
         "dropout took ~40% of a bf16 LoRA step on a CPU and lanes cut a step by 30%, but LoRA runs with them "
         "reached ~1 point lower dev accuracy over 3 seeds, so they are opt-in). Unset: from --execution",
         default=None,
     )
-    frozen_weights_bf16: bool | None = _help(
+    frozen_weights_bf16: bool | None = documented(
         "under bf16, store the frozen weights of a PEFT method in bf16 (trainable ones stay fp32): half the "
         "memory and no cast per step. Unset: from --execution",
         default=None,
     )
-    eval_by_length: bool | None = _help(
+    eval_by_length: bool | None = documented(
         "evaluate examples sorted by length (least padding; results are put back in file order) instead of in "
         "file order. Unset: from --execution",
         default=None,
@@ -245,40 +247,40 @@ class TrainConfig:
 class ScaleConfig:
     """Where the runs execute and how many at once (none of it changes a run's results)."""
 
-    executor: Executor = _help(
+    executor: Executor = documented(
         "local: worker processes on this machine, --workers at a time; ray: each run a Ray task on the cluster "
         "at --ray-address (RAY_ADDRESS), or on a local Ray instance started for the grid (pip install "
         "'peftbench[ray]')",
         default="local",
     )
-    workers: int | Literal["inline"] | None = _help(
+    workers: int | Literal["inline"] | None = documented(
         "runs at a time on this machine (local executor): a number, or inline (every run in this process, for a "
         "debugger; peak memory then includes earlier runs). On CPUs the cores are divided between them. "
         "Unset: one per visible GPU, 1 on a CPU",
         default=None,
     )
-    num_processes: int = _help(
+    num_processes: int = documented(
         "processes that train each run data-parallel (torchrun; gloo on CPUs, NCCL on GPUs, one GPU each); each "
         "batch is split between them, so the global batch and the experiment stay those of one process",
         default=1,
     )
-    device: Device = _help("cpu, cuda or auto (the GPU when there is one)", default="auto")
-    shard: Shard | None = _help(
+    device: Device = documented("cpu, cuda or auto (the GPU when there is one)", default="auto")
+    shard: Shard | None = documented(
         "I/N: run only the I-th of N deterministic parts of the grid (one per job of a scheduler's array); "
         "shards may share one --out, and `peftbench report DIR` merges them. Unset: the whole grid",
         default=None,
     )
-    claim_timeout: float = _help(
+    claim_timeout: float = documented(
         "seconds after which a claim (DIR/claims/, refreshed every 20 s while its run trains) whose process "
         "stopped refreshing it is stale and may be taken over; a claim of a dead process on this host is stale at once",
         default=300.0,
     )
-    ray_address: str | None = _help(
+    ray_address: str | None = documented(
         "Ray cluster to join (ray start --head prints it). Unset: RAY_ADDRESS, else a local instance", default=None
     )
-    ray_num_cpus: float = _help("CPUs a Ray task of a run on CPU asks for (its torch threads)", default=1.0)
-    ray_num_gpus: float = _help("GPUs a Ray task of a run on GPU asks for, per process", default=1.0)
-    ray_max_retries: int = _help("times Ray runs a task again when its worker process died", default=3)
+    ray_num_cpus: float = documented("CPUs a Ray task of a run on CPU asks for (its torch threads)", default=1.0)
+    ray_num_gpus: float = documented("GPUs a Ray task of a run on GPU asks for, per process", default=1.0)
+    ray_max_retries: int = documented("times Ray runs a task again when its worker process died", default=3)
 
     def __post_init__(self) -> None:
         if self.workers == "process":  # the name of one worker process at a time in earlier versions

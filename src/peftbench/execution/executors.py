@@ -177,7 +177,7 @@ class RayExecutor:
         available = ray.available_resources().get("GPU" if on_gpu else "CPU", 1)
         self.concurrent = max(1, int(available // max(need, 1e-9)))
         options: dict[str, Any] = {"max_retries": scale.ray_max_retries, "retry_exceptions": False, **resources}
-        self._remote = ray.remote(**options)(_run_remotely)
+        self._remote = ray.remote(**options)(run_task)
         self._refs: list[Any] = []
         self.mark = uuid.uuid4().hex
         (out / SHARED_MARK).write_text(self.mark, encoding="utf-8")
@@ -218,7 +218,7 @@ def _join(ray: Any, address: str | None) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def _run_remotely(job: Job, slot: Slot, out: str, mark: str) -> RunOutcome:
+def run_task(job: Job, slot: Slot, out: str, mark: str) -> RunOutcome:
     """A Ray task: one whole run in a scratch folder of the task's machine; the weights go back through the
     shared --out when this machine sees it (the grid's mark is there), else through the object store."""
     scratch = Path(tempfile.mkdtemp(prefix="peftbench-ray-"))

@@ -254,7 +254,7 @@ def convert(source: Path, folder: Path) -> None:
     build_tokenizer(e5).save_pretrained(folder)
 
 
-def _same_conversion(found: dict[str, Any], expected: dict[str, Any]) -> bool:
+def same_conversion(found: dict[str, Any], expected: dict[str, Any]) -> bool:
     return all(found.get(key) == expected[key] for key in ("source_sha256", "converter_version"))
 
 
@@ -266,7 +266,7 @@ def ensure_converted(cache: Path | None = None) -> Path:
     folder = (cache or cache_root()) / "multilingual-e5-small"
     expected = {"source": str(source), "source_sha256": _sha256(source), "converter_version": CONVERTER_VERSION}
     marker = folder / MARKER
-    if marker.exists() and _same_conversion(json.loads(marker.read_text(encoding="utf-8")), expected):
+    if marker.exists() and same_conversion(json.loads(marker.read_text(encoding="utf-8")), expected):
         return folder
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from peftbench.analysis.recommend import Recommendation
 from peftbench.analysis.stats import ALPHA, Analysis, run_intervals
+from peftbench.records import Status
 from peftbench.reporting.markdown import (
     Findings,
     display_name,
@@ -21,7 +22,13 @@ from peftbench.reporting.markdown import (
     trial_dev_scores,
 )
 
-FLAG_COLOURS = {"ok": "#1b7f3b", "collapsed": "#c77700", "diverged": "#b00020", "failed": "#b00020", "dry_run": "#555"}
+FLAG_COLOURS = {
+    Status.OK: "#1b7f3b",
+    Status.COLLAPSED: "#c77700",
+    Status.DIVERGED: "#b00020",
+    Status.FAILED: "#b00020",
+    Status.DRY_RUN: "#555",
+}
 
 # (header, how to read it); headers have spaces so that they wrap and the table fits a laptop screen
 TABLE_COLUMNS = [
@@ -266,7 +273,7 @@ def _epoch_plot(plt: Any, with_epochs: list[dict[str, Any]]) -> tuple[str, str]:
     for record in with_epochs:
         epochs = record["result"]["epochs"]
         x = [e["epoch"] for e in epochs]
-        style = "-" if record["result"]["status"] == "ok" else ":"
+        style = "-" if record["result"]["status"] == Status.OK else ":"
         name = display_name(record)
         loss_axes.plot(x, [e["eval_loss"] for e in epochs], style, marker="o", color=colours[name], label=name)
         accuracy_axes.plot(x, [e["accuracy"] for e in epochs], style, marker="o", color=colours[name])
@@ -350,8 +357,8 @@ def _comparison_table(analysis: Analysis) -> list[str]:
 
 
 def render_html(records: list[dict[str, Any]], header_lines: list[str], found: Findings | None = None) -> str:
-    finished = [r for r in records if r["result"]["status"] not in ("failed", "dry_run")]
-    failed = [r for r in records if r["result"]["status"] == "failed"]
+    finished = [r for r in records if r["result"]["status"] not in (Status.FAILED, Status.DRY_RUN)]
+    failed = [r for r in records if r["result"]["status"] == Status.FAILED]
     # the majority figure is the test set's, which a --select-only run never reads
     majorities = sorted(
         {r["result"].get("majority_accuracy") for r in finished if not r["config"].get("select_only")} - {None}

@@ -9,7 +9,7 @@ from typing import Any
 from peftbench.analysis.recommend import Constraints, Recommendation, recommend, sentences
 from peftbench.analysis.stats import ALPHA, NO_EVIDENCE, Analysis, analyse, run_intervals
 from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
-from peftbench.records import better_on_dev
+from peftbench.records import FINISHED, Status, better_on_dev
 from peftbench.run.measure import MEASUREMENT_NOTES
 
 
@@ -65,10 +65,10 @@ def summary_over_seeds(records: list[dict[str, Any]]) -> Any:
             "trainable_params": r["result"].get("trainable_params"),
             "train_time_min": r["result"].get("train_time_min"),
             "majority_accuracy": r["result"].get("majority_accuracy"),
-            "flagged": r["result"]["status"] != "ok",
+            "flagged": r["result"]["status"] != Status.OK,
         }
         for r in records
-        if r["result"]["status"] in ("ok", "collapsed", "diverged") and r["result"].get("accuracy") is not None
+        if r["result"]["status"] in FINISHED and r["result"].get("accuracy") is not None
     ]
     if not rows:
         return None
@@ -182,7 +182,9 @@ def trial_lines(records: list[dict[str, Any]]) -> list[str]:
             if trial is None or trial["best"] is None:
                 cells.append("–" if trial is None else trial["status"])
                 continue
-            text = f"{trial['best']['accuracy']:.4f}" + ("" if trial["status"] == "ok" else f" ({trial['status']})")
+            text = f"{trial['best']['accuracy']:.4f}" + (
+                "" if trial["status"] == Status.OK else f" ({trial['status']})"
+            )
             cells.append(f"**{text}**" if trial["chosen"] else text)
         lines.append(f"| {display_name(record, True)} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -198,7 +200,7 @@ class Findings:
 
 
 def findings(records: list[dict[str, Any]], constraints: Constraints | None = None) -> Findings:
-    finished = [r for r in records if r["result"]["status"] not in ("failed", "dry_run")]
+    finished = [r for r in records if r["result"]["status"] not in (Status.FAILED, Status.DRY_RUN)]
     analysis = analyse(finished, display_name)
     if analysis is None:
         scored = any(r["result"].get("accuracy") is not None for r in finished)
@@ -315,71 +317,73 @@ def _select_only(records: list[dict[str, Any]]) -> bool:
 
 
 def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findings | None = None) -> str:
-    finished = [r for r in records if r["result"]["status"] != "failed"]
-    failed = [r for r in records if r["result"]["status"] == "failed"]
+    finished = [r for r in records if r["result"]["status"] != Status.FAILED]
+    failed = [r for r in records if r["result"]["status"] == Status.FAILED]
     lines = ["# peftbench comparison", ""]
     if not records:
         return "\n".join(lines + ["No runs yet.", ""])
-    data = records[0].get("data", {})
-    lines += [f"- {line}" for line in header_lines(records)]
-    majority = {r["result"].get("majority_accuracy") for r in finished} - {None}
-    if majority and not _select_only(records):  # the majority figure is the test set's, which selection never reads
-        which = "test" if data.get("test_examples") else "eval"
-        lines.append(
-            f"- **majority-class accuracy of the {which} set: {', '.join(f'{m:.4f}' for m in sorted(majority))}** "
-            "(a method at this level learnt nothing)"
-        )
-    lines.append("")
+    lines += _header_lines(records, finished)
     found = findings(records) if found is None else found
-    analysis = found.analysis
     if found.sentences:
-        lines += (
-            ["## Recommendation (computed from the runs below)", ""] + [f"- {line}" for line in found.sentences] + [""]
-        )
+        lines += ["## Recommendation (computed from the runs below)", ""]
+        lines += [f"- {line}" for line in found.sentences] + [""]
     if notes:
         lines += [notes.strip(), ""]
     seeds_seen = {r["config"]["train"]["seed"] for r in finished}
-    summary = summary_over_seeds(finished) if len(seeds_seen) > 1 or data.get("test_examples") else None
+    tested = records[0].get("data", {}).get("test_examples")
+    summary = summary_over_seeds(finished) if len(seeds_seen) > 1 or tested else None
     if summary is not None:
-        lines += _summary_lines(summary, analysis)
-    if analysis is not None and analysis.comparisons:
-        lines += _comparison_lines(analysis)
+        lines += _summary_lines(summary, found.analysis)
+    if found.analysis is not None and found.analysis.comparisons:
+        lines += _comparison_lines(found.analysis)
     lines += trial_lines(finished)
     if summary is not None:
         lines += ["## Every run", ""]
     if finished:
-        seeds = {r["config"]["train"]["seed"] for r in finished}
-        columns = [_column_name(r, len(seeds) > 1) for r in finished]
-        lines.append("| | " + " | ".join(columns) + " |")
-        lines.append("|---|" + "---|" * len(columns))
-        lines.append(
-            "| learning rate | "
-            + " | ".join(_fmt(r["result"].get("chosen_lr", r["config"]["lr"]), "g") for r in finished)
-            + " |"
-        )
-        for label, read, pattern in ROWS:
-            lines.append(f"| {label} | " + " | ".join(_fmt(read(r["result"]), pattern) for r in finished) + " |")
-        intervals = [run_intervals(r) for r in finished]
-        if any(intervals):
-            for label, key in INTERVAL_ROWS:
-                lines.append(f"| {label} | " + " | ".join(interval_text(i.get(key)) for i in intervals) + " |")
-        lines.append("")
-        flagged = [r for r in finished if r["result"]["status"] not in ("ok", "dry_run")]
-        for record in flagged:
-            lines.append(
-                f"- **{_column_name(record, True)} {record['result']['status']}**: {record['result'].get('note', '')}"
-            )
-        if flagged:
-            lines.append("")
+        lines += _every_run_lines(finished)
     if failed:
-        lines.append("## Failed runs")
-        lines.append("")
-        for record in failed:
-            lines.append(f"- {_column_name(record, True)}: {record['result'].get('error', '')}")
-        lines.append("")
-    lines += ["## How the figures were measured", ""]
+        lines += ["## Failed runs", ""]
+        lines += [f"- {_column_name(record, True)}: {record['result'].get('error', '')}" for record in failed] + [""]
+    return "\n".join(lines + _measurement_lines(finished))
+
+
+def _header_lines(records: list[dict[str, Any]], finished: list[dict[str, Any]]) -> list[str]:
+    """The protocol in a few lines, and the majority class that every accuracy is to be read against."""
+    lines = [f"- {line}" for line in header_lines(records)]
+    majority = {r["result"].get("majority_accuracy") for r in finished} - {None}
+    if majority and not _select_only(records):  # the majority figure is the test set's, which selection never reads
+        which = "test" if records[0].get("data", {}).get("test_examples") else "eval"
+        lines.append(
+            f"- **majority-class accuracy of the {which} set: {', '.join(f'{m:.4f}' for m in sorted(majority))}** "
+            "(a method at this level learnt nothing)"
+        )
+    return lines + [""]
+
+
+def _every_run_lines(finished: list[dict[str, Any]]) -> list[str]:
+    """The reference's layout: metrics as rows, runs as columns; then what each flagged run's status means."""
+    seeds = {r["config"]["train"]["seed"] for r in finished}
+    columns = [_column_name(r, len(seeds) > 1) for r in finished]
+    rates = " | ".join(_fmt(r["result"].get("chosen_lr", r["config"]["lr"]), "g") for r in finished)
+    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns), f"| learning rate | {rates} |"]
+    for label, read, pattern in ROWS:
+        lines.append(f"| {label} | " + " | ".join(_fmt(read(r["result"]), pattern) for r in finished) + " |")
+    intervals = [run_intervals(r) for r in finished]
+    if any(intervals):
+        for label, key in INTERVAL_ROWS:
+            lines.append(f"| {label} | " + " | ".join(interval_text(i.get(key)) for i in intervals) + " |")
+    lines.append("")
+    flagged = [r for r in finished if r["result"]["status"] not in (Status.OK, Status.DRY_RUN)]
+    for record in flagged:
+        lines.append(
+            f"- **{_column_name(record, True)} {record['result']['status']}**: {record['result'].get('note', '')}"
+        )
+    return lines + ([""] if flagged else [])
+
+
+def _measurement_lines(finished: list[dict[str, Any]]) -> list[str]:
+    lines = ["## How the figures were measured", ""]
     lines += [f"- `{key}`: {text}" for key, text in MEASUREMENT_NOTES.items()]
     memory = {r["result"].get("peak_memory_method") for r in finished} - {None}
     lines += [f"- `peak_memory_mb`: {m}" for m in sorted(memory)]
-    lines.append("")
-    return "\n".join(lines)
+    return lines + [""]

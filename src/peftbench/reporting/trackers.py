@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.errors import UserError, first_line
+from peftbench.records import Status
 
 # tracker name -> the module it needs, and the pip extra that installs it
 TRACKERS = {
@@ -108,7 +109,7 @@ def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any], series: S
     mlflow.set_experiment(f"peftbench {out.resolve().name}")
     with mlflow.start_run(
         run_name=record["run_id"],
-        tags={"peftbench.runner": str(out.resolve()), "peftbench.method": record["config"]["method"]},
+        tags={"peftbench.grid": str(out.resolve()), "peftbench.method": record["config"]["method"]},
     ):
         mlflow.log_params({k: "" if v is None else str(v)[:500] for k, v in config.items()})
         for step, metrics in series:
@@ -144,7 +145,7 @@ LOGGERS = {"tensorboard": _tensorboard, "mlflow": _mlflow, "trackio": _trackio}
 
 def log_run(names: tuple[str, ...], record: dict[str, Any], out: Path) -> list[str]:
     """Log a stored run to each tracker; returns one line per tracker that failed (the run itself is saved)."""
-    if not names or record["result"].get("status") in ("failed", "dry_run"):
+    if not names or record["result"].get("status") in (Status.FAILED, Status.DRY_RUN):
         return []
     config = {"run_id": record["run_id"], **flat(record["config"])}
     series, final = run_series(record)

@@ -1,5 +1,5 @@
 """The one training and evaluation loop every method shares. It knows nothing about methods: whatever
-makes a method special was applied to the model before it arrives here (methods.py)."""
+makes a method special was applied to the model before it arrives here (methods/)."""
 
 from __future__ import annotations
 

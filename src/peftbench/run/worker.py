@@ -2,7 +2,7 @@
 
     python -m peftbench.run.worker REQUEST.json RESPONSE.json
 
-The grid process (runner.py) plans, tokenises once and alone writes the store; a worker loads the model,
+The grid process (runner/) plans, tokenises once and alone writes the store; a worker loads the model,
 trains it at one learning rate (a *trial*), and, when that trial is the run's only one, finishes the run
 in the same process: the one evaluation of the test split and the saved weights. With an lr grid each
 trial saves the trainable weights it would be judged by, the grid process chooses on dev, and a *finish*
@@ -184,7 +184,7 @@ def _finish(setup: _Setup, model: Any, outcome: dict[str, Any]) -> dict[str, Any
         finished["test"] = test
         # The status describes the weights that were tested, whatever a later epoch did.
         note = collapse_note(test["top_predicted_class_share"], "test")
-        later = outcome["note"] if outcome["status"] == "diverged" else ""
+        later = outcome["note"] if outcome["status"] == Status.DIVERGED else ""
         finished["status"] = Status.COLLAPSED if note else Status.OK
         finished["note"] = "; ".join(
             n for n in (note, later and f"{later}: epoch {outcome['best_epoch']}, best on dev, was tested") if n
