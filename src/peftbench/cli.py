@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from peftbench.config import files as config_files
 from peftbench.config.presets import PRESETS
 from peftbench.config.sections import DataConfig, GridConfig, ScaleConfig, TrainConfig, option
-from peftbench.config.values import choices, from_text
+from peftbench.config.values import from_text, metavar
 from peftbench.errors import UserError
 from peftbench.interrupts import Interrupted, stop_signals
 
@@ -53,15 +53,14 @@ def _add_section(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool):
             default = "on" if default else "off"
-        named = choices(hints[f.name])
-        metavar = "on|off" if hints[f.name] in (bool, bool | None) else ("{" + ",".join(named) + "}" if named else None)
+        shown = metavar(hints[f.name])
         shown_default = "" if default is None and "Unset:" in f.metadata.get("help", "") else f" (default: {default})"
         group.add_argument(
             option(f.name),
             dest=f.name,
             type=_typed(hints[f.name]),
             default=None,
-            metavar=metavar,
+            metavar=shown,
             help=f"{f.metadata.get('help', '')}{shown_default}".replace("%", "%%"),  # argparse formats help with %
         )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from peftbench.config.sections import DataConfig, GridConfig, ScaleConfig, TrainConfig
-from peftbench.config.values import Shard, choices, from_text
+from peftbench.config.values import Shard, choices, from_text, metavar
 from peftbench.errors import UserError
 from peftbench.runner.build import build_grid
 
@@ -44,9 +44,13 @@ def test_a_bad_value_is_one_line_naming_its_option(build, message) -> None:
         build()
 
 
-def test_choices_come_from_the_annotations() -> None:
+def test_choices_and_metavars_come_from_the_annotations() -> None:
     hints = typing.get_type_hints(TrainConfig)
     assert choices(hints["attention"]) == ("auto", "sdpa", "eager") and choices(hints["epochs"]) is None
+    assert metavar(hints["attention"]) == "{auto,sdpa,eager}" and metavar(hints["lr_grid"]) == "A,B,..."
+    scale, data = typing.get_type_hints(ScaleConfig), typing.get_type_hints(DataConfig)
+    assert metavar(scale["workers"]) == "N|inline" and metavar(scale["shard"]) == "I/N"
+    assert metavar(data["max_length"]) == "N|auto" and metavar(data["text_column"]) is None
     assert from_text(int | None, "3") == 3 and from_text(bool, "ON") is True
 
 

@@ -58,6 +58,29 @@ class _Expected(ValueError):
     """What a value of one kind looks like ("an integer"), when text is not one."""
 
 
+def metavar(hint: Any) -> str | None:
+    """How --help shows a field's value: {a,b} for choices, on|off, I/N, A,B,... for lists, N|auto for a number or
+    a name; None: argparse's default (the option's name)."""
+    kinds = members(hint)
+    named = choices(hint)
+    if named is not None:
+        return "{" + ",".join(named) + "}"
+    shown = [_shown(kind) for kind in kinds]
+    return "|".join(each for each in shown if each) if all(shown) else None
+
+
+def _shown(kind: Any) -> str | None:
+    if kind is bool:
+        return "on|off"
+    if kind is Shard:
+        return "I/N"
+    if typing.get_origin(kind) is tuple:
+        return "A,B,..."
+    if typing.get_origin(kind) is Literal:
+        return "|".join(map(str, typing.get_args(kind)))
+    return {int: "N", float: "X"}.get(kind)
+
+
 def from_text(hint: Any, text: str) -> Any:
     """The value `text` says, as `hint` types it; ValueError (with what was expected) when it cannot be."""
     expected = []
