@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import peftbench
 from peftbench.run.messages import WorkRequest, WorkResponse
 
 STOP_GRACE_S = 10  # after Ctrl-C, how long a worker may take to stop before it is killed
@@ -51,9 +52,9 @@ def _in_this_process(request: WorkRequest) -> WorkResponse:
     return work(request)
 
 
-def _child_environment(extra: dict[str, str]) -> dict[str, str]:
+def child_environment(extra: dict[str, str]) -> dict[str, str]:
     """The child imports the very peftbench this process runs (a source checkout as well as an install)."""
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(peftbench.__file__).resolve().parents[1])  # the folder holding peftbench/
     paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
@@ -93,7 +94,7 @@ def _in_child_process(request: WorkRequest, folder: Path, env: dict[str, str], p
     # A process group of its own: a terminal's Ctrl-C reaches the grid process alone, which stops its workers
     # (a worker hit while still importing would print a traceback), and _stop reaches torchrun's ranks too.
     command = _command(request_path, response_path, processes)
-    child = subprocess.Popen(command, env=_child_environment(env), preexec_fn=_DIE_WITH_PARENT, start_new_session=True)
+    child = subprocess.Popen(command, env=child_environment(env), preexec_fn=_DIE_WITH_PARENT, start_new_session=True)
     with _live_guard:
         _live.add(child)
     try:
