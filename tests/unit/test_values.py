@@ -64,6 +64,13 @@ def test_validate_checks_and_changes_nothing(tmp_path: Path) -> None:
         bad.validate()
 
 
+def test_a_list_of_trackers_from_the_api_is_checked_item_by_item(tmp_path: Path) -> None:
+    grid = GridConfig("m", ["lora"], tmp_path, DataConfig(), TrainConfig(), report_to=["tensorboard", "wandb"])  # type: ignore[arg-type]
+    assert grid.report_to == ("tensorboard", "wandb")  # a list is taken as given, and checked by validate
+    with pytest.raises(UserError, match="--report-to: expected one of tensorboard, mlflow, trackio, got 'wandb'"):
+        grid.validate()
+
+
 def test_one_builder_for_the_cli_the_api_and_config_files(tmp_path: Path) -> None:
     grid = build_grid("m", "lora,seed", tmp_path, preset="demo", data={"max_train_samples": "64"}, seeds="2,1,2")
     assert grid.methods == ["lora", "full", "prefix-tuning", "prompt-tuning", "p-tuning"]

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from peftbench.config.values import Shard, choices, coerce
+from peftbench.config.values import Shard, choices, coerce, item_choices
 from peftbench.errors import UserError
 
-AUTO = "auto"
 Auto = Literal["auto"]
 Executor = Literal["local", "ray"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -28,7 +27,6 @@ Attention = Literal["auto", "sdpa", "eager"]
 DropoutMasks = Literal["auto", "torch", "lanes"]
 Tracker = Literal["tensorboard", "mlflow", "trackio"]
 INLINE = "inline"
-PRECISIONS = ("fp32", "bf16", "fp16")  # what `auto` resolves to
 
 
 def documented(text: str, **kwargs: Any) -> Any:
@@ -48,11 +46,16 @@ def parse_fields(section: Any) -> None:
 
 
 def check_choices(section: Any) -> None:
-    """Every field with named choices holds one of them."""
+    """Every field with named choices holds one of them; a tuple of choices (--report-to), each of its items."""
     hints = typing.get_type_hints(type(section))
     for f in dataclasses.fields(section):
-        allowed = choices(hints[f.name])
-        value = getattr(section, f.name)
+        hint, value = hints[f.name], getattr(section, f.name)
+        items = item_choices(hint)
+        if items is not None and value is not None:
+            for item in value:
+                if str(item) not in items:
+                    raise UserError(f"{option(f.name)}: expected one of {', '.join(items)}, got {item!r}")
+        allowed = choices(hint)
         if allowed is not None and value is not None and str(value) not in allowed:
             raise UserError(f"{option(f.name)} must be one of {', '.join(allowed)}, got {value!r}")
 
@@ -366,12 +369,7 @@ class GridConfig:
         if self.select_only and self.data.dev_size is None:
             raise UserError("--select-only needs a dev set to choose on: add --dev-size (or use --preset tuned)")
         self.scale.validate()
-        for name in self.report_to:
-            if name not in typing.get_args(Tracker):
-                raise UserError(
-                    f"--report-to: unknown tracker {name!r}; one or more of {', '.join(typing.get_args(Tracker))}, or "
-                    "none"
-                )
+        check_choices(self)
         if self.train.batch_size % self.scale.num_processes:
             raise UserError(
                 f"--batch-size {self.train.batch_size} does not split evenly over --num-processes "

@@ -58,6 +58,14 @@ class _Expected(ValueError):
     """What a value of one kind looks like ("an integer"), when text is not one."""
 
 
+def item_choices(hint: Any) -> tuple[str, ...] | None:
+    """The choices of each item of a tuple field of named values (`tuple[Tracker, ...]`), else None."""
+    for kind in members(hint):
+        if typing.get_origin(kind) is tuple:
+            return choices(typing.get_args(kind)[0])
+    return None
+
+
 def metavar(hint: Any) -> str | None:
     """How --help shows a field's value: {a,b} for choices, on|off, I/N, A,B,... for lists, N|auto for a number or
     a name; None: argparse's default (the option's name)."""

@@ -147,13 +147,7 @@ class LocalExecutor:
             self._pool.shutdown(wait=True)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "workers": "inline" if self.inline else "process",
-            "executor": "local",
-            "concurrent_runs": self.concurrent,
-            "processes_per_run": self.scale.num_processes,
-            "device_requested": self.scale.device,
-        }
+        return _described("local", "inline" if self.inline else "process", self.concurrent, self.scale)
 
 
 class RayExecutor:
@@ -198,13 +192,18 @@ class RayExecutor:
         (self.out / SHARED_MARK).unlink(missing_ok=True)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "workers": "process",
-            "executor": "ray",
-            "concurrent_runs": self.concurrent,
-            "processes_per_run": self.scale.num_processes,
-            "device_requested": self.scale.device,
-        }
+        return _described("ray", "process", self.concurrent, self.scale)
+
+
+def _described(executor: str, workers: str, concurrent: int, scale: ScaleConfig) -> dict[str, Any]:
+    """How the runs were executed, for each run's provenance (not part of its identity)."""
+    return {
+        "workers": workers,
+        "executor": executor,
+        "concurrent_runs": concurrent,
+        "processes_per_run": scale.num_processes,
+        "device_requested": scale.device,
+    }
 
 
 def _join(ray: Any, address: str | None) -> None:

@@ -63,7 +63,8 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     except OSError as exc:
         raise UserError(f"cannot create output folder {grid.out}: {exc.strerror}") from None
     _sweep_leftovers(grid.out, store)
-    write_atomic(grid.out / config_files.WRITTEN_NAME, config_files.render(grid, grid.out / config_files.WRITTEN_NAME))
+    written = grid.out / config_files.WRITTEN_NAME
+    write_atomic(written, config_files.render(grid, written))
     _log(planning.data_line(prepared, grid))
     skipped = len(planned) - len(todo)
     if skipped:
