@@ -38,7 +38,7 @@ def test_grids_run_one_after_another_in_one_process(tiny_model, tmp_path):
         )
         summary = run_grid(config, progress=False)
         assert summary.ran == 1 and summary.failed == 0
-        assert summary.records[0]["provenance"]["execution"]["precision"] == precision
+        assert summary.records[0].provenance.execution["precision"] == precision
 
 
 def test_an_unknown_field_or_preset_is_an_error(tiny_model, tmp_path):

@@ -10,6 +10,7 @@ from peftbench.run.measure import PeakMemory
 from peftbench.store.identity import fingerprint, protocol_differences
 from peftbench.store.provenance import git_state
 from peftbench.store.runs import ResultStore
+from peftbench.store.schema import RunConfig, RunRecord, parse, read_record
 
 
 def test_peak_memory_sees_a_temporary_allocation_and_resets():
@@ -32,6 +33,10 @@ def test_atomic_write_replaces_whole_files_only(tmp_path):
 
 
 def _config(**train):
+    return parse(RunConfig, _config_data(**train))
+
+
+def _config_data(**train):
     return {
         "model": "m",
         "method": "lora",
@@ -45,14 +50,23 @@ def _config(**train):
 
 
 def _record(method, status, **train):
-    config = {**_config(**train), "method": method}
-    return {
-        "schema_version": 2,
-        "run_id": f"{method}__seed1",
-        "config": config,
-        "config_fingerprint": fingerprint(config),
-        "result": {"status": status},
-    }
+    config = parse(RunConfig, {**_config_data(**train), "method": method})
+    return read_record(
+        {
+            "schema_version": 2,
+            "run_id": f"{method}__seed1",
+            "config": config.to_dict(),
+            "config_fingerprint": fingerprint(config),
+            "data": {"source": "a.csv"},
+            "result": {"status": status},
+        }
+    )
+
+
+def _stored(config: RunConfig) -> RunRecord:
+    """A stored run of this config, as protocol_differences compares it."""
+    stored = {"run_id": "r", "config": config.to_dict(), "config_fingerprint": "", "data": {"source": "a.csv"}}
+    return read_record({**stored, "schema_version": 2, "result": {"status": "ok"}})
 
 
 def test_store_keeps_failures_apart_and_skips_unreadable_runs(tmp_path):
@@ -62,25 +76,25 @@ def test_store_keeps_failures_apart_and_skips_unreadable_runs(tmp_path):
     assert store.finished("lora__seed1") is None  # a failure is run again
     store.save(_record("lora", "ok"))
     assert not (tmp_path / "failed" / "lora__seed1.json").exists()
-    assert store.finished("lora__seed1")["result"]["status"] == "ok"
+    assert store.finished("lora__seed1").status == "ok"
     (tmp_path / "runs" / "full__seed1.json").write_text("{ half a fi", encoding="utf-8")
     assert store.finished("full__seed1") is None
-    assert [r["run_id"] for r in store.records()] == ["lora__seed1"]
+    assert [r.run_id for r in store.records()] == ["lora__seed1"]
 
 
 def test_identity_is_the_experiment_not_how_it_was_executed():
     base = _config()
     fast = _config(execution="fast", precision="bf16", group_by_length=True, eval_batch_size=256)
     assert fingerprint(base) == fingerprint(fast)
-    assert protocol_differences({"config": base, "data": {}}, fast) == []
+    assert protocol_differences(_stored(base), fast) == []
     for changed in (
         _config(epochs=4),
-        {**base, "lr": 2e-3},
-        {**base, "data": {**base["data"], "sha256": "abd"}},
-        {**base, "model_identity": {"config_sha256": "x", "weights": {"model.safetensors": 10}}},
+        dataclasses.replace(base, lr=2e-3),
+        dataclasses.replace(base, data={**base.data, "sha256": "abd"}),
+        dataclasses.replace(base, model_identity={"config_sha256": "x", "weights": {"model.safetensors": 10}}),
     ):
         assert fingerprint(changed) != fingerprint(base)
-    differences = protocol_differences({"config": base, "data": {}}, _config(epochs=4))
+    differences = protocol_differences(_stored(base), _config(epochs=4))
     assert differences == ["train.epochs: 3 → 4"]
 
 
@@ -90,13 +104,11 @@ def test_a_field_added_later_with_its_old_behaviour_as_default_keeps_old_runs_va
         label_smoothing: float = 0.0  # 0: what every version without the field did
 
     old = _config()  # written before the field existed: no label_smoothing in it
-    new = {**old, "train": as_dict(NewerTrainConfig(seed=1))}
-    assert "label_smoothing" in new["train"] and "label_smoothing" not in old["train"]
-    assert protocol_differences({"config": old, "data": {}}, new, NewerTrainConfig) == []
-    smoothed = {**old, "train": as_dict(NewerTrainConfig(seed=1, label_smoothing=0.1))}
-    assert protocol_differences({"config": old, "data": {}}, smoothed, NewerTrainConfig) == [
-        "train.label_smoothing: 0.0 → 0.1"
-    ]
+    new = dataclasses.replace(old, train=as_dict(NewerTrainConfig(seed=1)))
+    assert "label_smoothing" in new.train and "label_smoothing" not in old.train
+    assert protocol_differences(_stored(old), new, NewerTrainConfig) == []
+    smoothed = dataclasses.replace(old, train=as_dict(NewerTrainConfig(seed=1, label_smoothing=0.1)))
+    assert protocol_differences(_stored(old), smoothed, NewerTrainConfig) == ["train.label_smoothing: 0.0 → 0.1"]
 
 
 def test_model_identity_changes_when_the_folder_is_edited_in_place(tmp_path):

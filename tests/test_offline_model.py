@@ -127,7 +127,6 @@ def test_the_committed_results_command_recognises_its_runs_after_a_new_field(e5_
     the experiment that command plans under its name, so the command skips it and later versions can extend the
     folder (checked without training: the plan against each stored run)."""
     import dataclasses
-    import json
     import re
     import shlex
     from pathlib import Path
@@ -136,6 +135,7 @@ def test_the_committed_results_command_recognises_its_runs_after_a_new_field(e5_
     from peftbench.config.sections import TrainConfig
     from peftbench.runner import build, planning
     from peftbench.store.identity import protocol_differences
+    from peftbench.store.runs import ResultStore
 
     @dataclasses.dataclass
     class NewerTrainConfig(TrainConfig):
@@ -148,8 +148,8 @@ def test_the_committed_results_command_recognises_its_runs_after_a_new_field(e5_
     monkeypatch.setattr(build, "TrainConfig", NewerTrainConfig)
     grid = cli.grid_from_args(cli.build_parser().parse_args(shlex.split(command)[1:]))
     planned = {run.run_id: run for run in planning.plan(grid, planning.prepare(grid))}
-    stored = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("runs/*.json"))]
+    stored = ResultStore(folder).records(include_failed=False)
     assert len(stored) >= 20
     for record in stored:
-        assert record["run_id"] in planned, record["run_id"]
-        assert protocol_differences(record, planned[record["run_id"]].config, NewerTrainConfig) == [], record["run_id"]
+        assert record.run_id in planned, record.run_id
+        assert protocol_differences(record, planned[record.run_id].config, NewerTrainConfig) == [], record.run_id

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from synthetic_records import synthetic_record
 
 from peftbench.cli import main
 from peftbench.config.sections import DataConfig, TrainConfig
@@ -119,16 +120,9 @@ def test_lr_grid_without_dev_set_is_refused(tiny_model, tmp_path, capsys):
 
 
 def _record(method, seed, accuracy, status="ok"):
-    return {
-        "config": {"method": method, "lr": 1e-3, "train": {"seed": seed}},
-        "result": {
-            "status": status,
-            "accuracy": accuracy,
-            "f1_macro": accuracy,
-            "trainable_params": 10,
-            "train_time_min": 1.0,
-        },
-    }
+    return synthetic_record(
+        method, seed, status=status, accuracy=accuracy, f1_macro=accuracy, trainable_params=10, train_time_min=1.0
+    )
 
 
 def test_mean_and_std_are_over_each_methods_own_seeds():
@@ -210,13 +204,14 @@ def test_swept_rates_are_the_ones_chosen_on_dev_in_the_committed_sweep():
 
     from peftbench.methods.sweeps import DEV_SWEEPS, SWEEP_FOLDER
     from peftbench.reporting.markdown import trial_dev_scores
+    from peftbench.store.schema import read_record
 
     folder = Path(__file__).resolve().parents[1] / SWEEP_FOLDER
     assert len(DEV_SWEEPS) >= 10, "the committed comparison's methods take their rates from the dev sweep"
     for method, dev in DEV_SWEEPS.items():
-        record = json.loads((folder / "runs" / f"{method}__seed0.json").read_text(encoding="utf-8"))
-        assert record["config"]["select_only"] is True and "accuracy" not in record["result"], method
-        assert record["provenance"]["git_dirty"] is False, method
-        scores = {t["lr"]: t["best"]["accuracy"] for t in trial_dev_scores(record)}
+        record = read_record(json.loads((folder / "runs" / f"{method}__seed0.json").read_text(encoding="utf-8")))
+        assert record.config.select_only is True and record.result.accuracy is None, method
+        assert record.provenance.git_dirty is False, method
+        scores = {t.lr: t.best.accuracy for t in trial_dev_scores(record) if t.best is not None}
         assert scores == pytest.approx(dev, abs=5e-5), method
-        assert REGISTRY[method].recommended_lr == record["result"]["chosen_lr"], method
+        assert REGISTRY[method].recommended_lr == record.result.chosen_lr, method

@@ -11,6 +11,7 @@ from peftbench.analysis.recommend import Constraints, recommend, sentences
 from peftbench.analysis.stats import analyse, macro_f1, run_intervals
 from peftbench.cli import main
 from peftbench.reporting.markdown import display_name
+from peftbench.store.schema import RunRecord, read_record
 
 TEMPLATE = json.loads(
     (Path(__file__).parent / "fixtures" / "schema1" / "lora__seed123.json").read_text(encoding="utf-8")
@@ -19,7 +20,7 @@ EXAMPLES = 300
 REFERENCES = (np.arange(EXAMPLES) % 3 == 0).astype(int)  # one third class 1: majority accuracy 2/3
 
 
-def _record(method: str, seed: int, predictions: np.ndarray, trainable: int, status: str = "ok") -> dict:
+def _record(method: str, seed: int, predictions: np.ndarray, trainable: int, status: str = "ok") -> RunRecord:
     record = copy.deepcopy(TEMPLATE)
     record["run_id"] = f"{method}__seed{seed}"
     record["config"]["method"] = method
@@ -38,7 +39,7 @@ def _record(method: str, seed: int, predictions: np.ndarray, trainable: int, sta
         train_time_min=1.0,
         majority_accuracy=2 / 3,
     )
-    return record
+    return read_record(record)
 
 
 def _flip(count: int, seed: int) -> np.ndarray:
@@ -65,9 +66,9 @@ def test_run_intervals_contain_the_accuracy_and_shrink_to_a_point_when_every_exa
     assert perfect["accuracy_ci"] == (1.0, 1.0) and perfect["beats_majority"]
     weaker = run_intervals(records[4])
     low, high = weaker["accuracy_ci"]
-    assert low < records[4]["result"]["accuracy"] < high and 0.02 < high - low < 0.15
+    assert low < records[4].result.accuracy < high and 0.02 < high - low < 0.15
     f1_low, f1_high = weaker["f1_macro_ci"]
-    assert f1_low < records[4]["result"]["f1_macro"] < f1_high
+    assert f1_low < records[4].result.f1_macro < f1_high
     assert not run_intervals(records[6])["beats_majority"]  # chance is below the majority class's 2/3
     assert run_intervals(records[6]) == run_intervals(copy.deepcopy(records[6])), "resampling is seeded"
 
@@ -125,9 +126,9 @@ def test_a_constraint_re_ranks(records):
 
 def test_report_command_writes_the_recommendation_and_the_pairwise_table(records, tmp_path):
     for record in records:
-        path = tmp_path / "runs" / f"{record['run_id']}.json"
+        path = tmp_path / "runs" / f"{record.run_id}.json"
         path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(record), encoding="utf-8")
+        path.write_text(json.dumps(record.to_dict()), encoding="utf-8")
     assert main(["report", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert report.index("## Recommendation") < report.index("## Summary over seeds")

@@ -229,7 +229,7 @@ def _compare(folders: list[Path], out: Path, constraints: Any) -> int:
         if not found:
             raise UserError(f"{folder} holds no run files (runs/*.json)")
         for record in found:
-            record["source_label"] = f"{folder.resolve().name}/"  # tells apart runs of the same method
+            record.source_label = f"{folder.resolve().name}/"  # tells apart runs of the same method
         records += found
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")

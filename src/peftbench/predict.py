@@ -17,6 +17,7 @@ import torch
 from peftbench.errors import UserError
 from peftbench.models.saved import RUN_FILE
 from peftbench.records import Status
+from peftbench.store.schema import read_record
 
 
 def load_trained(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
@@ -51,11 +52,11 @@ def run_warning(folder: Path) -> str | None:
     The record lies beside the weights (DIR/runs/<run>.json for DIR/<run>); a folder moved elsewhere has none."""
     record_path = folder.parent / "runs" / f"{folder.name}.json"
     try:
-        result = json.loads(record_path.read_text(encoding="utf-8"))["result"]
-    except (OSError, ValueError, KeyError, TypeError):
+        result = read_record(json.loads(record_path.read_text(encoding="utf-8"))).result
+    except (OSError, ValueError):  # absent, not JSON, not a run record (SchemaError)
         return None
-    if result.get("status") == Status.COLLAPSED:
-        accuracy, majority = result.get("accuracy"), result.get("majority_accuracy")
+    if result.status == Status.COLLAPSED:
+        accuracy, majority = result.accuracy, result.majority_accuracy
         figures = (
             f" (accuracy {accuracy:.3f}, majority class {majority:.3f})"
             if accuracy is not None and majority is not None

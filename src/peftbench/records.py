@@ -4,7 +4,8 @@ decides a status to the reports that show it."""
 from __future__ import annotations
 
 import enum
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 
 class Status(str, enum.Enum):
@@ -29,9 +30,25 @@ def run_id(method: str, seed: int) -> str:
     return f"{method}__seed{seed}"
 
 
-def better_on_dev(candidate: dict[str, Any], best: dict[str, Any] | None) -> bool:
+class Scored(Protocol):
+    """An evaluation as a stored record holds it (store.schema.Epoch)."""
+
+    accuracy: float
+    eval_loss: float
+
+
+Evaluation = Mapping[str, Any] | Scored  # the training loop's metrics are a dict, a stored epoch is typed
+
+
+def better_on_dev(candidate: Evaluation, best: Evaluation | None) -> bool:
     """The rule that chooses an epoch and a learning rate on dev: higher accuracy wins; a tie goes to the lower
     loss (the more confident of two equally right states)."""
     if best is None:
         return True
-    return (candidate["accuracy"], -candidate["eval_loss"]) > (best["accuracy"], -best["eval_loss"])
+    return _dev_order(candidate) > _dev_order(best)
+
+
+def _dev_order(evaluation: Evaluation) -> tuple[float, float]:
+    if isinstance(evaluation, Mapping):
+        return evaluation["accuracy"], -evaluation["eval_loss"]
+    return evaluation.accuracy, -evaluation.eval_loss

@@ -10,6 +10,7 @@ from peftbench.config.sections import DataConfig, GridConfig, ScaleConfig, Train
 from peftbench.errors import UserError
 from peftbench.runner import planning
 from peftbench.store.runs import ResultStore
+from peftbench.store.schema import read_record
 
 PREPARED = planning.Prepared(
     "model", 32, "sha", {"config_sha256": "c", "weights": {"model.safetensors": 2**20}}, None, None
@@ -26,7 +27,7 @@ def test_the_plan_is_every_method_for_every_seed_with_its_identity(tmp_path: Pat
     planned = planning.plan(_grid(tmp_path), PREPARED)
     assert [r.run_id for r in planned] == ["lora__seed0", "bitfit__seed0", "lora__seed1", "bitfit__seed1"]
     assert len({r.fingerprint for r in planned}) == 4  # seeds and methods are other experiments
-    assert planned[0].train.seed == 0 and planned[0].config["data"]["max_length"] == 32
+    assert planned[0].train.seed == 0 and planned[0].config.data["max_length"] == 32
     assert planned[0].lr == 3e-4 and planned[0].learning_rates() == [3e-4]
     again = planning.plan(_grid(tmp_path), PREPARED)
     assert [r.fingerprint for r in again] == [r.fingerprint for r in planned]  # the same grid: the same identities
@@ -51,8 +52,9 @@ def test_todo_leaves_out_finished_runs_and_refuses_other_settings(tmp_path: Path
     grid = _grid(tmp_path)
     planned = planning.plan(grid, PREPARED)
     store = ResultStore(tmp_path)
-    record = {"schema_version": 2, "run_id": "lora__seed0", "config": planned[0].config, "result": {"status": "ok"}}
-    store.save(record)
+    run = planned[0]
+    stored = {"run_id": run.run_id, "config": run.config.to_dict(), "config_fingerprint": run.fingerprint}
+    store.save(read_record({**stored, "schema_version": 2, "data": {"source": "d"}, "result": {"status": "ok"}}))
     assert [r.run_id for r in planning.todo(grid, planned, store)] == ["bitfit__seed0", "lora__seed1", "bitfit__seed1"]
     other = GridConfig("m", ["lora"], tmp_path, DataConfig(), TrainConfig(epochs=2), seeds=[0])
     with pytest.raises(UserError, match=r"different settings \(train.epochs: 3 → 2\)"):

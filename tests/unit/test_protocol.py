@@ -16,6 +16,7 @@ from peftbench.records import Status
 from peftbench.run.messages import WorkRequest, WorkResponse
 from peftbench.runner import protocol
 from peftbench.runner.planning import PlannedRun
+from peftbench.store.schema import RunConfig
 
 EXAMPLES = [{"input_ids": [1, 2], "labels": 0}, {"input_ids": [1, 3], "labels": 1}]
 
@@ -67,9 +68,9 @@ class Workers:
 def _job(tmp_path: Path, rates: tuple[float, ...] | None, select_only: bool = False) -> protocol.RunJob:
     train = TrainConfig(lr_grid=rates, lr=1e-3)
     grid = GridConfig("m", ["lora"], tmp_path, DataConfig(dev_size=0.1), train, select_only=select_only)
-    config = {"model": "m", "lr": 1e-3, "train": {"seed": 123}}
+    config = RunConfig(model="m", method="lora", lr=1e-3, data={}, train={"seed": 123})
     run = PlannedRun(REGISTRY["lora"], train, config, "f" * 16, "lora__seed123")
-    data = TokenizedData(EXAMPLES, EXAMPLES, EXAMPLES, ["a", "b"], 0.5, {"max_length": 8})
+    data = TokenizedData(EXAMPLES, EXAMPLES, EXAMPLES, ["a", "b"], 0.5, {"source": "d", "max_length": 8})
     return protocol.RunJob(run, grid, "model", data, tmp_path / "data.json", tmp_path / "work", "[1/1] lora__seed123")
 
 
@@ -89,25 +90,25 @@ def test_an_lr_grid_trains_every_rate_then_tests_the_choice_once(workers: Worker
     finish = workers.requests[-1]
     assert finish.state_file and finish.state_file.endswith("trial2.safetensors")
     assert finish.outcome and finish.outcome["best_epoch"] == 1
-    result = outcome.record["result"]
-    assert result["chosen_lr"] == 1e-2 and result["chosen_epoch"] == 1 and result["dev_accuracy"] == 0.9
-    assert result["accuracy"] == 0.75 and result["predictions_split"] == "test" and len(result["trials"]) == 3
-    assert result["train_time_s"] == 3.0 and result["peak_memory_mb"] == 5.0  # every trial's cost; the highest peak
+    result = outcome.record.result
+    assert result.chosen_lr == 1e-2 and result.chosen_epoch == 1 and result.dev_accuracy == 0.9
+    assert result.accuracy == 0.75 and result.predictions_split == "test" and len(result.trials_tried()) == 3
+    assert result.train_time_s == 3.0 and result.peak_memory_mb == 5.0  # every trial's cost; the highest peak
     assert outcome.weights == tmp_path / "work" / "weights"
 
 
 def test_one_rate_finishes_in_its_own_trial(workers: Workers, tmp_path: Path) -> None:
     outcome = _job(tmp_path, None)(Slot())
     assert [(r.kind, r.finish_in_trial) for r in workers.requests] == [("trial", True)]
-    assert outcome.record["result"]["status"] == Status.OK and outcome.record["result"]["accuracy"] == 0.75
+    assert outcome.record.status == Status.OK and outcome.record.result.accuracy == 0.75
 
 
 def test_select_only_never_reads_the_test_split(workers: Workers, tmp_path: Path) -> None:
     outcome = _job(tmp_path, (1e-4, 1e-3), select_only=True)(Slot())
     assert [r.kind for r in workers.requests] == ["trial", "trial"]
     assert not any(r.finish_in_trial or r.state_file for r in workers.requests)
-    result = outcome.record["result"]
-    assert "accuracy" not in result and result["chosen_lr"] == 1e-3 and outcome.weights is None
+    result = outcome.record.result
+    assert result.accuracy is None and result.chosen_lr == 1e-3 and outcome.weights is None
 
 
 def test_a_failed_trial_stops_the_run_and_is_recorded(
@@ -115,8 +116,8 @@ def test_a_failed_trial_stops_the_run_and_is_recorded(
 ) -> None:
     monkeypatch.setattr(protocol, "run_request", lambda *args: WorkResponse.died("worker process killed by SIGKILL"))
     outcome = _job(tmp_path, (1e-4, 1e-3))(Slot())
-    result = outcome.record["result"]
-    assert result["status"] == Status.FAILED and result["worker_died"] and "SIGKILL" in result["error"]
+    result = outcome.record.result
+    assert result.status == Status.FAILED and result.worker_died and "SIGKILL" in (result.error or "")
 
 
 def test_the_choice_is_the_best_epoch_on_dev_and_a_tie_keeps_the_first_rate() -> None:

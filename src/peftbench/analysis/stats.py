@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from peftbench.records import FINISHED, Status
+from peftbench.store.schema import RunRecord
 
 CONFIDENCE = 0.95  # of every interval
 ALPHA = 0.05  # significance level of the pairwise tests, after Holm's correction
@@ -37,11 +38,10 @@ NO_EVIDENCE = (
 )
 
 
-def has_evidence(record: dict[str, Any]) -> bool:
+def has_evidence(record: RunRecord) -> bool:
     """Whether a run stored what the statistics need: predictions and true labels of the same examples."""
-    result = record["result"]
-    predictions, references = result.get("predictions"), result.get("references")
-    return bool(predictions) and references is not None and len(predictions) == len(references)
+    predictions, references = record.result.predictions, record.result.references
+    return bool(predictions) and references is not None and len(predictions or ()) == len(references)
 
 
 def _rng() -> np.random.Generator:
@@ -91,7 +91,7 @@ class Evidence:
     name: str
     references: np.ndarray  # (examples,)
     predictions: np.ndarray  # (seeds, examples)
-    records: list[dict[str, Any]]
+    records: list[RunRecord]
 
     @property
     def share_right(self) -> np.ndarray:
@@ -112,11 +112,12 @@ def majority_correct(references: np.ndarray) -> np.ndarray:
     return (references == values[np.argmax(counts)]).astype(float)
 
 
-def run_intervals(record: dict[str, Any]) -> dict[str, Any]:
+def run_intervals(record: RunRecord) -> dict[str, Any]:
     """One run's accuracy and macro-F1 intervals, and whether it beats the majority class; {} without evidence."""
-    if not has_evidence(record):
+    predictions, references = record.result.predictions, record.result.references
+    if not has_evidence(record) or predictions is None or references is None:
         return {}
-    return dict(_run_intervals(tuple(record["result"]["predictions"]), tuple(record["result"]["references"])))
+    return dict(_run_intervals(tuple(predictions), tuple(references)))
 
 
 @functools.lru_cache(maxsize=4096)  # a report asks for each run's intervals several times
@@ -176,8 +177,8 @@ class Analysis:
         return next((c for c in self.comparisons if {c.a, c.b} == {a, b}), None)
 
 
-def _mean_of(records: list[dict[str, Any]], key: str) -> float | None:
-    values = [r["result"].get(key) for r in records if r["result"].get(key) is not None]
+def _mean_of(records: list[RunRecord], key: str) -> float | None:
+    values = [getattr(r.result, key) for r in records if getattr(r.result, key) is not None]
     return float(np.mean(values)) if values else None
 
 
@@ -186,7 +187,7 @@ def _summarise(evidence: Evidence) -> MethodSummary:
     f1s = evidence.f1_over_seeds(evidence.references, *evidence.predictions)
     records = evidence.records
     not_better = sum(
-        r["result"]["status"] != Status.OK or not run_intervals(r)["beats_majority"] for r in records
+        r.status != Status.OK or not run_intervals(r)["beats_majority"] for r in records
     )  # a collapsed or diverged run counts as not better whatever its figure
     return MethodSummary(
         name=evidence.name,
@@ -229,14 +230,14 @@ def _compare(a: Evidence, b: Evidence) -> tuple[float, tuple[float, float], floa
     return float(np.mean(differences)), interval, float(test.pvalue)
 
 
-def gather(records: list[dict[str, Any]], name_of: Callable[[dict[str, Any]], str]) -> tuple[list[Evidence], str]:
+def gather(records: list[RunRecord], name_of: Callable[[RunRecord], str]) -> tuple[list[Evidence], str]:
     """The evidence per method, from the finished runs that stored it and share one set of test examples."""
-    usable = [r for r in records if r["result"]["status"] in FINISHED and has_evidence(r)]
+    usable = [r for r in records if r.status in FINISHED and has_evidence(r)]
     if not usable:
         return [], NO_EVIDENCE
-    sets: dict[tuple, list[dict[str, Any]]] = {}
+    sets: dict[tuple[int, ...], list[RunRecord]] = {}
     for record in usable:
-        sets.setdefault(tuple(record["result"]["references"]), []).append(record)
+        sets.setdefault(tuple(record.result.references or ()), []).append(record)
     shared = max(sets.values(), key=len)
     left_out = ""
     if len(sets) > 1:
@@ -244,18 +245,18 @@ def gather(records: list[dict[str, Any]], name_of: Callable[[dict[str, Any]], st
             f"the runs were tested on {len(sets)} different sets of examples; only the {len(shared)} runs of "
             "the largest are compared"
         )
-    by_method: dict[str, list[dict[str, Any]]] = {}
+    by_method: dict[str, list[RunRecord]] = {}
     for record in shared:
         by_method.setdefault(name_of(record), []).append(record)
-    references = np.asarray(shared[0]["result"]["references"])
+    references = np.asarray(shared[0].result.references)
     evidence = [
-        Evidence(name, references, np.asarray([r["result"]["predictions"] for r in runs]), runs)
+        Evidence(name, references, np.asarray([r.result.predictions for r in runs]), runs)
         for name, runs in by_method.items()
     ]
     return evidence, left_out
 
 
-def analyse(records: list[dict[str, Any]], name_of: Callable[[dict[str, Any]], str]) -> Analysis | None:
+def analyse(records: list[RunRecord], name_of: Callable[[RunRecord], str]) -> Analysis | None:
     """Per-method summaries with intervals and every pairwise comparison, Holm-corrected; None without evidence."""
     from statsmodels.stats.multitest import multipletests
 
@@ -272,5 +273,5 @@ def analyse(records: list[dict[str, Any]], name_of: Callable[[dict[str, Any]], s
         for (a, b), (difference, interval, p), p_holm, significant in zip(pairs, raw, corrected, reject):
             comparisons.append(Comparison(a.name, b.name, difference, interval, p, float(p_holm), bool(significant)))
     majority = float(np.mean(majority_correct(evidence[0].references)))
-    split = evidence[0].records[0]["result"].get("predictions_split", "test")
+    split = evidence[0].records[0].result.predictions_split or "test"
     return Analysis([summaries[e.name] for e in evidence], comparisons, majority, left_out, split)

@@ -27,6 +27,7 @@ from peftbench import hardware
 from peftbench.config.sections import ScaleConfig
 from peftbench.errors import UserError
 from peftbench.execution.workers import stop_all_workers
+from peftbench.store.schema import RunRecord
 
 SHARED_MARK = ".peftbench-out"  # a file the grid process leaves in --out; a Ray task that sees it shares the disk
 
@@ -40,7 +41,7 @@ class Slot:
 
 @dataclass
 class RunOutcome:
-    record: dict[str, Any]
+    record: RunRecord
     weights: Path | None = None  # a finished weights folder on this machine, moved into DIR/<run_id> whole
     weight_files: dict[str, bytes] | None = None  # or the files themselves, sent back through Ray's object store
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Callable
 from typing import Any
 
 from peftbench.analysis.recommend import Recommendation
@@ -15,12 +16,14 @@ from peftbench.analysis.stats import ALPHA, Analysis, run_intervals
 from peftbench.records import Status
 from peftbench.reporting.markdown import (
     Findings,
+    chosen_lr,
     display_name,
     findings,
     interval_text,
     summary_over_seeds,
     trial_dev_scores,
 )
+from peftbench.store.schema import RunRecord
 
 FLAG_COLOURS = {
     Status.OK: "#1b7f3b",
@@ -31,20 +34,20 @@ FLAG_COLOURS = {
 }
 
 # (header, how to read it); headers have spaces so that they wrap and the table fits a laptop screen
-TABLE_COLUMNS = [
+TABLE_COLUMNS: list[tuple[str, Callable[[RunRecord], Any]]] = [
     ("run", lambda r: display_name(r, True)),
-    ("status", lambda r: r["result"]["status"]),
-    ("accuracy", lambda r: r["result"].get("accuracy")),
+    ("status", lambda r: r.status),
+    ("accuracy", lambda r: r.result.accuracy),
     ("95% interval", lambda r: _interval(run_intervals(r).get("accuracy_ci"))),
-    ("F1 macro", lambda r: r["result"].get("f1_macro")),
-    ("dev accuracy", lambda r: r["result"].get("dev_accuracy")),
-    ("lr", lambda r: r["result"].get("chosen_lr", r["config"]["lr"])),
-    ("trainable params", lambda r: r["result"].get("trainable_params")),
-    ("trainable %", lambda r: r["result"].get("trainable_pct")),
-    ("peak memory MB", lambda r: r["result"].get("peak_memory_mb")),
-    ("train time min", lambda r: r["result"].get("train_time_min")),
-    ("train samples/s", lambda r: r["result"].get("train_samples_per_s")),
-    ("adapter MB", lambda r: r["result"].get("adapter_size_mb")),
+    ("F1 macro", lambda r: r.result.f1_macro),
+    ("dev accuracy", lambda r: r.result.dev_accuracy),
+    ("lr", chosen_lr),
+    ("trainable params", lambda r: r.result.trainable_params),
+    ("trainable %", lambda r: r.result.trainable_pct),
+    ("peak memory MB", lambda r: r.result.peak_memory_mb),
+    ("train time min", lambda r: r.result.train_time_min),
+    ("train samples/s", lambda r: r.result.train_samples_per_s),
+    ("adapter MB", lambda r: r.result.adapter_size_mb),
 ]
 
 
@@ -215,11 +218,11 @@ def _cost_plots(
     return figures
 
 
-def _memory_plot(plt: Any, finished: list[dict[str, Any]], order: list[str]) -> tuple[str, str]:
+def _memory_plot(plt: Any, finished: list[RunRecord], order: list[str]) -> tuple[str, str]:
     import pandas as pd
 
     peaks = (
-        pd.DataFrame([{"method": display_name(r), "peak": r["result"].get("peak_memory_mb")} for r in finished])
+        pd.DataFrame([{"method": display_name(r), "peak": r.result.peak_memory_mb} for r in finished])
         .dropna()
         .groupby("method")["peak"]
         .agg(["mean", "std"])
@@ -233,9 +236,9 @@ def _memory_plot(plt: Any, finished: list[dict[str, Any]], order: list[str]) -> 
     return "Peak memory per method", _svg(figure)
 
 
-def _lr_plot(plt: Any, finished: list[dict[str, Any]]) -> tuple[str, str] | None:
+def _lr_plot(plt: Any, finished: list[RunRecord]) -> tuple[str, str] | None:
     """Dev accuracy against learning rate per method (lr-sensitivity), from the runs that tried several rates."""
-    with_trials = [r for r in finished if len(r["result"].get("trials", [])) > 1]
+    with_trials = [r for r in finished if len(r.result.trials_tried()) > 1]
     if not with_trials:
         return None
     styles = _marker_styles(list(dict.fromkeys(display_name(r) for r in with_trials)), plt)
@@ -243,9 +246,7 @@ def _lr_plot(plt: Any, finished: list[dict[str, Any]]) -> tuple[str, str] | None
     labelled = set()
     for record in with_trials:
         name = display_name(record)
-        points = [
-            (t["lr"], t["best"]["accuracy"], t["chosen"]) for t in trial_dev_scores(record) if t["best"] is not None
-        ]
+        points = [(t.lr, t.best.accuracy, t.chosen) for t in trial_dev_scores(record) if t.best is not None]
         label = None if name in labelled else name
         labelled.add(name)
         axes.plot([p[0] for p in points], [p[1] for p in points], "-", label=label, **styles[name])
@@ -267,16 +268,16 @@ def _lr_plot(plt: Any, finished: list[dict[str, Any]]) -> tuple[str, str] | None
     return "Learning-rate sensitivity", _svg(figure)
 
 
-def _epoch_plot(plt: Any, with_epochs: list[dict[str, Any]]) -> tuple[str, str]:
+def _epoch_plot(plt: Any, with_epochs: list[RunRecord]) -> tuple[str, str]:
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
     colours = {name: plt.cm.tab20(i % 20) for i, name in enumerate(dict.fromkeys(display_name(r) for r in with_epochs))}
     for record in with_epochs:
-        epochs = record["result"]["epochs"]
-        x = [e["epoch"] for e in epochs]
-        style = "-" if record["result"]["status"] == Status.OK else ":"
+        epochs = record.result.epochs or []
+        x = [e.epoch for e in epochs]
+        style = "-" if record.status == Status.OK else ":"
         name = display_name(record)
-        loss_axes.plot(x, [e["eval_loss"] for e in epochs], style, marker="o", color=colours[name], label=name)
-        accuracy_axes.plot(x, [e["accuracy"] for e in epochs], style, marker="o", color=colours[name])
+        loss_axes.plot(x, [e.eval_loss for e in epochs], style, marker="o", color=colours[name], label=name)
+        accuracy_axes.plot(x, [e.accuracy for e in epochs], style, marker="o", color=colours[name])
     loss_axes.set_title("Eval loss per epoch (dotted: flagged run)")
     accuracy_axes.set_title("Eval accuracy per epoch")
     for axes in (loss_axes, accuracy_axes):
@@ -291,7 +292,7 @@ def _epoch_plot(plt: Any, with_epochs: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def _plots(
-    finished: list[dict[str, Any]],
+    finished: list[RunRecord],
     majority: float | None,
     analysis: Analysis | None,
     recommendation: Recommendation | None,
@@ -313,7 +314,7 @@ def _plots(
     lr_figure = _lr_plot(plt, finished)
     if lr_figure is not None:
         figures.append(lr_figure)
-    with_epochs = [r for r in finished if r["result"].get("epochs")]
+    with_epochs = [r for r in finished if r.result.epochs]
     if with_epochs:
         figures.append(_epoch_plot(plt, with_epochs))
     return figures
@@ -356,12 +357,12 @@ def _comparison_table(analysis: Analysis) -> list[str]:
     return parts
 
 
-def render_html(records: list[dict[str, Any]], header_lines: list[str], found: Findings | None = None) -> str:
-    finished = [r for r in records if r["result"]["status"] not in (Status.FAILED, Status.DRY_RUN)]
-    failed = [r for r in records if r["result"]["status"] == Status.FAILED]
+def render_html(records: list[RunRecord], header_lines: list[str], found: Findings | None = None) -> str:
+    finished = [r for r in records if r.status not in (Status.FAILED, Status.DRY_RUN)]
+    failed = [r for r in records if r.status == Status.FAILED]
     # the majority figure is the test set's, which a --select-only run never reads
     majorities = sorted(
-        {r["result"].get("majority_accuracy") for r in finished if not r["config"].get("select_only")} - {None}
+        {m for r in finished if not r.config.select_only and (m := r.result.majority_accuracy) is not None}
     )
     majority = majorities[0] if len(majorities) == 1 else None
     found = findings(records) if found is None else found
@@ -402,10 +403,7 @@ def render_html(records: list[dict[str, Any]], header_lines: list[str], found: F
             parts.append(f'<figure title="{html.escape(title)}">{svg}</figure>')
     if failed:
         parts.append("<h2>Failed runs</h2><ul>")
-        parts += [
-            f"<li>{html.escape(display_name(r, True))}: {html.escape(r['result'].get('error', ''))}</li>"
-            for r in failed
-        ]
+        parts += [f"<li>{html.escape(display_name(r, True))}: {html.escape(r.result.error or '')}</li>" for r in failed]
         parts.append("</ul>")
     parts.append(f"<script>{SCRIPT}</script>")
     parts.append("</body></html>")

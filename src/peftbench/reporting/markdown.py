@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +10,7 @@ from peftbench.analysis.stats import ALPHA, NO_EVIDENCE, Analysis, analyse, run_
 from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
 from peftbench.records import FINISHED, Status, better_on_dev
 from peftbench.run.measure import MEASUREMENT_NOTES
+from peftbench.store.schema import DataSummary, Epoch, RunConfig, RunRecord
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -19,56 +19,61 @@ def _fmt(value: Any, pattern: str) -> str:
     return format(value, pattern)
 
 
-# (row label, how to read it from a run's result, format)
-ROWS: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
-    ("status", lambda r: r["status"], "s"),
-    ("total params", lambda r: r.get("total_params"), ","),
-    ("trainable params", lambda r: r.get("trainable_params"), ","),
-    ("trainable %", lambda r: r.get("trainable_pct"), ".4f"),
-    ("peak memory (MB)", lambda r: r.get("peak_memory_mb"), ".0f"),
-    ("train speed (it/s)", lambda r: r.get("train_it_per_s"), ".2f"),
-    ("eval speed (it/s)", lambda r: r.get("eval_it_per_s"), ".2f"),
-    ("train samples/s", lambda r: r.get("train_samples_per_s"), ".1f"),
-    ("train time (min, eval excluded)", lambda r: r.get("train_time_min"), ".4f"),
-    ("total time (min, eval included)", lambda r: r.get("total_time_min"), ".4f"),
-    ("eval loss (sum over batches)", lambda r: r.get("eval_loss_sum"), ".4f"),
-    ("eval loss (mean)", lambda r: r.get("eval_loss"), ".4f"),
-    ("dev accuracy (chosen epoch)", lambda r: r.get("dev_accuracy"), ".4f"),
-    ("chosen epoch", lambda r: r.get("chosen_epoch"), "d"),
-    ("accuracy", lambda r: r.get("accuracy"), ".4f"),
-    ("F1 (macro)", lambda r: r.get("f1_macro"), ".4f"),
+# (row label, the field of a run's result it shows, format)
+ROWS: list[tuple[str, str, str]] = [
+    ("status", "status", "s"),
+    ("total params", "total_params", ","),
+    ("trainable params", "trainable_params", ","),
+    ("trainable %", "trainable_pct", ".4f"),
+    ("peak memory (MB)", "peak_memory_mb", ".0f"),
+    ("train speed (it/s)", "train_it_per_s", ".2f"),
+    ("eval speed (it/s)", "eval_it_per_s", ".2f"),
+    ("train samples/s", "train_samples_per_s", ".1f"),
+    ("train time (min, eval excluded)", "train_time_min", ".4f"),
+    ("total time (min, eval included)", "total_time_min", ".4f"),
+    ("eval loss (sum over batches)", "eval_loss_sum", ".4f"),
+    ("eval loss (mean)", "eval_loss", ".4f"),
+    ("dev accuracy (chosen epoch)", "dev_accuracy", ".4f"),
+    ("chosen epoch", "chosen_epoch", "d"),
+    ("accuracy", "accuracy", ".4f"),
+    ("F1 (macro)", "f1_macro", ".4f"),
 ]
 # rows read from a run's intervals (stats.run_intervals), after ROWS
 INTERVAL_ROWS = [("accuracy 95% interval", "accuracy_ci"), ("F1 (macro) 95% interval", "f1_macro_ci")]
 
 
-def display_name(record: dict[str, Any], with_seed: bool = False) -> str:
+def display_name(record: RunRecord, with_seed: bool = False) -> str:
     """The method, prefixed by its results folder when runs of several folders are compared."""
-    name = record.get("source_label", "") + record["config"]["method"]
-    return f"{name} (seed {record['config']['train']['seed']})" if with_seed else name
+    name = record.source_label + record.method
+    return f"{name} (seed {record.config.seed})" if with_seed else name
 
 
 _column_name = display_name
 
 
-def summary_over_seeds(records: list[dict[str, Any]]) -> Any:
+def chosen_lr(record: RunRecord) -> float | None:
+    """The rate a run was judged at: the one chosen on dev, else (runs made before the choice) the one asked."""
+    return record.result.chosen_lr if record.result.chosen_lr is not None else record.config.lr
+
+
+def summary_over_seeds(records: list[RunRecord]) -> Any:
     """One row per method over its finished seeds: accuracy mean, std, min, max and the cost beside it."""
     import pandas as pd
 
     rows = [
         {
             "method": display_name(r),
-            "accuracy": r["result"].get("accuracy"),
-            "f1_macro": r["result"].get("f1_macro"),
-            "dev_accuracy": r["result"].get("dev_accuracy"),
-            "chosen_lr": r["result"].get("chosen_lr", r["config"]["lr"]),
-            "trainable_params": r["result"].get("trainable_params"),
-            "train_time_min": r["result"].get("train_time_min"),
-            "majority_accuracy": r["result"].get("majority_accuracy"),
-            "flagged": r["result"]["status"] != Status.OK,
+            "accuracy": r.result.accuracy,
+            "f1_macro": r.result.f1_macro,
+            "dev_accuracy": r.result.dev_accuracy,
+            "chosen_lr": chosen_lr(r),
+            "trainable_params": r.result.trainable_params,
+            "train_time_min": r.result.train_time_min,
+            "majority_accuracy": r.result.majority_accuracy,
+            "flagged": r.status != Status.OK,
         }
         for r in records
-        if r["result"]["status"] in FINISHED and r["result"].get("accuracy") is not None
+        if r.status in FINISHED and r.result.accuracy is not None
     ]
     if not rows:
         return None
@@ -143,31 +148,34 @@ def _comparison_lines(analysis: Analysis) -> list[str]:
     return lines + [""]
 
 
-def trial_dev_scores(record: dict[str, Any]) -> list[dict[str, Any]]:
+@dataclass
+class TrialScore:
+    """A learning rate a run tried: how it ended, its best epoch on dev (None if none was usable), chosen or not."""
+
+    lr: float
+    status: Status
+    best: Epoch | None
+    chosen: bool
+
+
+def trial_dev_scores(record: RunRecord) -> list[TrialScore]:
     """Each learning rate a run tried, with the dev figures of its best epoch and whether it was chosen."""
     scores = []
-    for trial in record["result"].get("trials", []):
+    for trial in record.result.trials_tried():
         best = None
-        for epoch in trial["epochs"]:
-            if epoch["eval_loss"] == epoch["eval_loss"] and better_on_dev(epoch, best):  # NaN loss: never chosen
+        for epoch in trial.epochs:
+            if epoch.eval_loss == epoch.eval_loss and better_on_dev(epoch, best):  # NaN loss: never chosen
                 best = epoch
-        scores.append(
-            {
-                "lr": trial["lr"],
-                "status": trial["status"],
-                "best": best,
-                "chosen": trial["lr"] == record["result"].get("chosen_lr"),
-            }
-        )
+        scores.append(TrialScore(trial.lr, trial.status, best, trial.lr == record.result.chosen_lr))
     return scores
 
 
-def trial_lines(records: list[dict[str, Any]]) -> list[str]:
+def trial_lines(records: list[RunRecord]) -> list[str]:
     """The lr-sensitivity table: dev accuracy at each rate tried (best epoch), per run; chosen rate in bold."""
-    with_trials = [r for r in records if len(r["result"].get("trials", [])) > 1]
+    with_trials = [r for r in records if len(r.result.trials_tried()) > 1]
     if not with_trials:
         return []
-    rates = sorted({t["lr"] for r in with_trials for t in r["result"]["trials"]})
+    rates = sorted({t.lr for r in with_trials for t in r.result.trials_tried()})
     lines = [
         "## Learning rates tried (dev accuracy of the best epoch; chosen in bold)",
         "",
@@ -175,17 +183,15 @@ def trial_lines(records: list[dict[str, Any]]) -> list[str]:
         "|---|" + "---|" * len(rates),
     ]
     for record in with_trials:
-        by_rate = {t["lr"]: t for t in trial_dev_scores(record)}
+        by_rate = {t.lr: t for t in trial_dev_scores(record)}
         cells = []
         for rate in rates:
             trial = by_rate.get(rate)
-            if trial is None or trial["best"] is None:
-                cells.append("–" if trial is None else trial["status"])
+            if trial is None or trial.best is None:
+                cells.append("–" if trial is None else str(trial.status))
                 continue
-            text = f"{trial['best']['accuracy']:.4f}" + (
-                "" if trial["status"] == Status.OK else f" ({trial['status']})"
-            )
-            cells.append(f"**{text}**" if trial["chosen"] else text)
+            text = f"{trial.best.accuracy:.4f}" + ("" if trial.status == Status.OK else f" ({trial.status})")
+            cells.append(f"**{text}**" if trial.chosen else text)
         lines.append(f"| {display_name(record, True)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -199,11 +205,11 @@ class Findings:
     sentences: list[str] = field(default_factory=list)
 
 
-def findings(records: list[dict[str, Any]], constraints: Constraints | None = None) -> Findings:
-    finished = [r for r in records if r["result"]["status"] not in (Status.FAILED, Status.DRY_RUN)]
+def findings(records: list[RunRecord], constraints: Constraints | None = None) -> Findings:
+    finished = [r for r in records if r.status not in (Status.FAILED, Status.DRY_RUN)]
     analysis = analyse(finished, display_name)
     if analysis is None:
-        scored = any(r["result"].get("accuracy") is not None for r in finished)
+        scored = any(r.result.accuracy is not None for r in finished)
         return Findings(sentences=[NO_EVIDENCE[0].upper() + NO_EVIDENCE[1:] + "."] if scored else [])
     recommendation = recommend(analysis, constraints)
     lines = sentences(recommendation, analysis)
@@ -212,24 +218,25 @@ def findings(records: list[dict[str, Any]], constraints: Constraints | None = No
     return Findings(analysis, recommendation, lines)
 
 
-def execution_name(record: dict[str, Any]) -> str:
+def execution_name(record: RunRecord) -> str:
     """How a run was executed, in a few words ("fast, bf16"); version-1 runs had no name for it."""
-    train, result = record["config"]["train"], record["result"]
+    train, result = record.config.train, record.result
     name = train.get("execution") or ("fast" if train.get("group_by_length") else "custom")
-    return f"{name}, {result.get('precision_used', train.get('precision'))}"
+    precision = result.precision_used if result.precision_used is not None else train.get("precision")
+    return f"{name}, {precision}"
 
 
-def _device_line(record: dict[str, Any]) -> str | None:
-    device = record.get("provenance", {}).get("device")
-    if not device:
+def _device_line(record: RunRecord) -> str | None:
+    device = record.provenance.device
+    if device is None:
         return None
-    flags = f" ({' '.join(device['flags'])})" if device.get("flags") else ""
-    auto = device.get("auto")
-    resolved = f"; precision auto → {auto['precision']}: {auto['precision_why']}" if auto else ""
-    return f"device: {device.get('name')}{flags}{resolved}"
+    flags = f" ({' '.join(device.flags)})" if device.flags else ""
+    auto = device.auto
+    resolved = f"; precision auto → {auto.precision}: {auto.precision_why}" if auto else ""
+    return f"device: {device.name}{flags}{resolved}"
 
 
-def execution_lines(records: list[dict[str, Any]]) -> list[str]:
+def execution_lines(records: list[RunRecord]) -> list[str]:
     """The execution and the device, and one line saying so when the runs of one report differ in them."""
     counts: dict[str, int] = {}
     for record in records:
@@ -248,8 +255,8 @@ def execution_lines(records: list[dict[str, Any]]) -> list[str]:
     return lines + devices
 
 
-def _pooler_text(records: list[dict[str, Any]]) -> str:
-    trained = {bool(r["config"]["train"].get("train_pooler")) for r in records}
+def _pooler_text(records: list[RunRecord]) -> str:
+    trained = {bool(r.config.train.get("train_pooler")) for r in records}
     if trained == {True}:
         return "its pooler was trained with the classifier head by every method (--train-pooler on)"
     if trained == {False}:
@@ -257,68 +264,68 @@ def _pooler_text(records: list[dict[str, Any]]) -> str:
     return "its pooler was trained with the head in some runs and frozen in others (--train-pooler differs)"
 
 
-def _read_as(data: dict[str, Any]) -> str:
-    encoding = data.get("encoding")
+def _read_as(data: DataSummary) -> str:
+    encoding = data.encoding
     return f" (read as {encoding})" if encoding and encoding != "binary" else ""  # Parquet and Arrow hold decoded text
 
 
-def _truncation_text(data: dict[str, Any], config: dict[str, Any]) -> str:
+def _truncation_text(data: DataSummary, config: RunConfig) -> str:
     """How much the length cut: the share of texts longer than max_length, per split."""
-    shares = data.get("truncated_share")
+    shares = data.truncated_share
     if not shares:
         return ""
     how = (
-        f"auto: the shortest that keeps {config['data'].get('max_length_keep', 0.95):.0%} of training texts whole, "
+        f"auto: the shortest that keeps {config.data.get('max_length_keep', 0.95):.0%} of training texts whole, "
         "within the model's limit; "
-        if config["data"].get("max_length_requested") == "auto"
+        if config.data.get("max_length_requested") == "auto"
         else ""
     )
     shown = ", ".join(f"{share:.1%} of {name}" for name, share in shares.items())
     return f" ({how}truncates {shown})"
 
 
-def header_lines(records: list[dict[str, Any]]) -> list[str]:
+def header_lines(records: list[RunRecord]) -> list[str]:
     """What was compared and how, one sentence per line (shared by report.md and report.html)."""
     first = records[0]
-    config, data = first["config"], first.get("data", {})
-    train = config["train"]
-    models = sorted({r["config"]["model"] for r in records})
+    config, data = first.config, first.data
+    train = config.train
+    models = sorted({r.config.model for r in records})
     lines = [
         f"model: {', '.join(models)}",
-        f"data: {data.get('source')}{_read_as(data)}: {data.get('train_examples')} train / "
-        f"{data.get('eval_examples')} eval examples"
-        f"{' (text pairs)' if data.get('text_pair') else ''}, max_length "
-        f"{data.get('max_length')}{_truncation_text(data, config)}, "
-        f"classes {', '.join(map(str, data.get('label_names', [])))}",
-        f"protocol: preset {config['preset']}, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
+        f"data: {data.source}{_read_as(data)}: {data.train_examples} train / "
+        f"{data.eval_examples} eval examples"
+        f"{' (text pairs)' if data.text_pair else ''}, max_length "
+        f"{data.max_length}{_truncation_text(data, config)}, "
+        f"classes {', '.join(map(str, data.label_names))}",
+        f"protocol: preset {config.preset}, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
         f"linear schedule with {train['warmup_ratio']:.0%} warm-up",
     ]
     if "e5-small-offline" in models:
         lines.append(f"e5-small-offline: {E5_DESCRIPTION}; {_pooler_text(records)}")
     lines += execution_lines(records)
-    if data.get("test_examples"):
+    if data.test_examples:
         chosen = (
             f"epoch{' and learning rate' if train.get('lr_grid') else ''} chosen on the dev set "
-            f"({data.get('dev_examples')} examples, stratified)"
+            f"({data.dev_examples} examples, stratified)"
         )
         if _select_only(records):
             lines.append(f"selection: {chosen}; --select-only: the test split was never evaluated")
         else:
             lines.append(
-                f"selection: {chosen}; accuracy is on the test set ({data.get('test_examples')} examples), evaluated "
+                f"selection: {chosen}; accuracy is on the test set ({data.test_examples} examples), evaluated "
                 "once "
                 "per run for the chosen setting"
             )
     return lines
 
 
-def _select_only(records: list[dict[str, Any]]) -> bool:
-    return all(r["config"].get("select_only") for r in records)
+def _select_only(records: list[RunRecord]) -> bool:
+    return all(r.config.select_only for r in records)
 
 
-def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findings | None = None) -> str:
-    finished = [r for r in records if r["result"]["status"] != Status.FAILED]
-    failed = [r for r in records if r["result"]["status"] == Status.FAILED]
+def render_markdown(records: list[RunRecord], notes: str = "", found: Findings | None = None) -> str:
+    finished = [r for r in records if r.status != Status.FAILED]
+    failed = [r for r in records if r.status == Status.FAILED]
     lines = ["# peftbench comparison", ""]
     if not records:
         return "\n".join(lines + ["No runs yet.", ""])
@@ -329,8 +336,8 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findi
         lines += [f"- {line}" for line in found.sentences] + [""]
     if notes:
         lines += [notes.strip(), ""]
-    seeds_seen = {r["config"]["train"]["seed"] for r in finished}
-    tested = records[0].get("data", {}).get("test_examples")
+    seeds_seen = {r.config.seed for r in finished}
+    tested = records[0].data.test_examples
     summary = summary_over_seeds(finished) if len(seeds_seen) > 1 or tested else None
     if summary is not None:
         lines += _summary_lines(summary, found.analysis)
@@ -343,16 +350,16 @@ def render_markdown(records: list[dict[str, Any]], notes: str = "", found: Findi
         lines += _every_run_lines(finished)
     if failed:
         lines += ["## Failed runs", ""]
-        lines += [f"- {_column_name(record, True)}: {record['result'].get('error', '')}" for record in failed] + [""]
+        lines += [f"- {_column_name(record, True)}: {record.result.error or ''}" for record in failed] + [""]
     return "\n".join(lines + _measurement_lines(finished))
 
 
-def _header_lines(records: list[dict[str, Any]], finished: list[dict[str, Any]]) -> list[str]:
+def _header_lines(records: list[RunRecord], finished: list[RunRecord]) -> list[str]:
     """The protocol in a few lines, and the majority class that every accuracy is to be read against."""
     lines = [f"- {line}" for line in header_lines(records)]
-    majority = {r["result"].get("majority_accuracy") for r in finished} - {None}
+    majority = {m for r in finished if (m := r.result.majority_accuracy) is not None}
     if majority and not _select_only(records):  # the majority figure is the test set's, which selection never reads
-        which = "test" if records[0].get("data", {}).get("test_examples") else "eval"
+        which = "test" if records[0].data.test_examples else "eval"
         lines.append(
             f"- **majority-class accuracy of the {which} set: {', '.join(f'{m:.4f}' for m in sorted(majority))}** "
             "(a method at this level learnt nothing)"
@@ -360,30 +367,28 @@ def _header_lines(records: list[dict[str, Any]], finished: list[dict[str, Any]])
     return lines + [""]
 
 
-def _every_run_lines(finished: list[dict[str, Any]]) -> list[str]:
+def _every_run_lines(finished: list[RunRecord]) -> list[str]:
     """The reference's layout: metrics as rows, runs as columns; then what each flagged run's status means."""
-    seeds = {r["config"]["train"]["seed"] for r in finished}
+    seeds = {r.config.seed for r in finished}
     columns = [_column_name(r, len(seeds) > 1) for r in finished]
-    rates = " | ".join(_fmt(r["result"].get("chosen_lr", r["config"]["lr"]), "g") for r in finished)
+    rates = " | ".join(_fmt(chosen_lr(r), "g") for r in finished)
     lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns), f"| learning rate | {rates} |"]
-    for label, read, pattern in ROWS:
-        lines.append(f"| {label} | " + " | ".join(_fmt(read(r["result"]), pattern) for r in finished) + " |")
+    for label, name, pattern in ROWS:
+        lines.append(f"| {label} | " + " | ".join(_fmt(getattr(r.result, name), pattern) for r in finished) + " |")
     intervals = [run_intervals(r) for r in finished]
     if any(intervals):
         for label, key in INTERVAL_ROWS:
             lines.append(f"| {label} | " + " | ".join(interval_text(i.get(key)) for i in intervals) + " |")
     lines.append("")
-    flagged = [r for r in finished if r["result"]["status"] not in (Status.OK, Status.DRY_RUN)]
+    flagged = [r for r in finished if r.status not in (Status.OK, Status.DRY_RUN)]
     for record in flagged:
-        lines.append(
-            f"- **{_column_name(record, True)} {record['result']['status']}**: {record['result'].get('note', '')}"
-        )
+        lines.append(f"- **{_column_name(record, True)} {record.status}**: {record.result.note or ''}")
     return lines + ([""] if flagged else [])
 
 
-def _measurement_lines(finished: list[dict[str, Any]]) -> list[str]:
+def _measurement_lines(finished: list[RunRecord]) -> list[str]:
     lines = ["## How the figures were measured", ""]
     lines += [f"- `{key}`: {text}" for key, text in MEASUREMENT_NOTES.items()]
-    memory = {r["result"].get("peak_memory_method") for r in finished} - {None}
+    memory = {m for r in finished if (m := r.result.peak_memory_method) is not None}
     lines += [f"- `peak_memory_mb`: {m}" for m in sorted(memory)]
     return lines + [""]

@@ -4,19 +4,19 @@ and report.html. `peftbench run` calls it after every run, `peftbench report` an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from peftbench.analysis.recommend import Constraints
 from peftbench.files import write_atomic
 from peftbench.reporting.html import render_html
 from peftbench.reporting.markdown import findings, header_lines, render_markdown
 from peftbench.reporting.tables import write_csv, write_trials_csv
+from peftbench.store.schema import RunRecord
 
 NOTES_FILE = "NOTES.md"  # a hand-written note on how the results were made, kept in the report
 EMPTY_PAGE = "<!DOCTYPE html><p>No runs yet.</p>"
 
 
-def write_reports(root: Path, records: list[dict[str, Any]], constraints: Constraints | None = None) -> list[str]:
+def write_reports(root: Path, records: list[RunRecord], constraints: Constraints | None = None) -> list[str]:
     """The folder's tables and reports from these records; the paths written."""
     root.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(root, records)

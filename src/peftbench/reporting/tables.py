@@ -10,6 +10,7 @@ from typing import Any
 from peftbench.analysis.stats import run_intervals
 from peftbench.files import write_atomic
 from peftbench.reporting.markdown import display_name
+from peftbench.store.schema import RunRecord
 
 CSV_COLUMNS = [
     "method",
@@ -60,39 +61,39 @@ TRIAL_COLUMNS = [
 ]
 
 
-def trial_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    result = record["result"]
-    chosen = (result.get("chosen_lr"), result.get("chosen_epoch"))
+def trial_rows(record: RunRecord) -> list[dict[str, Any]]:
+    result = record.result
+    chosen = (result.chosen_lr, result.chosen_epoch)
     return [
         {
             "method": display_name(record),
-            "seed": record["config"]["train"]["seed"],
-            "lr": trial["lr"],
-            "epoch": epoch["epoch"],
-            "status": trial["status"],
-            "train_loss": epoch.get("train_loss"),
-            "dev_loss": epoch["eval_loss"],
-            "dev_accuracy": epoch["accuracy"],
-            "dev_f1_macro": epoch["f1_macro"],
-            "chosen": (trial["lr"], epoch["epoch"]) == chosen,
+            "seed": record.config.seed,
+            "lr": trial.lr,
+            "epoch": epoch.epoch,
+            "status": trial.status,
+            "train_loss": epoch.train_loss,
+            "dev_loss": epoch.eval_loss,
+            "dev_accuracy": epoch.accuracy,
+            "dev_f1_macro": epoch.f1_macro,
+            "chosen": (trial.lr, epoch.epoch) == chosen,
         }
-        for trial in result.get("trials", [])
-        for epoch in trial["epochs"]
+        for trial in result.trials_tried()
+        for epoch in trial.epochs
     ]
 
 
-def csv_row(record: dict[str, Any]) -> dict[str, Any]:
-    result = record["result"]
-    row = {key: result.get(key) for key in CSV_COLUMNS}
+def csv_row(record: RunRecord) -> dict[str, Any]:
+    result = record.result
+    row = {key: getattr(result, key, None) for key in CSV_COLUMNS}
     row.update(
         method=display_name(record),
-        seed=record["config"]["train"]["seed"],
-        lr=record["config"]["lr"],
-        epochs=record["config"]["train"]["epochs"],
-        model=record["config"]["model"],
-        train_examples=record.get("data", {}).get("train_examples"),
-        eval_examples=record.get("data", {}).get("eval_examples"),
-        note=result.get("note") or result.get("error") or "",
+        seed=record.config.seed,
+        lr=record.config.lr,
+        epochs=record.config.train["epochs"],
+        model=record.config.model,
+        train_examples=record.data.train_examples,
+        eval_examples=record.data.eval_examples,
+        note=result.note or result.error or "",
     )
     intervals = run_intervals(record)
     for key in ("accuracy", "f1_macro"):
@@ -102,11 +103,11 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     return {k: ("" if v is None else v) for k, v in row.items()}
 
 
-def write_csv(root: Path, records: list[dict[str, Any]]) -> Path:
+def write_csv(root: Path, records: list[RunRecord]) -> Path:
     return _write_table(root / "results.csv", CSV_COLUMNS, [csv_row(r) for r in records])
 
 
-def write_trials_csv(root: Path, records: list[dict[str, Any]]) -> Path | None:
+def write_trials_csv(root: Path, records: list[RunRecord]) -> Path | None:
     """trials.csv when some run tried several learning rates (or was --select-only); else None."""
     rows = [row for record in records for row in trial_rows(record)]
     if not rows:

@@ -22,6 +22,7 @@ from typing import Any
 
 from peftbench.errors import UserError, first_line
 from peftbench.records import Status
+from peftbench.store.schema import RunRecord
 
 # tracker name -> the module it needs, and the pip extra that installs it
 TRACKERS = {
@@ -56,23 +57,21 @@ def flat(values: Any, prefix: str = "") -> dict[str, Any]:
 Series = list[tuple[int, dict[str, float]]]  # (step, metrics) in step order
 
 
-def run_series(record: dict[str, Any]) -> tuple[Series, dict[str, float]]:
+SCORES = ("accuracy", "f1_macro", "eval_loss")  # of each epoch, and of the final evaluation
+
+
+def run_series(record: RunRecord) -> tuple[Series, dict[str, float]]:
     """What a tracker logs of a run: (step, metrics) in step order, and the final test (or eval) metrics."""
-    result = record["result"]
-    series: Series = [
-        (int(step), {"train/loss": loss, "train/learning_rate": lr}) for step, loss, lr in result.get("train_log", [])
-    ]
-    steps_per_epoch = (
-        math.ceil(len(result.get("train_log", [])) / max(1, len(result.get("epochs", []))))
-        if result.get("epochs")
-        else 0
-    )
-    split = "dev" if record["data"].get("test_examples") else "eval"
-    for epoch in result.get("epochs", []):
-        metrics = {f"{split}/{k}": epoch[k] for k in ("accuracy", "f1_macro", "eval_loss") if k in epoch}
-        series.append((epoch["epoch"] * steps_per_epoch, {**metrics, "epoch": epoch["epoch"]}))
+    result = record.result
+    steps, epochs = result.train_log or [], result.epochs or []
+    series: Series = [(int(step), {"train/loss": loss, "train/learning_rate": lr}) for step, loss, lr in steps]
+    steps_per_epoch = math.ceil(len(steps) / len(epochs)) if epochs else 0
+    split = "dev" if record.data.test_examples else "eval"
+    for epoch in epochs:
+        metrics = {f"{split}/{k}": getattr(epoch, k) for k in SCORES}
+        series.append((epoch.epoch * steps_per_epoch, {**metrics, "epoch": epoch.epoch}))
     series.sort(key=lambda item: item[0])
-    final = {f"test/{k}": result[k] for k in ("accuracy", "f1_macro", "eval_loss") if result.get(k) is not None}
+    final = {f"test/{k}": getattr(result, k) for k in SCORES if getattr(result, k) is not None}
     return series, final
 
 
@@ -80,12 +79,10 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def _tensorboard(
-    record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]
-) -> None:
+def _tensorboard(record: RunRecord, out: Path, config: dict[str, Any], series: Series, final: dict[str, float]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(str(out / "tensorboard" / record["run_id"])) as writer:
+    with SummaryWriter(str(out / "tensorboard" / record.run_id)) as writer:
         writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in config.items()))
         for step, metrics in series:
             for key, value in _finite(metrics).items():
@@ -95,7 +92,7 @@ def _tensorboard(
             writer.add_scalar(key, value, last)
 
 
-def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]) -> None:
+def _mlflow(record: RunRecord, out: Path, config: dict[str, Any], series: Series, final: dict[str, float]) -> None:
     import logging
 
     import mlflow
@@ -108,8 +105,8 @@ def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any], series: S
         mlflow.set_tracking_uri(f"sqlite:///{(out / 'mlflow.db').resolve()}")
     mlflow.set_experiment(f"peftbench {out.resolve().name}")
     with mlflow.start_run(
-        run_name=record["run_id"],
-        tags={"peftbench.grid": str(out.resolve()), "peftbench.method": record["config"]["method"]},
+        run_name=record.run_id,
+        tags={"peftbench.grid": str(out.resolve()), "peftbench.method": record.method},
     ):
         mlflow.log_params({k: "" if v is None else str(v)[:500] for k, v in config.items()})
         for step, metrics in series:
@@ -117,15 +114,13 @@ def _mlflow(record: dict[str, Any], out: Path, config: dict[str, Any], series: S
         mlflow.log_metrics(_finite(final))
 
 
-def _trackio(
-    record: dict[str, Any], out: Path, config: dict[str, Any], series: Series, final: dict[str, float]
-) -> None:
+def _trackio(record: RunRecord, out: Path, config: dict[str, Any], series: Series, final: dict[str, float]) -> None:
     import trackio
 
     trackio.init(
         project=out.resolve().name,
-        name=record["run_id"],
-        group=record["config"]["method"],
+        name=record.run_id,
+        group=record.method,
         config=config,
         embed=False,
         auto_log_cpu=False,
@@ -143,11 +138,11 @@ def _trackio(
 LOGGERS = {"tensorboard": _tensorboard, "mlflow": _mlflow, "trackio": _trackio}
 
 
-def log_run(names: tuple[str, ...], record: dict[str, Any], out: Path) -> list[str]:
+def log_run(names: tuple[str, ...], record: RunRecord, out: Path) -> list[str]:
     """Log a stored run to each tracker; returns one line per tracker that failed (the run itself is saved)."""
-    if not names or record["result"].get("status") in (Status.FAILED, Status.DRY_RUN):
+    if not names or record.status in (Status.FAILED, Status.DRY_RUN):
         return []
-    config = {"run_id": record["run_id"], **flat(record["config"])}
+    config = {"run_id": record.run_id, **flat(record.config.to_dict())}
     series, final = run_series(record)
     problems = []
     for name in names:

@@ -15,20 +15,22 @@ from peftbench.models import classifier
 from peftbench.records import run_id
 from peftbench.store.identity import fingerprint, protocol_differences
 from peftbench.store.runs import ResultStore
+from peftbench.store.schema import RunConfig, RunRecord
 
 
 @dataclass
 class PlannedRun:
     method: Method
     train: TrainConfig  # the grid's, with this run's seed
-    config: dict[str, Any]  # what the run's record says was asked; its protocol is the run's identity
+    config: RunConfig  # what the run's record says was asked; its protocol is the run's identity
     fingerprint: str
     run_id: str
 
     @property
     def lr(self) -> float:
         """The learning rate of a run without an lr grid: the one given, else the method's recommended one."""
-        return float(self.config["lr"])
+        assert self.config.lr is not None, "a planned run has a rate: the grid's or the method's"
+        return float(self.config.lr)
 
     def learning_rates(self) -> list[float]:
         """The rates its trials train at: the lr grid's, else its one rate."""
@@ -85,19 +87,19 @@ def _planned(grid: GridConfig, prepared: Prepared, name: str, seed: int) -> Plan
         "max_length_requested": grid.data.max_length,
         "sha256": prepared.data_sha256,
     }
-    config = {
-        "model": grid.model,
-        "model_identity": prepared.model_identity,
-        "method": name,
-        "method_hyperparameters": method.hyperparameters,
-        "peft_config_class": method.peft_config_class,
-        "lr": grid.train.lr if grid.train.lr is not None else method.recommended_lr,
-        "preset": grid.preset,
-        "data": data,
-        "train": as_dict(train),
-        "dry_run": grid.dry_run,
-        "select_only": grid.select_only,
-    }
+    config = RunConfig(
+        model=grid.model,
+        model_identity=prepared.model_identity,
+        method=name,
+        method_hyperparameters=method.hyperparameters,
+        peft_config_class=method.peft_config_class,
+        lr=grid.train.lr if grid.train.lr is not None else method.recommended_lr,
+        preset=grid.preset,
+        data=data,
+        train=as_dict(train),
+        dry_run=grid.dry_run,
+        select_only=grid.select_only,
+    )
     return PlannedRun(method, train, config, fingerprint(config), run_id(name, seed))
 
 
@@ -121,7 +123,7 @@ def todo(grid: GridConfig, planned: list[PlannedRun], store: ResultStore) -> lis
     return left
 
 
-def refuse_other_settings(grid: GridConfig, run: PlannedRun, done: dict[str, Any], store: ResultStore) -> None:
+def refuse_other_settings(grid: GridConfig, run: PlannedRun, done: RunRecord, store: ResultStore) -> None:
     """A finished run of this name must be of this run's experiment: else the folder holds another grid."""
     differences = [] if grid.dry_run else protocol_differences(done, run.config, type(grid.train))
     if differences:

@@ -28,7 +28,7 @@ from peftbench.run.measure import MEASUREMENT_NOTES
 from peftbench.run.messages import FINISH, TRIAL, Kind, WorkRequest, WorkResponse
 from peftbench.run.worker import write_tokenized
 from peftbench.runner.planning import PlannedRun
-from peftbench.store.runs import SCHEMA_VERSION
+from peftbench.store.schema import SCHEMA_VERSION, RunRecord, read_record
 
 MEMORY_KEYS = ("peak_memory_mb", "peak_memory_method", "process_peak_rss_mb")
 TEST_METRICS = ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")
@@ -55,11 +55,11 @@ class RunJob:
             folder, data_file = scratch / self.run.run_id, scratch / "data.json"
             write_tokenized(self.data, data_file)
         record = _Protocol(self, slot, folder, data_file).record()
-        weights = folder / "weights" if record["result"].get("weights_dir") else None
+        weights = folder / "weights" if record.result.weights_dir else None
         return RunOutcome(record, weights)
 
 
-def failed_record(run: PlannedRun, data: TokenizedData, error: str) -> dict[str, Any]:
+def failed_record(run: PlannedRun, data: TokenizedData, error: str) -> RunRecord:
     """The record of a run whose executor gave up on it (a Ray task whose retries were spent)."""
     result = {"status": Status.FAILED, "error": error, "worker_died": True, "majority_accuracy": data.majority_accuracy}
     return _record(run, data, result, {})
@@ -100,7 +100,7 @@ class _Protocol:
         self.slot, self.folder, self.data_file = slot, folder, data_file
         self.responses: list[WorkResponse] = []  # of every worker, for the run's peak memory
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> RunRecord:
         trials = self._trials()
         result: dict[str, Any] = {"majority_accuracy": self.data.majority_accuracy}
         failure = next((t.response for t in trials if t.response.failed), None)
@@ -151,8 +151,8 @@ class _Protocol:
             run_id=self.run.run_id,
             method=self.run.method.name,
             model_path=self.job.model_path,
-            base_model=self.run.config["model"],
-            train=self.run.config["train"],
+            base_model=self.run.config.model,
+            train=self.run.config.train,
             lr=lr,
             data_file=str(self.data_file),
             weights_dir=str(self.folder / "weights"),
@@ -197,18 +197,21 @@ def _failed(response: WorkResponse) -> dict[str, Any]:
     return {**failed, "worker_died": True} if response.worker_died else failed
 
 
-def _record(run: PlannedRun, data: TokenizedData, result: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
-    """A run's record; its provenance (command, commit) is completed by the grid process when it stores it."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run.run_id,
-        "config": run.config,
-        "config_fingerprint": run.fingerprint,
-        "data": data.description,
-        "measurement": MEASUREMENT_NOTES,
-        "result": result,
-        "provenance": {"device": device},
-    }
+def _record(run: PlannedRun, data: TokenizedData, result: dict[str, Any], device: dict[str, Any]) -> RunRecord:
+    """A run's record, from its workers' plain data through the reader of run files (so a record this version
+    writes is one it reads); its provenance (command, commit) is completed by the grid process when it stores it."""
+    return read_record(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run.run_id,
+            "config": run.config.to_dict(),
+            "config_fingerprint": run.fingerprint,
+            "data": data.description,
+            "measurement": MEASUREMENT_NOTES,
+            "result": result,
+            "provenance": {"device": device},
+        }
+    )
 
 
 def _result_of(

@@ -34,6 +34,7 @@ from peftbench.runner.planning import PlannedRun, Prepared
 from peftbench.runner.protocol import RunJob, failed_record
 from peftbench.store.provenance import provenance
 from peftbench.store.runs import ResultStore
+from peftbench.store.schema import RunRecord, RunResult
 
 WORK_PREFIX = ".work-"
 SPACE_MARGIN_MB = 50.0  # run JSONs, reports and tokenizer files beside the weights
@@ -47,7 +48,7 @@ class GridSummary:
     failed: int
     out_files: list[str]
     elsewhere: int = 0  # runs another process (a shard, an identical command) claimed or finished meanwhile
-    records: list[dict[str, Any]] = field(default_factory=list)  # every run now in the folder (API users read them)
+    records: list[RunRecord] = field(default_factory=list)  # every run now in the folder (API users read them)
 
 
 def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
@@ -239,18 +240,18 @@ def _outcome_of(future: Future[RunOutcome], run: PlannedRun, state: _Grid) -> Ru
 def _store_outcome(state: _Grid, run: PlannedRun, outcome: RunOutcome, finished: int) -> int:
     """Keep a run's weights and record (the driver alone writes the store); 1 if the run failed."""
     record = outcome.record
-    record["provenance"] = provenance(record["provenance"]["device"], run.train, state.executor.describe())
+    record.provenance = provenance(record.provenance.device, run.train, state.executor.describe())
     staged = materialise(outcome, state.work / run.run_id)
     if staged is not None:
         _keep_weights(record, staged, state.grid.out / run.run_id)
     state.store.save(record)
     for problem in trackers.log_run(state.grid.report_to, record, state.grid.out):
         _log(f"peftbench: warning: {run.run_id} could not be logged to {problem} (the run is saved)")
-    if state.bars and record["result"].get("worker_died"):
+    if state.bars and record.result.worker_died:
         _log("")  # a killed worker leaves its progress bar unfinished on the line
-    _log(f"[{finished}/{state.total}] {run.run_id}: {_one_line_result(record['result'])}")
+    _log(f"[{finished}/{state.total}] {run.run_id}: {_one_line_result(record.result)}")
     _refresh_reports(state.store)
-    return int(record["result"]["status"] == Status.FAILED)
+    return int(record.status == Status.FAILED)
 
 
 def _refresh_reports(store: ResultStore) -> None:
@@ -264,9 +265,9 @@ def _refresh_reports(store: ResultStore) -> None:
         _log(f"peftbench: could not rebuild the reports ({type(exc).__name__}: {exc}); the runs are saved")
 
 
-def _keep_weights(record: dict[str, Any], staged: Path, final: Path) -> None:
+def _keep_weights(record: RunRecord, staged: Path, final: Path) -> None:
     """Move a run's finished weights into place whole: a reader never sees a half-written folder."""
-    if not record["result"].get("weights_dir"):
+    if not record.result.weights_dir:
         return
     if final.exists():
         shutil.rmtree(final)  # an earlier run of this name that is being replaced
@@ -276,17 +277,17 @@ def _keep_weights(record: dict[str, Any], staged: Path, final: Path) -> None:
         shutil.rmtree(staged.parent, ignore_errors=True)
 
 
-def _one_line_result(result: dict[str, Any]) -> str:
-    if result["status"] == Status.FAILED:
-        return f"failed: {result['error']}"
-    if result["status"] == Status.DRY_RUN:
-        return f"{result['trainable_params']:,} of {result['total_params']:,} parameters trainable"
-    accuracy = result.get("accuracy")  # absent when a run diverged before its first evaluation, or was --select-only
-    majority = result.get("majority_accuracy")
+def _one_line_result(result: RunResult) -> str:
+    if result.status == Status.FAILED:
+        return f"failed: {result.error}"
+    if result.status == Status.DRY_RUN:
+        return f"{result.trainable_params:,} of {result.total_params:,} parameters trainable"
+    accuracy = result.accuracy  # None when a run diverged before its first evaluation, or was --select-only
+    majority = result.majority_accuracy
     if accuracy is not None:
         shown = f"accuracy {accuracy:.4f}" + (f" (majority class {majority:.4f})" if majority is not None else "")
-    elif result.get("dev_accuracy") is not None:
-        shown = f"dev accuracy {result['dev_accuracy']:.4f} at lr {result['chosen_lr']:g} (test not evaluated)"
+    elif result.dev_accuracy is not None:
+        shown = f"dev accuracy {result.dev_accuracy:.4f} at lr {result.chosen_lr:g} (test not evaluated)"
     else:
         shown = "no evaluation"
-    return f"{result['status']}, {shown}, train time {result['train_time_min']:.2f} min"
+    return f"{result.status}, {shown}, train time {result.train_time_min:.2f} min"

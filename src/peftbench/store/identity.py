@@ -9,9 +9,10 @@ import json
 from typing import Any
 
 from peftbench.config.sections import EXECUTION_FIELDS, DataConfig, TrainConfig
+from peftbench.store.schema import RunConfig, RunRecord
 
 
-def protocol(config: dict[str, Any], data_sha256: str | None = None, train_cls: type | None = None) -> dict[str, Any]:
+def protocol(config: RunConfig, data_sha256: str | None = None, train_cls: type | None = None) -> dict[str, Any]:
     """The experiment a run's config describes, and nothing else: method and its settings, learning rate(s),
     the training protocol, the split and the data's and model's identity.
 
@@ -19,17 +20,17 @@ def protocol(config: dict[str, Any], data_sha256: str | None = None, train_cls: 
     the data lies and package versions are not part of it. A field missing from an older run's config
     takes the field's default, so a field added later, with a default that does what older versions did,
     leaves older runs valid."""
-    data = config["data"]
+    data = config.data
     return {
-        "model": config.get("model_identity") or {"name": config["model"]},
-        "method": config["method"],
-        "method_hyperparameters": config["method_hyperparameters"],
-        "peft_config_class": config["peft_config_class"],
-        "lr": config["lr"],
+        "model": config.model_identity or {"name": config.model},
+        "method": config.method,
+        "method_hyperparameters": config.method_hyperparameters,
+        "peft_config_class": config.peft_config_class,
+        "lr": config.lr,
         # where the bytes lie and how they are decoded are not the experiment: the sha256 pins the bytes
         "data": {**_section(DataConfig, data, ("source", "encoding")), "sha256": data.get("sha256", data_sha256)},
-        "train": _migrated_train(_section(train_cls or TrainConfig, config["train"], EXECUTION_FIELDS)),
-        "select_only": config.get("select_only", False),  # a run that never read the test split is another kind
+        "train": _migrated_train(_section(train_cls or TrainConfig, config.train, EXECUTION_FIELDS)),
+        "select_only": config.select_only,  # a run that never read the test split is another kind
     }
 
 
@@ -46,19 +47,19 @@ def _migrated_train(train: dict[str, Any]) -> dict[str, Any]:
     return {**train, "lr_grid": [float(v) for v in rates] if rates is not None else None}
 
 
-def fingerprint(config: dict[str, Any]) -> str:
+def fingerprint(config: RunConfig) -> str:
     """Short hash of protocol(config): two runs with the same fingerprint are the same experiment."""
     return hashlib.sha256(json.dumps(protocol(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def protocol_differences(record: dict[str, Any], planned: dict[str, Any], train_cls: type | None = None) -> list[str]:
+def protocol_differences(record: RunRecord, planned: RunConfig, train_cls: type | None = None) -> list[str]:
     """What differs between a stored run's experiment and a planned one ("train.epochs: 2 → 3"); empty if none.
 
     A version-1 run named its model only by name: it is then compared by name."""
-    stored = protocol(record["config"], record.get("data", {}).get("sha256"), train_cls)
+    stored = protocol(record.config, record.data.sha256, train_cls)
     wanted = protocol(planned, None, train_cls)
-    if "model_identity" not in record["config"]:
-        wanted["model"] = {"name": planned["model"]}
+    if record.config.model_identity is None:
+        wanted["model"] = {"name": planned.model}
     return [f"{key}: {stored_value!r} → {wanted_value!r}" for key, stored_value, wanted_value in _diff(stored, wanted)]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.config.sections import EXECUTION_FIELDS
+from peftbench.store.schema import Device, Provenance
 
 
 def _git(folder: Path, *args: str) -> str | None:
@@ -31,7 +32,7 @@ def git_state(folder: Path) -> tuple[str | None, bool | None]:
     return commit, bool(_git(folder, "status", "--porcelain", "--untracked-files=no"))
 
 
-def provenance(device: dict[str, Any], train: Any = None, scale: dict[str, Any] | None = None) -> dict[str, Any]:
+def provenance(device: Device | None, train: Any = None, scale: dict[str, Any] | None = None) -> Provenance:
     """Where and how a run was made: command, versions, commit, the device with what `auto` resolved to there,
     and the execution (how the protocol was run; not part of the run's identity)."""
     versions: dict[str, str | None] = {}
@@ -50,19 +51,17 @@ def provenance(device: dict[str, Any], train: Any = None, scale: dict[str, Any] 
         except metadata.PackageNotFoundError:
             versions[package] = None  # not installed
     commit, dirty = git_state(Path(__file__).parent)
-    described = {
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": versions,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "device": device,
-    }
+    execution = None
     if train is not None:
-        described["execution"] = {
-            **{name: getattr(train, name) for name in EXECUTION_FIELDS},
-            **(scale or {"workers": "process"}),
-        }
-    return described
+        execution = {**{name: getattr(train, name) for name in EXECUTION_FIELDS}, **(scale or {"workers": "process"})}
+    return Provenance(
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command=[Path(sys.argv[0]).name, *sys.argv[1:]],
+        python=platform.python_version(),
+        platform=platform.platform(),
+        packages=versions,
+        git_commit=commit,
+        git_dirty=dirty,
+        device=device,
+        execution=execution,
+    )

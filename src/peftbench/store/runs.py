@@ -14,14 +14,12 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+from peftbench.errors import first_line
 from peftbench.files import STALE_TEMPORARY_S, write_atomic
 from peftbench.methods import REGISTRY
 from peftbench.records import FINISHED, Status
-
-SCHEMA_VERSION = 2  # 2: model identity and data sha256 in config, execution in provenance
-READABLE_SCHEMAS = (1, 2)  # a version-1 run is still read, shown and resumed (see protocol)
+from peftbench.store.schema import OtherVersion, RunRecord, SchemaError, read_record
 
 
 class ResultStore:
@@ -48,55 +46,53 @@ class ResultStore:
     def path_of(self, rid: str) -> Path:
         return self._path("runs", rid)
 
-    def finished(self, rid: str) -> dict[str, Any] | None:
+    def finished(self, rid: str) -> RunRecord | None:
         """The finished record under this name, of whatever settings (the caller compares them), or None."""
         record = self._read(self._path("runs", rid))
         if record is None:
             return None  # absent or unreadable: run it (again)
-        if record.get("schema_version") not in READABLE_SCHEMAS:
-            return None
-        return record if record.get("result", {}).get("status") in FINISHED else None
+        return record if record.status in FINISHED else None
 
-    def save(self, record: dict[str, Any]) -> Path:
-        rid = record["run_id"]
-        failed = record["result"]["status"] == Status.FAILED
+    def save(self, record: RunRecord) -> Path:
+        rid = record.run_id
+        failed = record.status == Status.FAILED
         path = self._path("failed" if failed else "runs", rid)
-        write_atomic(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(path, json.dumps(record.to_dict(), indent=2, ensure_ascii=False) + "\n")
         if not failed:
             self._path("failed", rid).unlink(missing_ok=True)  # an earlier failure of this run is now superseded
         return path
 
-    def records(self, include_failed: bool = True) -> list[dict[str, Any]]:
+    def records(self, include_failed: bool = True) -> list[RunRecord]:
         found = []
         for folder in ("runs", "failed") if include_failed else ("runs",):
             for path in sorted((self.root / folder).glob("*.json")):
                 record = self._read(path)
-                if record is not None and record.get("schema_version") in READABLE_SCHEMAS:
+                if record is not None:
                     found.append(record)
         return sorted(found, key=_display_order)
 
-    def _read(self, path: Path) -> dict[str, Any] | None:
-        """A run file's record; None when absent. One that cannot be a record is moved aside (so that it
-        is said once, and the run is trained again), with one line on stderr."""
+    def _read(self, path: Path) -> RunRecord | None:
+        """A run file's record; None when absent or of a schema version this peftbench does not read. One that
+        cannot be a record is moved aside (so that it is said once, and the run is trained again), with one
+        line on stderr."""
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            record = json.loads(raw.decode("utf-8"))
-            if (
-                isinstance(record, dict)
-                and isinstance(record.get("result"), dict)
-                and isinstance(record.get("config"), dict)
-            ):
-                return record
-            why = f"not a run record but {json.dumps(record)[:20]}"
+            return read_record(json.loads(raw.decode("utf-8")))
+        except OtherVersion:
+            return None
+        except SchemaError as exc:
+            why = f"not a run record: {exc}"
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             why = (
                 "empty"
                 if not raw.strip()
                 else f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'start', getattr(exc, 'pos', 0))})"
             )
+        except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, nesting past the limit
+            why = f"not JSON that can be read ({type(exc).__name__}: {first_line(exc)[:80]})"
         aside = path.parent / "corrupt" / path.name
         if aside.exists():
             aside = aside.with_name(f"{path.stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.json")
@@ -114,8 +110,8 @@ class ResultStore:
         return None
 
 
-def _display_order(record: dict[str, Any]) -> tuple:
+def _display_order(record: RunRecord) -> tuple[int, str, int]:
     """Registry order (the reference's column order for its five), then seed; unknown methods last."""
-    method = record["config"]["method"]
+    method = record.method
     position = list(REGISTRY).index(method) if method in REGISTRY else len(REGISTRY)
-    return (position, method, record["config"]["train"]["seed"])
+    return (position, method, record.config.seed)

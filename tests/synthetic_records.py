@@ -1,0 +1,23 @@
+"""Run records written by hand for tests of the reports and statistics: the fields a test names, defaults for
+the rest, read through the same reader as a run file (so a record a test builds is one the store accepts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peftbench.store.schema import SCHEMA_VERSION, RunRecord, read_record
+
+
+def synthetic_record(method: str, seed: int, config: dict[str, Any] | None = None, **result: Any) -> RunRecord:
+    """A run of `method` at `seed` whose result holds these fields (status "ok" unless given)."""
+    asked = {"model": "m", "method": method, "lr": 1e-3, "data": {}, "train": {"seed": seed}, **(config or {})}
+    return read_record(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": f"{method}__seed{seed}",
+            "config": asked,
+            "config_fingerprint": "0" * 16,
+            "data": {"source": "synthetic"},
+            "result": {"status": "ok", **result},
+        }
+    )
