@@ -65,7 +65,7 @@ def family_matrix(family: str, folder: Path, methods: list[str]) -> dict[str, st
             found[method] = (
                 f"failed: {response.error}"
                 if response.failed
-                else f"ran ({(response.outcome or {})['train_steps']} steps)"
+                else f"ran ({response.outcome.train_steps if response.outcome else 0} steps)"
             )
     finally:
         gc.unfreeze()

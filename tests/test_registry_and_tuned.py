@@ -166,8 +166,8 @@ def test_seeds_are_runs_of_their_own_and_extend_a_grid(tiny_model, tmp_path, cap
 
 
 def test_a_tie_on_dev_accuracy_goes_to_the_lower_dev_loss():
-    from peftbench.records import better_on_dev
-    from peftbench.run.messages import WorkResponse
+    from peftbench.records import Status, better_on_dev
+    from peftbench.run.messages import TrialOutcome, WorkResponse
     from peftbench.runner.protocol import TrialRun, choose
 
     epoch1, epoch2 = {"accuracy": 0.8, "eval_loss": 0.45}, {"accuracy": 0.8, "eval_loss": 0.41}
@@ -178,7 +178,7 @@ def test_a_tie_on_dev_accuracy_goes_to_the_lower_dev_loss():
         (1e-2, {"best_epoch": 1, "epochs": [{"accuracy": 0.8, "eval_loss": 0.40}]}),
         (1e-1, {"best_epoch": None, "epochs": []}),  # diverged before its first evaluation
     ]
-    trials = [TrialRun(lr, None, WorkResponse(outcome=outcome)) for lr, outcome in outcomes]
+    trials = [TrialRun(lr, None, WorkResponse(outcome=TrialOutcome(status=Status.OK, **o))) for lr, o in outcomes]
     assert choose(trials).lr == 1e-2
 
 

@@ -13,7 +13,7 @@ from peftbench.data import TokenizedData
 from peftbench.execution.executors import Slot
 from peftbench.methods import REGISTRY
 from peftbench.records import Status
-from peftbench.run.messages import WorkRequest, WorkResponse
+from peftbench.run.messages import Finished, Params, TrialOutcome, WorkRequest, WorkResponse
 from peftbench.runner import protocol
 from peftbench.runner.planning import PlannedRun
 from peftbench.store.schema import RunConfig
@@ -28,11 +28,11 @@ def _epochs(*accuracies: float) -> list[dict[str, Any]]:
     ]
 
 
-def _outcome(*dev: float) -> dict[str, Any]:
+def _outcome(*dev: float) -> TrialOutcome:
     best = max(range(len(dev)), key=lambda i: dev[i]) + 1
     times = {"train_time_s": 1.0, "eval_time_s": 0.5, "train_steps": 4}
     speeds = {"train_it_per_s": 4.0, "eval_it_per_s": 2.0, "train_samples_per_s": 8.0}
-    return {"status": "ok", "note": "", "epochs": _epochs(*dev), "best_epoch": best, "steps": [], **times, **speeds}
+    return TrialOutcome(status=Status.OK, epochs=_epochs(*dev), best_epoch=best, **times, **speeds)
 
 
 class Workers:
@@ -46,7 +46,7 @@ class Workers:
         self, request: WorkRequest, folder: Path, inline: bool, env: dict[str, str], processes: int
     ) -> WorkResponse:
         self.requests.append(request)
-        params = {"total_params": 100, "trainable_params": 10, "trainable_pct": 10.0}
+        params = Params(total_params=100, trainable_params=10, trainable_pct=10.0)
         if request.kind == "finish":
             return WorkResponse(params=params, finished=self._tested(), peak_memory_mb=5.0)
         outcome = _outcome(*self.dev_by_rate[request.lr])
@@ -54,7 +54,7 @@ class Workers:
         return WorkResponse(params=params, outcome=outcome, finished=finished, peak_memory_mb=3.0)
 
     @staticmethod
-    def _tested() -> dict[str, Any]:
+    def _tested() -> Finished:
         test = {
             "accuracy": 0.75,
             "f1_macro": 0.7,
@@ -62,7 +62,7 @@ class Workers:
             "eval_loss_sum": 0.5,
             "top_predicted_class_share": 0.5,
         }
-        return {"status": "ok", "note": "", "test": test, "predictions": [0, 1], "adapter_size_mb": 0.1}
+        return Finished(status=Status.OK, test=test, predictions=[0, 1], adapter_size_mb=0.1)
 
 
 def _job(tmp_path: Path, rates: tuple[float, ...] | None, select_only: bool = False) -> protocol.RunJob:
@@ -89,7 +89,7 @@ def test_an_lr_grid_trains_every_rate_then_tests_the_choice_once(workers: Worker
     assert not any(r.finish_in_trial for r in workers.requests[:3])  # no trial reads the test split
     finish = workers.requests[-1]
     assert finish.state_file and finish.state_file.endswith("trial2.safetensors")
-    assert finish.outcome and finish.outcome["best_epoch"] == 1
+    assert finish.outcome and finish.outcome.best_epoch == 1
     result = outcome.record.result
     assert result.chosen_lr == 1e-2 and result.chosen_epoch == 1 and result.dev_accuracy == 0.9
     assert result.accuracy == 0.75 and result.predictions_split == "test" and len(result.trials_tried()) == 3

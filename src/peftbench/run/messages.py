@@ -1,20 +1,100 @@
 """What crosses the boundary between the grid process and a worker: a request in, a response out, both plain
-data (JSON), so that a worker can run in a child process, under torchrun or in a Ray task elsewhere."""
+data (JSON), so that a worker can run in a child process, under torchrun or in a Ray task elsewhere. Each side
+reads the other's JSON back into these types (pydantic checks them), so a renamed field fails where it is read.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from peftbench.records import Status
 
 Kind = Literal["trial", "finish"]
 TRIAL: Kind = "trial"
 FINISH: Kind = "finish"
+T = TypeVar("T")
+
+
+@dataclass(kw_only=True)
+class TrialOutcome:
+    """What a trial's training did (run.loop.TrainOutcome without its weights): each epoch's evaluation
+    (accuracy, f1_macro, eval_loss, ...), its cost, and the epoch that was best on dev."""
+
+    status: Status
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    train_steps: int = 0
+    train_time_s: float = 0.0
+    eval_time_s: float = 0.0
+    eval_batches: int = 0
+    train_it_per_s: float | None = None
+    train_samples_per_s: float | None = None
+    eval_it_per_s: float | None = None
+    note: str = ""
+    best_epoch: int | None = None
+    predictions: list[int] | None = None  # of the last evaluation, in file order
+    steps: list[list[float]] = field(default_factory=list)  # [step, training loss, learning rate]
+
+    def best(self) -> dict[str, Any] | None:
+        """The evaluation of the epoch chosen on dev; None when no epoch was usable."""
+        return self.epochs[self.best_epoch - 1] if self.best_epoch is not None else None
+
+
+@dataclass(kw_only=True)
+class Finished:
+    """A run's end: the status of the weights kept, and (with a test split) their one test evaluation."""
+
+    status: Status
+    note: str = ""
+    test: dict[str, Any] | None = None  # eval_loss, eval_loss_sum, accuracy, f1_macro, top_predicted_class_share
+    predictions: list[int] | None = None  # on the test split, in file order
+    adapter_size_mb: float | None = None  # set when the weights were saved
+
+
+@dataclass(kw_only=True)
+class Params:
+    """The model's parameters, each counted once, and how many the method trains."""
+
+    total_params: int
+    trainable_params: int
+    trainable_pct: float
+    frozen_tensors_in_bf16: int | None = None  # frozen weights stored in bf16 to save memory
+
+
+@dataclass(kw_only=True)
+class Resolved:
+    """What `auto` and the launch resolved to in the worker."""
+
+    precision_used: str
+    attention_used: str
+    dropout_masks_used: str
+    device: dict[str, Any]  # hardware.describe's
+    processes: int
+    global_batch_size: int
+    per_process_batch_size: int
+
+
+class _Message:
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        import pydantic
+
+        adapter = _ADAPTERS.get(cls) or _ADAPTERS.setdefault(cls, pydantic.TypeAdapter(cls))
+        # json reads NaN (a diverged loss) as Python does; pydantic then checks the types
+        result: T = adapter.validate_python(json.loads(text))
+        return result
+
+
+_ADAPTERS: dict[type, Any] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
-class WorkRequest:
+class WorkRequest(_Message):
     """One piece of a run's work. A trial trains at one learning rate; a finish tests and saves chosen weights."""
 
     kind: Kind
@@ -33,24 +113,17 @@ class WorkRequest:
     # a trial that is its run's only one finishes the run in the same process: the test evaluation, the weights
     finish_in_trial: bool = False
     state_file: str | None = None  # where a trial saves, and a finish loads, the trainable weights judged on dev
-    outcome: dict[str, Any] | None = None  # a finish: the chosen trial's outcome (its best epoch, status, note)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> WorkRequest:
-        return cls(**json.loads(text))
+    outcome: TrialOutcome | None = None  # a finish: the chosen trial's outcome (its best epoch, status, note)
 
 
 @dataclass(kw_only=True)
-class WorkResponse:
+class WorkResponse(_Message):
     """What a worker did; a failure of the work itself is data here (error), never an exception."""
 
-    params: dict[str, Any] | None = None  # total, trainable and trainable share of the parameters
-    outcome: dict[str, Any] | None = None  # a trial's TrainOutcome, as data
-    finished: dict[str, Any] | None = None  # the finish: status, note, test metrics and predictions, adapter size
-    resolved: dict[str, Any] | None = None  # what `auto` resolved to, the device, the processes
+    params: Params | None = None
+    outcome: TrialOutcome | None = None  # a trial's
+    finished: Finished | None = None  # the finish: status, note, test metrics and predictions, adapter size
+    resolved: Resolved | None = None
     error: str | None = None  # "Type: first line of the message"
     traceback: str = ""
     worker_died: bool = False  # killed, or exited before it answered
@@ -61,13 +134,6 @@ class WorkResponse:
     @property
     def failed(self) -> bool:
         return self.error is not None
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> WorkResponse:
-        return cls(**json.loads(text))
 
     @classmethod
     def died(cls, why: str) -> WorkResponse:

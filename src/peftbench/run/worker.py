@@ -43,7 +43,7 @@ from peftbench.run.loop import (
     train_and_evaluate,
 )
 from peftbench.run.measure import PeakMemory, count_parameters
-from peftbench.run.messages import TRIAL, WorkRequest, WorkResponse
+from peftbench.run.messages import TRIAL, Finished, Params, Resolved, TrialOutcome, WorkRequest, WorkResponse
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -97,7 +97,7 @@ def _setup(request: WorkRequest) -> _Setup:
     return _Setup(request, train, data, tokenizer, collator, accelerator, precision, attention)
 
 
-def _build_model(setup: _Setup) -> tuple[Any, dict[str, Any]]:
+def _build_model(setup: _Setup) -> tuple[Any, Params]:
     """The pretrained classifier with the method applied, and its parameter counts."""
     from transformers import set_seed
 
@@ -110,14 +110,15 @@ def _build_model(setup: _Setup) -> tuple[Any, dict[str, Any]]:
     head_extra = pooler_modules(model) if setup.train.train_pooler else ()
     model = method.build(model, total_steps=planned_steps(len(setup.data.train), setup.train), head_extra=head_extra)
     total, trainable = count_parameters(model)
-    params = {"total_params": total, "trainable_params": trainable, "trainable_pct": 100.0 * trainable / total}
+    params = Params(total_params=total, trainable_params=trainable, trainable_pct=100.0 * trainable / total)
     if setup.precision == "bf16" and setup.train.frozen_weights_bf16:
-        params["frozen_tensors_in_bf16"] = store_frozen_weights_in(model, torch.bfloat16)
+        params.frozen_tensors_in_bf16 = store_frozen_weights_in(model, torch.bfloat16)
     return model, params
 
 
-def _outcome_as_data(outcome: TrainOutcome) -> dict[str, Any]:
-    return {f.name: getattr(outcome, f.name) for f in dataclasses.fields(outcome) if f.name != "best_state"}
+def _outcome_as_data(outcome: TrainOutcome) -> TrialOutcome:
+    kept = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(outcome) if f.name != "best_state"}
+    return TrialOutcome(**kept)
 
 
 def _trial(setup: _Setup) -> WorkResponse:
@@ -163,12 +164,12 @@ def _finish_only(setup: _Setup) -> WorkResponse:
     return WorkResponse(params=params, finished=_finish(setup, model, request.outcome))
 
 
-def _finish(setup: _Setup, model: Any, outcome: dict[str, Any]) -> dict[str, Any]:
+def _finish(setup: _Setup, model: Any, outcome: TrialOutcome) -> Finished:
     """The chosen weights: one evaluation of the test split (when there is one), their status, their files."""
     request, data = setup.request, setup.data
-    finished: dict[str, Any] = {"status": outcome["status"], "note": outcome["note"]}
+    finished = Finished(status=outcome.status, note=outcome.note)
     if data.test is not None:
-        if outcome["best_epoch"] is None:
+        if outcome.best_epoch is None:
             return finished  # diverged before any usable evaluation: nothing to test or keep
         # The test split is read here, once, for the setting chosen on dev.
         test = evaluate_once(
@@ -180,18 +181,18 @@ def _finish(setup: _Setup, model: Any, outcome: dict[str, Any]) -> dict[str, Any
             request.progress,
             f"{request.label} test",
         )
-        finished["predictions"] = test.pop("predictions")
-        finished["test"] = test
+        finished.predictions = test.pop("predictions")
+        finished.test = test
         # The status describes the weights that were tested, whatever a later epoch did.
         note = collapse_note(test["top_predicted_class_share"], "test")
-        later = outcome["note"] if outcome["status"] == Status.DIVERGED else ""
-        finished["status"] = Status.COLLAPSED if note else Status.OK
-        finished["note"] = "; ".join(
-            n for n in (note, later and f"{later}: epoch {outcome['best_epoch']}, best on dev, was tested") if n
+        later = outcome.note if outcome.status == Status.DIVERGED else ""
+        finished.status = Status.COLLAPSED if note else Status.OK
+        finished.note = "; ".join(
+            n for n in (note, later and f"{later}: epoch {outcome.best_epoch}, best on dev, was tested") if n
         )
-    if finished["status"] in TESTED and setup.accelerator.is_main_process:
+    if finished.status in TESTED and setup.accelerator.is_main_process:
         folder = Path(request.weights_dir)
-        finished["adapter_size_mb"] = save_trained(
+        finished.adapter_size_mb = save_trained(
             setup.accelerator.unwrap_model(model),
             setup.tokenizer,
             folder,
@@ -220,15 +221,15 @@ def work(request: WorkRequest) -> WorkResponse:
     try:
         setup = _setup(request)
         response = _trial(setup) if request.kind == TRIAL else _finish_only(setup)
-        response.resolved = {
-            "precision_used": setup.precision,
-            "attention_used": setup.attention,
-            "dropout_masks_used": resolve_dropout_masks(setup.train.dropout_masks, setup.accelerator.device),
-            "device": describe_device(setup.accelerator.device),
-            "processes": setup.accelerator.num_processes,
-            "global_batch_size": setup.train.batch_size,
-            "per_process_batch_size": setup.train.batch_size // setup.accelerator.num_processes,
-        }
+        response.resolved = Resolved(
+            precision_used=setup.precision,
+            attention_used=setup.attention,
+            dropout_masks_used=resolve_dropout_masks(setup.train.dropout_masks, setup.accelerator.device),
+            device=describe_device(setup.accelerator.device),
+            processes=setup.accelerator.num_processes,
+            global_batch_size=setup.train.batch_size,
+            per_process_batch_size=setup.train.batch_size // setup.accelerator.num_processes,
+        )
     except (Exception, UserError) as exc:  # one broken method must not stop the grid: keep the error and go on
         response = WorkResponse(error=f"{type(exc).__name__}: {first_line(exc)}", traceback=traceback.format_exc())
     return dataclasses.replace(response, **memory.report())

@@ -14,6 +14,7 @@ machine; the workers it starts get plain data in and give plain data back (run/w
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from peftbench.execution.executors import RunOutcome, Slot
 from peftbench.execution.workers import run_request
 from peftbench.records import Status, better_on_dev
 from peftbench.run.measure import MEASUREMENT_NOTES
-from peftbench.run.messages import FINISH, TRIAL, Kind, WorkRequest, WorkResponse
+from peftbench.run.messages import FINISH, TRIAL, Finished, Kind, Params, TrialOutcome, WorkRequest, WorkResponse
 from peftbench.run.worker import write_tokenized
 from peftbench.runner.planning import PlannedRun
 from peftbench.store.schema import SCHEMA_VERSION, RunRecord, read_record
@@ -74,8 +75,8 @@ class TrialRun:
     response: WorkResponse
 
     @property
-    def outcome(self) -> dict[str, Any]:
-        """Its TrainOutcome as data; only a trial that did not fail has one."""
+    def outcome(self) -> TrialOutcome:
+        """What its training did; only a trial that did not fail has one."""
         assert self.response.outcome is not None, "a failed trial has no outcome"
         return self.response.outcome
 
@@ -84,11 +85,9 @@ def choose(trials: list[TrialRun]) -> TrialRun:
     """The trial whose best epoch is best on dev (records.better_on_dev); ties keep the first rate tried."""
     chosen, best = trials[0], None
     for trial in trials:
-        outcome = trial.outcome
-        if outcome["best_epoch"] is not None:
-            metrics = outcome["epochs"][outcome["best_epoch"] - 1]
-            if better_on_dev(metrics, best):
-                chosen, best = trial, metrics
+        metrics = trial.outcome.best()
+        if metrics is not None and better_on_dev(metrics, best):
+            chosen, best = trial, metrics
     return chosen
 
 
@@ -107,13 +106,15 @@ class _Protocol:
         if failure is not None:
             result.update(_failed(failure))
         elif self.grid.dry_run:
-            result.update(status=Status.DRY_RUN, **(trials[0].response.params or {}))
+            result.update(status=Status.DRY_RUN, **_counted(trials[0].response.params))
         else:
             result.update(self._chosen_and_finished(trials))
         result.update(self._measured())
-        resolved = next((r.resolved for r in self.responses if r.resolved is not None), {})
-        result.update({k: v for k, v in resolved.items() if k != "device"})
-        return _record(self.run, self.data, result, resolved.get("device") or self._device())
+        resolved = next((r.resolved for r in self.responses if r.resolved is not None), None)
+        if resolved is None:
+            return _record(self.run, self.data, result, self._device())
+        result.update({k: v for k, v in dataclasses.asdict(resolved).items() if k != "device"})
+        return _record(self.run, self.data, result, resolved.device)
 
     def _trials(self) -> list[TrialRun]:
         """Phase 1: one worker per learning rate; the only trial of a run finishes the run in its own worker."""
@@ -135,8 +136,8 @@ class _Protocol:
         """Phases 2 and 3: the choice on dev, then the chosen weights' one test evaluation."""
         chosen = choose(trials)
         outcome = chosen.outcome
-        finished = chosen.response.finished or {"status": outcome["status"], "note": outcome["note"]}
-        if chosen.response.finished is None and outcome["best_epoch"] is not None and not self.grid.select_only:
+        finished = chosen.response.finished or Finished(status=outcome.status, note=outcome.note)
+        if chosen.response.finished is None and outcome.best_epoch is not None and not self.grid.select_only:
             request = self._request(FINISH, chosen.lr, self.job.label, state_file=chosen.state_file, outcome=outcome)
             response = self._send(request, "finish")
             if response.finished is None:
@@ -197,6 +198,10 @@ def _failed(response: WorkResponse) -> dict[str, Any]:
     return {**failed, "worker_died": True} if response.worker_died else failed
 
 
+def _counted(params: Params | None) -> dict[str, Any]:
+    return dataclasses.asdict(params) if params is not None else {}
+
+
 def _record(run: PlannedRun, data: TokenizedData, result: dict[str, Any], device: dict[str, Any]) -> RunRecord:
     """A run's record, from its workers' plain data through the reader of run files (so a record this version
     writes is one it reads); its provenance (command, commit) is completed by the grid process when it stores it."""
@@ -220,41 +225,44 @@ def _result_of(
     select_only: bool,
     trials: list[TrialRun],
     chosen: TrialRun,
-    finished: dict[str, Any],
+    finished: Finished,
 ) -> dict[str, Any]:
     """A finished run's result: what was trained (all trials), what was chosen, what the chosen weights scored."""
     outcome = chosen.outcome
     result = {
-        **(chosen.response.params or {}),
-        "status": finished["status"],
-        "note": finished["note"],
+        **_counted(chosen.response.params),
+        "status": finished.status,
+        "note": finished.note,
         "chosen_lr": chosen.lr,
         **_times(trials),
-        **{k: outcome[k] for k in ("train_it_per_s", "eval_it_per_s", "train_samples_per_s", "epochs")},
-        "train_log": outcome.get("steps", []),  # [step, loss, lr] of the chosen trial
+        "train_it_per_s": outcome.train_it_per_s,
+        "eval_it_per_s": outcome.eval_it_per_s,
+        "train_samples_per_s": outcome.train_samples_per_s,
+        "epochs": outcome.epochs,
+        "train_log": outcome.steps,  # [step, loss, lr] of the chosen trial
     }
     if len(trials) > 1 or select_only:
-        result["trials"] = [{"lr": t.lr, "status": t.outcome["status"], "epochs": t.outcome["epochs"]} for t in trials]
-    if outcome["best_epoch"] is not None:  # what was chosen on dev, and why
-        dev = outcome["epochs"][outcome["best_epoch"] - 1]
+        result["trials"] = [{"lr": t.lr, "status": t.outcome.status, "epochs": t.outcome.epochs} for t in trials]
+    dev = outcome.best()
+    if dev is not None:  # what was chosen on dev, and why
         result.update(
-            chosen_epoch=outcome["best_epoch"],
+            chosen_epoch=outcome.best_epoch,
             dev_accuracy=dev["accuracy"],
             dev_f1_macro=dev["f1_macro"],
             dev_loss=dev["eval_loss"],
         )
     result.update(_scores(data, outcome, finished))
-    if "adapter_size_mb" in finished:
-        result.update(adapter_size_mb=finished["adapter_size_mb"], weights_dir=run.run_id)
+    if finished.adapter_size_mb is not None:
+        result.update(adapter_size_mb=finished.adapter_size_mb, weights_dir=run.run_id)
     return result
 
 
 def _times(trials: list[TrialRun]) -> dict[str, Any]:
     """Training and evaluation time of every trial: what the run cost, whichever rate was chosen."""
-    train_time = sum(t.outcome["train_time_s"] for t in trials)
-    eval_time = sum(t.outcome["eval_time_s"] for t in trials)
+    train_time = sum(t.outcome.train_time_s for t in trials)
+    eval_time = sum(t.outcome.eval_time_s for t in trials)
     return {
-        "train_steps": sum(t.outcome["train_steps"] for t in trials),
+        "train_steps": sum(t.outcome.train_steps for t in trials),
         "train_time_s": train_time,
         "eval_time_s": eval_time,
         "total_time_s": train_time + eval_time,
@@ -263,17 +271,17 @@ def _times(trials: list[TrialRun]) -> dict[str, Any]:
     }
 
 
-def _scores(data: TokenizedData, outcome: dict[str, Any], finished: dict[str, Any]) -> dict[str, Any]:
+def _scores(data: TokenizedData, outcome: TrialOutcome, finished: Finished) -> dict[str, Any]:
     """The metrics a run is judged by: of the test split when there is one (read once, for the choice),
     else of the last evaluation of the held-out split (the reference protocol)."""
-    if "test" in finished:
-        test = finished["test"]
+    if finished.test is not None:
+        test = finished.test
         references = [example["labels"] for example in data.test or []]
-        scores = {"predictions": finished["predictions"], "references": references, "predictions_split": "test"}
+        scores = {"predictions": finished.predictions, "references": references, "predictions_split": "test"}
         return {**scores, "test": test, **{k: test[k] for k in TEST_METRICS}}
-    if outcome["epochs"] and data.test is None:
-        last = outcome["epochs"][-1]
+    if outcome.epochs and data.test is None:
+        last = outcome.epochs[-1]
         references = [example["labels"] for example in data.eval]
-        scores = {"predictions": outcome["predictions"], "references": references, "predictions_split": "eval"}
+        scores = {"predictions": outcome.predictions, "references": references, "predictions_split": "eval"}
         return {**{k: last[k] for k in TEST_METRICS}, **scores}
     return {}
