@@ -151,10 +151,10 @@ def test_an_unreadable_run_file_is_named_moved_aside_and_trained_again(finished,
 def test_a_rerun_removes_what_killed_processes_left(finished, tiny_model, tmp_path):
     out = _copy(finished, tmp_path)
     old = time.time() - 3600
-    orphan = out / "runs" / ".lora__seed123.json.x1y2z3.tmp"
+    orphan = out / "runs" / ".lora__seed123.json.x1y2z3w4.tmp"
     orphan.write_text('{"half', encoding="utf-8")
     os.utime(orphan, (old, old))
-    fresh = out / "runs" / ".full__seed123.json.a1b2c3.tmp"  # could be another process's write under way
+    fresh = out / "runs" / ".full__seed123.json.a1b2c3d4.tmp"  # could be another process's write under way
     fresh.write_text("{", encoding="utf-8")
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 # write_atomic holds its temporary file for milliseconds; older ones were orphaned by a killed process
 STALE_TEMPORARY_S = 600
+# write_atomic's temporary name for <name>: ".<name>." + tempfile's 8 random characters + ".tmp"
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def temporary_target(file_name: str) -> str | None:
+    """The file that a temporary file of write_atomic was to become, or None for a name it never writes."""
+    found = _TEMPORARY.fullmatch(file_name)
+    return found["name"] if found else None
 
 
 def make_ordinary(folder: Path) -> None:

@@ -53,10 +53,13 @@ def _in_this_process(request: WorkRequest) -> WorkResponse:
 
 
 def child_environment(extra: dict[str, str]) -> dict[str, str]:
-    """The child imports the very peftbench this process runs (a source checkout as well as an install)."""
+    """The child imports the very peftbench this process runs (a source checkout as well as an install), and
+    nothing from the folder it was started in: PYTHONSAFEPATH keeps `python -m` from putting the working
+    directory first on sys.path (Python 3.11+; on 3.10 the child's working directory is its own scratch
+    folder, which holds no code)."""
     package_root = str(Path(peftbench.__file__).resolve().parents[1])  # the folder holding peftbench/
     paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "PYTHONSAFEPATH": "1"}
 
 
 def _parent_death_signal() -> Any:
@@ -87,6 +90,7 @@ def _command(request_path: Path, response_path: Path, processes: int) -> list[st
 
 
 def _in_child_process(request: WorkRequest, folder: Path, env: dict[str, str], processes: int) -> WorkResponse:
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     request_path, response_path = folder / "request.json", folder / "response.json"
     request_path.write_text(request.to_json(), encoding="utf-8")
@@ -94,7 +98,10 @@ def _in_child_process(request: WorkRequest, folder: Path, env: dict[str, str], p
     # A process group of its own: a terminal's Ctrl-C reaches the grid process alone, which stops its workers
     # (a worker hit while still importing would print a traceback), and _stop reaches torchrun's ranks too.
     command = _command(request_path, response_path, processes)
-    child = subprocess.Popen(command, env=child_environment(env), preexec_fn=_DIE_WITH_PARENT, start_new_session=True)
+    # Its working directory is its own folder: a json.py or torch.py where the user typed the command never runs.
+    child = subprocess.Popen(
+        command, cwd=folder, env=child_environment(env), preexec_fn=_DIE_WITH_PARENT, start_new_session=True
+    )
     with _live_guard:
         _live.add(child)
     try:

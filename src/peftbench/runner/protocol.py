@@ -96,7 +96,8 @@ class _Protocol:
 
     def __init__(self, job: RunJob, slot: Slot, folder: Path, data_file: Path) -> None:
         self.job, self.run, self.grid, self.data = job, job.run, job.grid, job.data
-        self.slot, self.folder, self.data_file = slot, folder, data_file
+        # absolute: a worker runs in a folder of its own, not in the grid's working directory
+        self.slot, self.folder, self.data_file = slot, folder.resolve(), data_file.resolve()
         self.responses: list[WorkResponse] = []  # of every worker, for the run's peak memory
 
     def record(self) -> RunRecord:

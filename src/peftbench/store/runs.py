@@ -16,10 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from peftbench.errors import first_line
-from peftbench.files import STALE_TEMPORARY_S, write_atomic
+from peftbench.files import STALE_TEMPORARY_S, temporary_target, write_atomic
 from peftbench.methods import REGISTRY
 from peftbench.records import FINISHED, Status
 from peftbench.store.schema import OtherVersion, RunRecord, SchemaError, read_record
+
+# what a results folder holds beside runs/ and failed/ (reports, tables, the config it was run with): the only
+# names whose temporary files the store sweeps there, since --out may be a folder shared with other files
+FOLDER_FILES = ("results.csv", "trials.csv", "report.md", "report.html", "config.yaml")
 
 
 class ResultStore:
@@ -27,18 +31,27 @@ class ResultStore:
         self.root = root
 
     def remove_stale_temporary_files(self) -> int:
-        """Delete write_atomic's temporary files (`.<name>.<random>.tmp`) that a killed process left; only
-        old ones, since another process sharing the folder may be writing one right now."""
+        """Delete write_atomic's temporary files (`.<name>.<random>.tmp`) of the store's own files that a killed
+        process left; only old ones, since another process sharing the folder may be writing one right now.
+        Nothing else is touched: not another program's `.draft.tmp`, not a file this user may not remove."""
         removed = 0
         for folder in (self.root, self.root / "runs", self.root / "failed"):
             for path in folder.glob(".*.tmp"):
+                if not self._owns_temporary(folder, path.name):
+                    continue
                 try:
-                    if time.time() - path.stat().st_mtime > STALE_TEMPORARY_S:
+                    if path.is_file() and time.time() - path.lstat().st_mtime > STALE_TEMPORARY_S:
                         path.unlink()
                         removed += 1
-                except FileNotFoundError:
-                    pass  # another process cleaned it meanwhile
+                except OSError:
+                    pass  # cleaned by another process meanwhile, or not ours to remove (a sticky shared folder)
         return removed
+
+    def _owns_temporary(self, folder: Path, name: str) -> bool:
+        target = temporary_target(name)
+        if target is None:
+            return False
+        return target in FOLDER_FILES if folder == self.root else target.endswith(".json")
 
     def _path(self, folder: str, rid: str) -> Path:
         return self.root / folder / f"{rid}.json"

@@ -1,0 +1,53 @@
+"""Hostile folders, shared machines and crafted files (issue 25): nothing runs that should not, nothing of anyone
+else's is touched, and every refusal is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from peftbench import cli
+from peftbench.store.runs import ResultStore
+
+QUICK = ["--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "16", "--max-length", "32"]
+
+
+def _run(tiny_model: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", "--model", str(tiny_model), "--out", str(out), "--no-progress", "--epochs", "1", *QUICK, *extra]
+
+
+def test_code_in_the_working_directory_never_runs_in_a_worker(tiny_model, tmp_path, monkeypatch):
+    where = tmp_path / "where-the-command-is-typed"
+    (where / "peftbench").mkdir(parents=True)
+    marker = tmp_path / "ran"
+    planted = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\nraise SystemExit(3)\n"
+    for name in ("json.py", "torch.py", "peftbench/__init__.py"):
+        (where / name).write_text(planted, encoding="utf-8")
+    monkeypatch.chdir(where)
+    assert cli.main(_run(tiny_model, Path("out"), "--methods", "bitfit", "--dry-run")) == 0
+    assert not marker.exists()
+    record = json.loads((where / "out" / "runs" / "bitfit__seed123.json").read_text(encoding="utf-8"))
+    assert record["result"]["status"] == "dry_run" and record["result"]["trainable_params"] > 0
+
+
+def _old(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("x", encoding="utf-8")
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+    return path
+
+
+def test_the_sweep_takes_only_the_store_s_own_temporary_files(tmp_path, monkeypatch):
+    theirs = [_old(tmp_path / ".draft.tmp"), _old(tmp_path / ".notes.txt.abcd1234.tmp"), _old(tmp_path / ".x.tmp")]
+    ours = [_old(tmp_path / ".report.md.k2j4_x9a.tmp"), _old(tmp_path / "runs" / ".lora__seed1.json.a1b2c3d4.tmp")]
+    assert ResultStore(tmp_path).remove_stale_temporary_files() == 2
+    assert all(p.exists() for p in theirs) and not any(p.exists() for p in ours)
+    refused = _old(tmp_path / ".results.csv.zzzzzzzz.tmp")
+
+    def not_allowed(self, missing_ok=False):
+        raise PermissionError(13, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "unlink", not_allowed)  # another user's file in a sticky folder
+    assert ResultStore(tmp_path).remove_stale_temporary_files() == 0 and refused.exists()
