@@ -136,12 +136,15 @@ def test_an_unreadable_run_file_is_named_moved_aside_and_trained_again(finished,
     path = out / "runs" / "lora__seed123.json"
     content = CORRUPT[kind]
     path.write_bytes(path.read_bytes()[:100] if content is None else content)
-    assert cli.main(["report", str(out)]) == 0
+    assert cli.main(["report", str(out)]) == 0  # a report only reads: it says so and moves nothing
     warning = [line for line in capsys.readouterr().err.splitlines() if "unreadable" in line]
-    assert len(warning) == 1 and "lora__seed123.json" in warning[0] and "rerun trains it again" in warning[0]
-    assert (out / "runs" / "corrupt" / "lora__seed123.json").exists() and not path.exists()
+    assert len(warning) == 1 and "lora__seed123.json" in warning[0] and "(reports only read)" in warning[0]
+    assert path.exists() and not (out / "runs" / "corrupt").exists()
     assert cli.main(_run(tiny_model, out, "--methods", "lora,full", "--workers", "inline")) == 0
-    assert "1 run(s) done, 1 skipped" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "moved to runs/corrupt/lora__seed123.json" in captured.err and "rerun trains it again" in captured.err
+    assert (out / "runs" / "corrupt" / "lora__seed123.json").exists()
+    assert "1 run(s) done, 1 skipped" in captured.out
     assert json.loads(path.read_text(encoding="utf-8"))["result"]["status"] in ("ok", "collapsed")
 
 

@@ -51,3 +51,56 @@ def test_the_sweep_takes_only_the_store_s_own_temporary_files(tmp_path, monkeypa
 
     monkeypatch.setattr(Path, "unlink", not_allowed)  # another user's file in a sticky folder
     assert ResultStore(tmp_path).remove_stale_temporary_files() == 0 and refused.exists()
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "schema1" / "lora__seed123.json"
+
+
+def _crafted_runs(folder: Path, elsewhere: Path) -> dict[str, Path]:
+    """A results folder with one good run and run files that are none: deep, huge, incomplete, links."""
+    runs = folder / "runs"
+    runs.mkdir(parents=True)
+    (runs / "lora__seed123.json").write_bytes(FIXTURE.read_bytes())
+    missing_train = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    del missing_train["config"]["train"]
+    elsewhere.mkdir()
+    (elsewhere / "theirs.json").write_bytes(FIXTURE.read_bytes())
+    crafted = {
+        "deep": "[" * 100_000 + "]" * 100_000,
+        "huge": '{"schema_version": ' + "9" * 5000 + "}",
+        "no-train": json.dumps(missing_train),
+    }
+    for name, text in crafted.items():
+        (runs / f"{name}.json").write_text(text, encoding="utf-8")
+    (runs / "folder-link.json").symlink_to(elsewhere, target_is_directory=True)
+    (runs / "file-link.json").symlink_to(elsewhere / "theirs.json")
+    return {path.name: path for path in runs.iterdir()}
+
+
+def test_report_and_compare_only_read_crafted_run_files_and_say_each_in_one_line(tmp_path, capsys):
+    folder = tmp_path / "results"
+    before = _crafted_runs(folder, tmp_path / "elsewhere")
+    assert cli.main(["report", str(folder)]) == 0
+    assert cli.main(["compare", str(folder), "--out", str(tmp_path / "compared")]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2 * 5 and all("is unreadable" in line and "left in place" in line for line in warnings)
+    assert {p.name: p for p in (folder / "runs").iterdir()} == before  # nothing moved, no corrupt/ folder
+    assert (tmp_path / "elsewhere" / "theirs.json").exists()
+    assert "lora" in (folder / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_run_sets_crafted_files_aside_but_never_through_a_linked_folder(tmp_path, capsys):
+    folder = tmp_path / "results"
+    _crafted_runs(folder, tmp_path / "elsewhere")
+    assert [r.run_id for r in ResultStore(folder).records()] == ["lora__seed123"]
+    aside = sorted(p.name for p in (folder / "runs" / "corrupt").iterdir())
+    assert aside == ["deep.json", "file-link.json", "folder-link.json", "huge.json", "no-train.json"]
+    assert (tmp_path / "elsewhere" / "theirs.json").exists()  # the links were moved, not what they point to
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "runs").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "bad.json").write_text("{", encoding="utf-8")
+    capsys.readouterr()
+    ResultStore(linked).records()
+    assert (tmp_path / "elsewhere" / "bad.json").exists() and not (tmp_path / "elsewhere" / "corrupt").exists()
+    assert "left in place (its folder is a symbolic link)" in capsys.readouterr().err

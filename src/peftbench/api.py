@@ -29,4 +29,6 @@ def load_results(folder: str | Path) -> Any:
     root = Path(folder)
     if not (root / "runs").is_dir() and not (root / "failed").is_dir():
         raise UserError(f"{root} holds no peftbench runs (no runs/ folder)")
-    return pd.DataFrame([csv_row(record) for record in ResultStore(root).records()], columns=CSV_COLUMNS)
+    return pd.DataFrame(
+        [csv_row(record) for record in ResultStore(root, read_only=True).records()], columns=CSV_COLUMNS
+    )

@@ -225,7 +225,7 @@ def _compare(folders: list[Path], out: Path, constraints: Any) -> int:
             raise UserError(f"{folder} is not a folder")
         if out.resolve() == folder.resolve():
             raise UserError(f"--out {out} is one of the compared folders; choose a new folder")
-        found = ResultStore(folder).records()
+        found = ResultStore(folder, read_only=True).records()
         if not found:
             raise UserError(f"{folder} holds no run files (runs/*.json)")
         for record in found:
@@ -244,7 +244,7 @@ def _report(folder: Path, constraints: Any) -> int:
 
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
-    records = ResultStore(folder).records()
+    records = ResultStore(folder, read_only=True).records()
     if not records:
         raise UserError(f"{folder} holds no run files (runs/*.json)")
     for path in write_reports(folder, records, constraints):

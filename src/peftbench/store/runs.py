@@ -8,6 +8,7 @@ DIR/runs/corrupt/                      run files that could not be read (torn, e
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -27,8 +28,11 @@ FOLDER_FILES = ("results.csv", "trials.csv", "report.md", "report.html", "config
 
 
 class ResultStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, read_only: bool = False) -> None:
+        """read_only: a store that only reads (`peftbench report`, `compare`, the Python API): it moves
+        nothing, not even a run file it cannot read."""
         self.root = root
+        self.read_only = read_only
 
     def remove_stale_temporary_files(self) -> int:
         """Delete write_atomic's temporary files (`.<name>.<random>.tmp`) of the store's own files that a killed
@@ -86,41 +90,64 @@ class ResultStore:
 
     def _read(self, path: Path) -> RunRecord | None:
         """A run file's record; None when absent or of a schema version this peftbench does not read. One that
-        cannot be a record is moved aside (so that it is said once, and the run is trained again), with one
-        line on stderr."""
+        cannot be a record is said in one line on stderr and counts as not done; a store that runs moves it
+        aside (so that it is said once, and the run is trained again), a read-only one leaves it."""
         try:
-            raw = path.read_bytes()
+            if path.is_symlink():
+                raise _Unreadable("a symbolic link, not a run file")
+            return read_record(_parsed(path.read_bytes()))
         except FileNotFoundError:
             return None
-        try:
-            return read_record(json.loads(raw.decode("utf-8")))
         except OtherVersion:
             return None
+        except _Unreadable as exc:
+            why = str(exc)
+        except OSError as exc:  # a folder under a run file's name, a file this user may not read
+            why = f"cannot be read: {exc.strerror}"
         except SchemaError as exc:
             why = f"not a run record: {exc}"
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            why = (
-                "empty"
-                if not raw.strip()
-                else f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'start', getattr(exc, 'pos', 0))})"
-            )
-        except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, nesting past the limit
-            why = f"not JSON that can be read ({type(exc).__name__}: {first_line(exc)[:80]})"
-        aside = path.parent / "corrupt" / path.name
-        if aside.exists():
-            aside = aside.with_name(f"{path.stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.json")
-        try:
-            aside.parent.mkdir(exist_ok=True)
-            os.replace(path, aside)
-            where = f"moved to {aside.relative_to(self.root)}"
-        except OSError as exc:  # a read-only folder: say so, and leave the file
-            where = f"left in place ({exc.strerror})"
+        where, then = self._set_aside(path)
         print(
-            f"peftbench: warning: {path} is unreadable ({why}); {where}; the run counts as not done and a rerun "
-            "trains it again",
+            f"peftbench: warning: {path} is unreadable ({why}); {where}; the run counts as not done{then}",
             file=sys.stderr,
         )
         return None
+
+    def _set_aside(self, path: Path) -> tuple[str, str]:
+        """Move an unreadable run file into corrupt/ beside it: only by `peftbench run`, only inside the store's
+        own folders (never through a symbolic link to a folder elsewhere). Says where it is now."""
+        if self.read_only:
+            return "left in place (reports only read)", ""
+        if path.parent.is_symlink() or path.parent.parent.resolve() != self.root.resolve():
+            return "left in place (its folder is a symbolic link)", ""
+        aside = path.parent / "corrupt" / path.name
+        if aside.exists() or aside.is_symlink():
+            aside = aside.with_name(f"{path.stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.json")
+        try:
+            if aside.parent.is_symlink():
+                raise OSError(errno.ELOOP, "corrupt/ is a symbolic link")
+            aside.parent.mkdir(exist_ok=True)
+            os.replace(path, aside)  # a symbolic link is moved itself, never what it points to
+        except OSError as exc:  # a read-only folder: say so, and leave the file
+            return f"left in place ({exc.strerror})", " and a rerun trains it again"
+        return f"moved to {aside.relative_to(self.root)}", " and a rerun trains it again"
+
+
+class _Unreadable(Exception):
+    """Why a run file is not one, said before anything reads it."""
+
+
+def _parsed(raw: bytes) -> object:
+    """The JSON of a run file; SchemaError, one line, when it is none that can be read."""
+    if not raw.strip():
+        raise SchemaError("empty")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = getattr(exc, "start", getattr(exc, "pos", 0))
+        raise SchemaError(f"not JSON ({type(exc).__name__} at byte {where})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, nesting past the limit
+        raise SchemaError(f"not JSON that can be read ({type(exc).__name__}: {first_line(exc)[:80]})") from None
 
 
 def _display_order(record: RunRecord) -> tuple[int, str, int]:
