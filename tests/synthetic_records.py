@@ -10,7 +10,8 @@ from peftbench.store.schema import SCHEMA_VERSION, RunRecord, read_record
 
 def synthetic_record(method: str, seed: int, config: dict[str, Any] | None = None, **result: Any) -> RunRecord:
     """A run of `method` at `seed` whose result holds these fields (status "ok" unless given)."""
-    asked = {"model": "m", "method": method, "lr": 1e-3, "data": {}, "train": {"seed": seed}, **(config or {})}
+    train = {"seed": seed, "epochs": 1, "batch_size": 8, "warmup_ratio": 0.0}
+    asked = {"model": "m", "method": method, "lr": 1e-3, "data": {}, "train": train, **(config or {})}
     return read_record(
         {
             "schema_version": SCHEMA_VERSION,

@@ -104,3 +104,28 @@ def test_a_run_sets_crafted_files_aside_but_never_through_a_linked_folder(tmp_pa
     ResultStore(linked).records()
     assert (tmp_path / "elsewhere" / "bad.json").exists() and not (tmp_path / "elsewhere" / "corrupt").exists()
     assert "left in place (its folder is a symbolic link)" in capsys.readouterr().err
+
+
+def test_labels_that_look_like_digits_are_names(tmp_path):
+    from peftbench.config.sections import DataConfig
+    from peftbench.data import load_labeled_texts
+
+    path = tmp_path / "circled.csv"
+    labels = ["①", "②", "١", "10", "2"]
+    path.write_text("review,label\n" + "".join(f"评论{i},{labels[i % 5]}\n" for i in range(20)), encoding="utf-8")
+    data = load_labeled_texts(DataConfig(source=str(path)))
+    assert data.label_names == ["2", "10", "١", "①", "②"]  # numbers in order first, then the names
+    assert data.labels[:5] == [3, 4, 2, 1, 0]
+
+
+def test_plot_labels_are_plain_text_not_tex(tmp_path):
+    from synthetic_records import synthetic_record
+
+    from peftbench.reporting.html import render_html
+    from peftbench.reporting.markdown import header_lines
+
+    epochs = [{"epoch": 1, "eval_loss": 0.6, "accuracy": 0.7, "f1_macro": 0.6}]
+    common = {"trainable_params": 10, "train_time_min": 1.0, "peak_memory_mb": 50.0, "epochs": epochs}
+    records = [synthetic_record(name, 0, accuracy=0.7, f1_macro=0.6, **common) for name in ("week$\\foo$", "$x^2$")]
+    page = render_html(records, header_lines(records))
+    assert page.count("week$\\foo$") > 2 and page.count("$x^2$") > 2  # in the table and in every plot's text

@@ -10,6 +10,7 @@ import hashlib
 import json
 import lzma
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from io import BytesIO, StringIO
@@ -89,6 +90,7 @@ def _read_builtin(name: str) -> tuple[bytes, str]:
 
 ENCODINGS_TRIED = ("utf-8", "gb18030")  # what `auto` tries, in this order (a UTF-8 BOM means utf-8-sig)
 MISSING_LABELS = {"", "nan", "null", "none"}  # how a missing label reads once written as text (CSV NaN, JSON null)
+_INTEGER = re.compile(r"-?[0-9]+")  # a label read as a number: ASCII digits only
 
 
 def decode(raw: bytes, encoding: str, where: str) -> tuple[str, str]:
@@ -203,14 +205,12 @@ def _label_ids(values: list[Any], where: str) -> tuple[list[int], list[str]]:
     missing = sum(v.lower() in MISSING_LABELS for v in as_text)
     if missing:
         raise UserError(f"{where}: {missing} row(s) have a missing label (empty, NaN or null)")
-    try:
-        as_int = [int(v) for v in as_text]
-    except ValueError:
-        as_int = None
+    # integers written in ASCII digits; "①" or "١" pass str.isdigit (and int() reads "١") but are names
+    as_int = [int(v) for v in as_text] if all(_INTEGER.fullmatch(v) for v in as_text) else None
     if as_int is not None and sorted(set(as_int)) == list(range(len(set(as_int)))):
         names = [str(i) for i in range(len(set(as_int)))]
         return as_int, names
-    names = sorted(set(as_text), key=lambda v: (int(v), v) if v.lstrip("-").isdigit() else (float("inf"), v))
+    names = sorted(set(as_text), key=lambda v: (int(v), v) if _INTEGER.fullmatch(v) else (float("inf"), v))
     index = {name: i for i, name in enumerate(names)}
     return [index[v] for v in as_text], names
 

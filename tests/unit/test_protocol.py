@@ -68,7 +68,8 @@ class Workers:
 def _job(tmp_path: Path, rates: tuple[float, ...] | None, select_only: bool = False) -> protocol.RunJob:
     train = TrainConfig(lr_grid=rates, lr=1e-3)
     grid = GridConfig("m", ["lora"], tmp_path, DataConfig(dev_size=0.1), train, select_only=select_only)
-    config = RunConfig(model="m", method="lora", lr=1e-3, data={}, train={"seed": 123})
+    stored_train = {"seed": 123, "epochs": 2, "batch_size": 8, "warmup_ratio": 0.0}
+    config = RunConfig(model="m", method="lora", lr=1e-3, data={}, train=stored_train)
     run = PlannedRun(REGISTRY["lora"], train, config, "f" * 16, "lora__seed123")
     data = TokenizedData(EXAMPLES, EXAMPLES, EXAMPLES, ["a", "b"], 0.5, {"source": "d", "max_length": 8})
     return protocol.RunJob(run, grid, "model", data, tmp_path / "data.json", tmp_path / "work", "[1/1] lora__seed123")

@@ -53,6 +53,7 @@ def test_a_version_1_file_is_migrated_to_the_version_written_now() -> None:
     [
         (lambda r: r.pop("result"), "result: Field required"),
         (lambda r: r["config"]["train"].pop("seed"), "train.seed must be an integer"),
+        (lambda r: r["config"]["train"].pop("epochs"), "train.epochs must be an integer"),
         (lambda r: r["result"].update(status="great"), "result.status: Input should be"),
         (lambda r: r["result"].update(epochs=[{"epoch": 1}]), "result.epochs.0.eval_loss: Field required"),
         (lambda r: r["config"].update(method=["lora"]), "config.method: Input should be a valid string"),

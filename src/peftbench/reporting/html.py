@@ -51,6 +51,12 @@ TABLE_COLUMNS: list[tuple[str, Callable[[RunRecord], Any]]] = [
 ]
 
 
+def _plain(name: str) -> str:
+    """A method or folder name as matplotlib shows it literally: an unescaped $ would start TeX math
+    ("week$\\foo$" fails to render, "$x$" is drawn as math). Axis ticks keep their own math (10^-4)."""
+    return name.replace("$", r"\$")
+
+
 def _interval(low_high: tuple[float, float] | None) -> str | None:
     return None if low_high is None else interval_text(low_high)
 
@@ -158,7 +164,7 @@ def _accuracy_plot(plt: Any, analysis: Analysis, recommendation: Recommendation)
             color=colour,
             capsize=3,
         )
-    axes.set_yticks(range(len(methods)), [m.name for m in methods])
+    axes.set_yticks(range(len(methods)), [_plain(m.name) for m in methods])
     if analysis.majority_accuracy is not None:
         axes.axvline(analysis.majority_accuracy, color="#888", linestyle=":")
     handles = [
@@ -200,7 +206,7 @@ def _cost_plots(
                 yerr=[[row.accuracy_mean - low], [high - row.accuracy_mean]],
                 linestyle="",
                 capsize=3,
-                label=method + flagged,
+                label=_plain(method + flagged),
                 **styles[method],
             )
         if x_key == "trainable_params":
@@ -229,7 +235,8 @@ def _memory_plot(plt: Any, finished: list[RunRecord], order: list[str]) -> tuple
     )
     peaks = peaks.reindex([m for m in order if m in peaks.index])
     figure, axes = plt.subplots(figsize=(6.5, 0.9 + 0.32 * max(len(peaks), 3)))
-    axes.barh(peaks.index, peaks["mean"], xerr=peaks["std"].fillna(0), color="#1f5fa8", capsize=3)
+    names = [_plain(name) for name in peaks.index]
+    axes.barh(names, peaks["mean"], xerr=peaks["std"].fillna(0), color="#1f5fa8", capsize=3)
     axes.invert_yaxis()
     axes.set_xlabel("peak memory (MB), mean ± std over seeds")
     axes.set_title("Peak memory per method")
@@ -247,7 +254,7 @@ def _lr_plot(plt: Any, finished: list[RunRecord]) -> tuple[str, str] | None:
     for record in with_trials:
         name = display_name(record)
         points = [(t.lr, t.best.accuracy, t.chosen) for t in trial_dev_scores(record) if t.best is not None]
-        label = None if name in labelled else name
+        label = None if name in labelled else _plain(name)
         labelled.add(name)
         axes.plot([p[0] for p in points], [p[1] for p in points], "-", label=label, **styles[name])
         chosen = [p for p in points if p[2]]
@@ -276,7 +283,7 @@ def _epoch_plot(plt: Any, with_epochs: list[RunRecord]) -> tuple[str, str]:
         x = [e.epoch for e in epochs]
         style = "-" if record.status == Status.OK else ":"
         name = display_name(record)
-        loss_axes.plot(x, [e.eval_loss for e in epochs], style, marker="o", color=colours[name], label=name)
+        loss_axes.plot(x, [e.eval_loss for e in epochs], style, marker="o", color=colours[name], label=_plain(name))
         accuracy_axes.plot(x, [e.accuracy for e in epochs], style, marker="o", color=colours[name])
     loss_axes.set_title("Eval loss per epoch (dotted: flagged run)")
     accuracy_axes.set_title("Eval accuracy per epoch")

@@ -144,8 +144,18 @@ class RunConfig(_Written):
     select_only: bool = False
 
     def __post_init__(self) -> None:
-        if type(self.train.get("seed")) is not int:
-            raise ValueError(f"train.seed must be an integer, got {self.train.get('seed')!r}")
+        # what every report reads of the training section, whichever version wrote it
+        for name, kinds in (
+            ("seed", (int,)),
+            ("epochs", (int,)),
+            ("batch_size", (int,)),
+            ("warmup_ratio", (int, float)),
+        ):
+            value = self.train.get(name)
+            if type(value) not in kinds:
+                raise ValueError(
+                    f"train.{name} must be {'an integer' if kinds == (int,) else 'a number'}, got {value!r}"
+                )
 
     @property
     def seed(self) -> int:
