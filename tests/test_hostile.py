@@ -8,7 +8,10 @@ import os
 import time
 from pathlib import Path
 
-from peftbench import cli
+import pytest
+
+from peftbench import cli, grid
+from peftbench.errors import UserError
 from peftbench.store.runs import ResultStore
 
 QUICK = ["--max-train-samples", "32", "--max-eval-samples", "16", "--batch-size", "16", "--max-length", "32"]
@@ -129,3 +132,41 @@ def test_plot_labels_are_plain_text_not_tex(tmp_path):
     records = [synthetic_record(name, 0, accuracy=0.7, f1_macro=0.6, **common) for name in ("week$\\foo$", "$x^2$")]
     page = render_html(records, header_lines(records))
     assert page.count("week$\\foo$") > 2 and page.count("$x^2$") > 2  # in the table and in every plot's text
+
+
+def _refused(argv: list[str], capsys) -> str:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--seed", "-1"], "--seed must be between 0 and 4294967295"),
+        (["--seeds", "1,4294967296"], "--seeds must be between 0 and 4294967295"),
+        (["--seed", "9" * 300], "(300 digits)"),
+        (["--split-seed", "-5"], "--split-seed must be between"),
+    ],
+)
+def test_seeds_outside_numpy_s_range_are_refused_before_anything_is_written(tiny_model, tmp_path, capsys, extra, said):
+    out = tmp_path / "out"
+    assert said in _refused(_run(tiny_model, out, "--methods", "bitfit", *extra), capsys)
+    assert not out.exists()
+
+
+def test_an_empty_or_linked_out_is_refused(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "--out: is empty" in _refused(
+        ["run", "--model", str(tiny_model), "--out", "", "--methods", "bitfit"], capsys
+    )
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert "is a symbolic link" in _refused(_run(tiny_model, link, "--methods", "bitfit"), capsys)
+    assert list(tmp_path.iterdir()) == [link] and not (tmp_path / "elsewhere").exists()
+    with pytest.raises(UserError, match="--out is empty"):
+        grid("m", "bitfit", "")  # the Python API alike

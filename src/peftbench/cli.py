@@ -34,6 +34,13 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _folder(text: str) -> Path:
+    """An output folder's name; an empty one would be the working directory (Path("") is ".")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name the folder the results go to")
+    return Path(text)
+
+
 def _typed(hint: Any) -> Any:
     """An argparse type from a config field's annotation (its ValueError becomes argparse's one-line error)."""
 
@@ -93,7 +100,7 @@ def _add_run(commands: Any) -> argparse.ArgumentParser:
     run.add_argument("--methods", default="seed", help=methods_help)
     run.add_argument("--preset", default="seed", choices=sorted(PRESETS), help="protocol to start from (default: seed)")
     out_help = "output folder (default: peftbench-results)"
-    run.add_argument("--out", type=Path, default=Path("peftbench-results"), help=out_help)
+    run.add_argument("--out", type=_folder, default=Path("peftbench-results"), help=out_help)
     dry_help = "build every method and record its parameter counts; no training"
     run.add_argument("--dry-run", action="store_true", help=dry_help)
     run.add_argument(
@@ -132,7 +139,7 @@ def _add_report_commands(commands: Any) -> None:
     )
     compare.add_argument("dirs", type=Path, nargs="+", help="output folders of peftbench run")
     out_help = "folder for the combined results.csv, report.md and report.html"
-    compare.add_argument("--out", type=Path, required=True, help=out_help)
+    compare.add_argument("--out", type=_folder, required=True, help=out_help)
     report_help = "rebuild results.csv and report.md of an output folder from its run files"
     report = commands.add_parser("report", help=report_help)
     report.add_argument("dir", type=Path)

@@ -64,6 +64,16 @@ def check_choices(section: Any) -> None:
 OPTION_NAMES = {"source": "data"}
 
 
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's legacy seeding (and so transformers' set_seed) accepts
+
+
+def check_seed(option_name: str, seed: int) -> None:
+    low, high = SEED_RANGE
+    if not low <= seed <= high:
+        shown = str(seed) if len(str(seed)) <= 20 else f"{str(seed)[:12]}… ({len(str(seed))} digits)"
+        raise UserError(f"{option_name} must be between {low} and {high} (numpy's seed range), got {shown}")
+
+
 def option_name(field_name: str) -> str:
     """The `peftbench run` option of a config field, without the leading --: max_length -> max-length."""
     return OPTION_NAMES.get(field_name, field_name).replace("_", "-")
@@ -120,6 +130,7 @@ class DataConfig:
 
     def validate(self) -> None:
         check_choices(self)
+        check_seed("--split-seed", self.split_seed)
         if not 0.0 < self.test_size < 1.0:
             raise UserError(f"--test-size must be between 0 and 1, got {self.test_size}")
         if self.dev_size is not None and not 0.0 < self.dev_size < self.test_size:
@@ -355,6 +366,8 @@ class GridConfig:
     report_to: tuple[Tracker, ...] = ()
 
     def __post_init__(self) -> None:
+        if not str(self.out).strip():  # Path("") is the working directory: never a folder's name by accident
+            raise UserError("--out is empty: name the folder the results go to")
         self.out = Path(self.out)
         parse_fields(self)
 
@@ -375,6 +388,10 @@ class GridConfig:
                 f"--batch-size {self.train.batch_size} does not split evenly over --num-processes "
                 f"{self.scale.num_processes}"
             )
+        for seed in self.run_seeds():
+            check_seed("--seeds" if self.seeds else "--seed", seed)
+        if self.out.is_symlink():  # the results would land where the link points, outside the path named
+            raise UserError(f"--out {self.out} is a symbolic link; give the folder it points to, or another one")
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} exists and is not a folder")
 

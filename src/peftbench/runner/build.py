@@ -32,6 +32,8 @@ def build_grid(
     select_only, report_to)."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+    if not str(out).strip():  # Path("") would be the working directory
+        raise UserError("--out is empty: name the folder the results go to")
     names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GridConfig)})
     if unknown:
