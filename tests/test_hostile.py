@@ -170,3 +170,24 @@ def test_an_empty_or_linked_out_is_refused(tiny_model, tmp_path, capsys, monkeyp
     assert list(tmp_path.iterdir()) == [link] and not (tmp_path / "elsewhere").exists()
     with pytest.raises(UserError, match="--out is empty"):
         grid("m", "bitfit", "")  # the Python API alike
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("bomb.yaml", BOMB, "YAML aliases (*name) are not allowed"),
+        ("deep.yaml", "a: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested deeper than 4 levels"),
+        ("deep.json", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested deeper than a config file can be"),
+        ("big.yaml", "epochs: 1\n" + "# padding\n" * 120_000, "larger than 1,000,000 bytes"),
+    ],
+)
+def test_config_files_built_to_exhaust_memory_or_the_stack_are_one_line(tmp_path, capsys, name, text, said):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    assert said in _refused(["run", "--config", str(path), "--out", str(tmp_path / "out")], capsys)
+    assert not (tmp_path / "out").exists()

@@ -24,23 +24,54 @@ HEADER = (
 )
 
 
+# A config file is a mapping of options to values and lists of values: a few kilobytes, two levels deep. The
+# limits refuse, in one line, a file built to exhaust memory or the stack instead of configuring a grid.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_DEPTH = 4
+
+
 def read_options(path: Path) -> dict[str, Any]:
     """The file's mapping of option names to values; UserError for a missing, unparsable or non-mapping file."""
     import yaml
 
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"--config {path} is larger than {MAX_CONFIG_BYTES:,} bytes; a config file is a few lines")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read --config {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            _check_yaml_shape(text, path)
+            values = yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"cannot parse --config {path}: {first_line(exc)}") from None
+    except RecursionError:
+        raise UserError(f"--config {path} is nested deeper than a config file can be") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise UserError(f"--config {path} must hold a mapping of option names to values, not a {type(values).__name__}")
     return values
+
+
+def _check_yaml_shape(text: str, path: Path) -> None:
+    """Refuse aliases (each one can expand the document ninefold: a few hundred bytes reach gigabytes) and
+    nesting past MAX_CONFIG_DEPTH, reading YAML's events, before anything is built from them."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise UserError(f"--config {path}: YAML aliases (*name) are not allowed in a config file")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise UserError(f"--config {path} is nested deeper than {MAX_CONFIG_DEPTH} levels")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def as_arguments(values: dict[str, Any], parser: argparse.ArgumentParser, where: Path) -> list[str]:
