@@ -183,6 +183,31 @@ def test_saved_weights_are_ordinary_files_of_the_umask(finished):
 # --- predict -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("not json", "cannot read"),
+        ('{"method": "lora", "base_model": "m", "max_length": 32}', "label_names must be a list"),
+        ("[1, 2]", "is not a saved run's description"),
+        ("no tokenizer", "cannot load the tokenizer saved in"),
+    ],
+)
+def test_predict_on_a_damaged_run_folder_is_one_line(finished, tmp_path, capsys, damage, said):
+    """Issue 25 row 16: a malformed peftbench-run.json, or a run folder without its tokenizer files."""
+    run = _copy(finished, tmp_path) / "lora__seed123"
+    if damage == "no tokenizer":
+        for path in run.iterdir():
+            if path.name.startswith(("tokenizer", "vocab", "special_tokens")):
+                path.unlink()
+    else:
+        (run / "peftbench-run.json").write_text(damage, encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["predict", "--run", str(run), "房间很干净"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("peftbench: error:")]
+    assert len(errors) == 1 and said in errors[0] and "Traceback" not in err, err
+
+
 def test_predict_warns_on_a_collapsed_run(finished, tmp_path, capsys):
     out = _copy(finished, tmp_path)
     record_path = out / "runs" / "lora__seed123.json"

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from peftbench.errors import UserError
+from peftbench.errors import UserError, first_line
 from peftbench.models.saved import RUN_FILE
 from peftbench.records import Status
 from peftbench.store.schema import read_record
@@ -26,14 +26,14 @@ def load_trained(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
     from peftbench.methods import REGISTRY
     from peftbench.models import classifier as models
 
-    meta_path = folder / RUN_FILE
-    if not meta_path.is_file():
-        raise UserError(f"{folder} is not a saved peftbench run (no {RUN_FILE}); give DIR/<method>__seed<seed>")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = _run_file(folder)
     method = REGISTRY.get(meta["method"])
     if method is None:
         raise UserError(f"{folder} was trained with method {meta['method']!r}, unknown to this peftbench")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as exc:  # tokenizer files missing or broken
+        raise UserError(f"cannot load the tokenizer saved in {folder}: {first_line(exc)}") from None
     labels = meta["label_names"]
     if method.peft_config_class is None:
         model = models.load_classifier(str(folder), len(labels), labels, tokenizer.pad_token_id)
@@ -45,6 +45,27 @@ def load_trained(folder: Path) -> tuple[Any, Any, dict[str, Any]]:
         if method.after_wrap is not None:
             method.after_wrap(model)
     return model.eval(), tokenizer, meta
+
+
+# what predict reads of peftbench-run.json, and the type each must have
+RUN_FILE_FIELDS = {"method": str, "base_model": str, "label_names": list, "max_length": int}
+
+
+def _run_file(folder: Path) -> dict[str, Any]:
+    """The saved run's peftbench-run.json, checked; UserError in one line for anything else."""
+    meta_path = folder / RUN_FILE
+    if not meta_path.is_file():
+        raise UserError(f"{folder} is not a saved peftbench run (no {RUN_FILE}); give DIR/<method>__seed<seed>")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"cannot read {meta_path}: {type(exc).__name__}: {first_line(exc)[:100]}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_path} is not a saved run's description (a JSON {type(meta).__name__})")
+    for name, kind in RUN_FILE_FIELDS.items():
+        if not isinstance(meta.get(name), kind) or isinstance(meta.get(name), bool):
+            raise UserError(f"{meta_path}: {name} must be a {kind.__name__}, got {meta.get(name)!r:.60}")
+    return meta
 
 
 def run_warning(folder: Path) -> str | None:
