@@ -191,3 +191,28 @@ def test_config_files_built_to_exhaust_memory_or_the_stack_are_one_line(tmp_path
     path.write_text(text, encoding="utf-8")
     assert said in _refused(["run", "--config", str(path), "--out", str(tmp_path / "out")], capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_refusals_that_can_be_known_before_writing_are_made_before_writing(tiny_model, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import torch
+
+    from peftbench.execution import executors
+    from peftbench.runner import scheduling
+
+    out = tmp_path / "out"
+    if not torch.cuda.is_available():
+        assert "--device cuda, but torch sees no CUDA GPU" in _refused(
+            _run(tiny_model, out, "--device", "cuda"), capsys
+        )
+    real_find_spec = executors.importlib.util.find_spec
+    monkeypatch.setattr(
+        executors.importlib.util, "find_spec", lambda name: None if name == "ray" else real_find_spec(name)
+    )
+    assert "needs Ray" in _refused(_run(tiny_model, out, "--executor", "ray"), capsys)
+    monkeypatch.undo()
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(scheduling.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
+    assert "not enough free space" in _refused(_run(tiny_model, out, "--methods", "full"), capsys)
+    assert not out.exists()

@@ -11,6 +11,7 @@ executor the user chose.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
 import shutil
@@ -29,6 +30,7 @@ from peftbench.errors import UserError
 from peftbench.execution.workers import stop_all_workers
 from peftbench.store.schema import RunRecord
 
+RAY_MISSING = "--executor ray needs Ray: pip install 'peftbench[ray]'"
 SHARED_MARK = ".peftbench-out"  # a file the grid process leaves in --out; a Ray task that sees it shares the disk
 
 
@@ -63,6 +65,16 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+def check_available(scale: ScaleConfig) -> None:
+    """What the executor needs and can be checked before anything is written: Ray installed, a GPU for
+    --device cuda here (a Ray cluster's GPUs are its own business)."""
+    if scale.executor == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise UserError(RAY_MISSING)
+        return
+    hardware.likely_device(scale.device)
 
 
 def build(scale: ScaleConfig, out: Path) -> Executor:
@@ -161,7 +173,7 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise UserError("--executor ray needs Ray: pip install 'peftbench[ray]'") from None
+            raise UserError(RAY_MISSING) from None
         import torch
 
         self.ray, self.scale, self.out = ray, scale, out

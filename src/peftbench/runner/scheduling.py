@@ -55,10 +55,14 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     """Plan, then run what is left of this job's part of the grid, then the reports."""
     grid.validate()
     trackers.check_installed(grid.report_to)
+    executors.check_available(grid.scale)
     prepared = planning.prepare(grid)
     store = ResultStore(grid.out)
     planned = planning.shard(grid, planning.plan(grid, prepared))  # this job's part; the whole grid without --shard
     todo = planning.todo(grid, planned, store)
+    short = _short_of_space(grid, prepared, todo[0], 0) if todo else None
+    if short is not None:  # said before anything is written (the first run's need; each later one is checked too)
+        raise UserError(short)
     try:
         grid.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -162,7 +166,7 @@ def _dispatch(state: _Grid, todo: list[PlannedRun], claims: ClaimBook) -> _Tally
     in_flight: dict[Future[RunOutcome], PlannedRun] = {}
     while pending or in_flight:
         while pending and len(in_flight) < state.executor.concurrent and short is None:
-            short = _short_of_space(state, pending[0], len(in_flight))
+            short = _short_of_space(state.grid, state.prepared, pending[0], len(in_flight))
             if short is not None:
                 break  # the runs under way finish and are stored; then the grid stops with the reason
             run = pending.pop(0)
@@ -185,23 +189,24 @@ def _dispatch(state: _Grid, todo: list[PlannedRun], claims: ClaimBook) -> _Tally
     return tally
 
 
-def _short_of_space(state: _Grid, run: PlannedRun, under_way: int) -> str | None:
+def _short_of_space(grid: GridConfig, prepared: Prepared, run: PlannedRun, under_way: int) -> str | None:
     """Why the next run would not fit on grid.out's disk, before it trains rather than after: its weights
     (the whole model for a method that trains every weight, a small share otherwise) and, with --lr-grid,
     one state file per rate, for it and each run under way. None when it fits."""
-    if state.grid.dry_run:
+    if grid.dry_run:
         return None
     rates = run.learning_rates()
     # --select-only saves nothing; several rates each leave a state file until the choice
-    files = 0 if state.grid.select_only else (len(rates) if len(rates) > 1 else 0) + 1
+    files = 0 if grid.select_only else (len(rates) if len(rates) > 1 else 0) + 1
     share = 1.0 if run.method.peft_config_class is None else PEFT_WEIGHTS_SHARE
-    needed = state.prepared.model_mb * share * files * (under_way + 1) + SPACE_MARGIN_MB
-    free = shutil.disk_usage(state.grid.out).free / 2**20
+    needed = prepared.model_mb * share * files * (under_way + 1) + SPACE_MARGIN_MB
+    existing = next(folder for folder in (grid.out, *grid.out.absolute().parents) if folder.exists())
+    free = shutil.disk_usage(existing).free / 2**20  # --out's disk, before --out exists
     if free >= needed:
         return None
     what = "its weights and trial states" if files > 1 else "its weights"
     return (
-        f"not enough free space in {state.grid.out}: {free:.0f} MB free, {run.run_id} needs about {needed:.0f} MB "
+        f"not enough free space in {grid.out}: {free:.0f} MB free, {run.run_id} needs about {needed:.0f} MB "
         f"({what}); free some space or give another --out"
     )
 
