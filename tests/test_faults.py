@@ -19,7 +19,7 @@ from peftbench import cli
 from peftbench.config.sections import DataConfig
 from peftbench.data import load_labeled_texts
 from peftbench.errors import UserError
-from peftbench.execution.claims import HOST
+from peftbench.execution.claims import OWNER
 
 QUICK = [
     "--max-train-samples",
@@ -162,9 +162,9 @@ def test_a_rerun_removes_what_killed_processes_left(finished, tiny_model, tmp_pa
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    work = out / f".work-{HOST}-{dead}-abc123"
+    work = out / f".work-{OWNER}-{dead}-abc123"
     (work / "lora__seed123" / "weights").mkdir(parents=True)
-    alive = out / f".work-{HOST}-{os.getpid()}-def456"
+    alive = out / f".work-{OWNER}-{os.getpid()}-def456"
     alive.mkdir()
     assert cli.main(_run(tiny_model, out, "--methods", "lora,full", "--workers", "inline")) == 0
     assert not orphan.exists() and not work.exists()

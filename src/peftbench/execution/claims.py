@@ -2,16 +2,20 @@
 (two identical commands, the shards of a job array, two machines on a shared disk) never train a run twice
 and never mix settings.
 
-DIR/claims/<run_id>.json holds the claimant's host, pid, start time and the run's config fingerprint. It is
-created with O_EXCL; while the run trains, the claimant touches it every HEARTBEAT_S seconds. A claim whose
-heartbeat is older than the timeout, or whose process is gone (same host), is stale and may be taken over.
-Taking over and creating go through one lock on DIR/claims/.lock (fcntl.flock: local disks and NFS), so two
-processes cannot both take over the same stale claim.
+DIR/claims/<run_id>.json holds the claimant's host, its namespace (boot and PID namespace: two containers of
+one hostname tell their pids apart by it), pid, start time and the run's config fingerprint. It is created
+with O_EXCL; while the run trains, the claimant touches it every HEARTBEAT_S seconds. A claim whose heartbeat
+is older than the timeout, or whose process is gone (same host and namespace: otherwise its pid says nothing
+here, and it counts as alive until the timeout), is stale and may be taken over. Taking over and creating go
+through one lock on DIR/claims/.lock (fcntl.flock: local disks and NFS; opened read-only, so a lock file
+another user created serves too), so two processes cannot both take over the same stale claim.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -29,6 +33,23 @@ from peftbench.errors import UserError
 HEARTBEAT_S = 20.0  # how often a live claimant touches its claims
 DEFAULT_TIMEOUT_S = 300.0  # a claim untouched this long belongs to a process that died (or a machine that did)
 HOST = socket.gethostname()
+
+
+def _namespace() -> str:
+    """This boot of this machine and this PID namespace, in 8 characters: a pid means something only there."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        boot = ""
+    try:
+        pids = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        pids = ""
+    return hashlib.sha256(f"{boot}:{pids}".encode()).hexdigest()[:8]
+
+
+NAMESPACE = _namespace()
+OWNER = f"{HOST}-{NAMESPACE}"  # whose pids this process can check
 
 
 @dataclass
@@ -70,6 +91,7 @@ class ClaimBook:
                 "run_id": run_id,
                 "fingerprint": fingerprint,
                 "host": HOST,
+                "namespace": NAMESPACE,
                 "pid": os.getpid(),
                 "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
@@ -95,7 +117,8 @@ class ClaimBook:
         self._stop.set()
 
     def _stale(self, path: Path, holder: dict[str, Any]) -> bool:
-        if holder.get("host") == HOST and not _alive(holder.get("pid")):
+        checkable = holder.get("host") == HOST and holder.get("namespace") == NAMESPACE
+        if checkable and not _alive(holder.get("pid")):
             return True  # its process is gone: no need to wait for the timeout
         try:
             return time.time() - path.stat().st_mtime > self.timeout_s
@@ -104,12 +127,27 @@ class ClaimBook:
 
     @contextmanager
     def _folder_lock(self) -> Iterator[None]:
-        with open(self.folder / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        path = self.folder / ".lock"
+        try:  # read-only: flock needs no more, and another user's lock file (mode 0644) opens so too
+            descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise UserError(f"cannot open the claims lock {path}: {exc.strerror}") from None
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL):
+                    raise UserError(
+                        f"the file system of {self.folder.parent} has no file locks (flock: {exc.strerror}), which "
+                        "processes sharing an --out need; give an --out on a disk that has them"
+                    ) from None
+                raise
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+        finally:
+            os.close(descriptor)
 
     def _start_heartbeat(self) -> None:
         if self._beat is None:
@@ -148,14 +186,15 @@ def _alive(pid: Any) -> bool:
 
 
 def owner_prefix() -> str:
-    """Names scratch folders by their process (`.work-<host>-<pid>-…`), so a later grid can tell those left
-    by a process that was killed (kill -9 runs no cleanup) from those of a grid still running."""
-    return f"{HOST}-{os.getpid()}-"
+    """Names scratch folders by their process (`.work-<host>-<namespace>-<pid>-…`), so a later grid can tell
+    those left by a process that was killed (kill -9 runs no cleanup) from those of a grid still running."""
+    return f"{OWNER}-{os.getpid()}-"
 
 
 def left_by_dead_process(name: str, prefix: str) -> bool:
-    """Whether a folder named `<prefix><host>-<pid>-…` belongs to a process of this host that is gone."""
-    parts = name[len(prefix) :].rsplit("-", 2)
-    if not name.startswith(prefix) or len(parts) != 3 or not parts[1].isdigit():
+    """Whether a folder named `<prefix><host>-<namespace>-<pid>-…` belongs to a process that is gone, of this
+    host and namespace; one whose owner cannot be checked here (another container, an older name) is kept."""
+    parts = name[len(prefix) :].rsplit("-", 3)
+    if not name.startswith(prefix) or len(parts) != 4 or not parts[2].isdigit():
         return False
-    return parts[0] == HOST and not _alive(int(parts[1]))
+    return f"{parts[0]}-{parts[1]}" == OWNER and not _alive(int(parts[2]))
