@@ -216,3 +216,17 @@ def test_refusals_that_can_be_known_before_writing_are_made_before_writing(tiny_
     monkeypatch.setattr(scheduling.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
     assert "not enough free space" in _refused(_run(tiny_model, out, "--methods", "full"), capsys)
     assert not out.exists()
+
+
+def test_finished_weights_replace_an_earlier_folder_by_renames(tmp_path):
+    """Row 15: the old weights are renamed aside before the new ones are renamed in (no rmtree then rename
+    to race with another process), and removed after; under the claims lock with the record (scheduling)."""
+    store = ResultStore(tmp_path)
+    (tmp_path / "lora__seed1").mkdir()
+    (tmp_path / "lora__seed1" / "adapter.bin").write_text("old", encoding="utf-8")
+    staged = tmp_path / ".work" / "weights"
+    staged.mkdir(parents=True)
+    (staged / "adapter.bin").write_text("new", encoding="utf-8")
+    assert store.place_weights(staged, "lora__seed1") == tmp_path / "lora__seed1"
+    assert (tmp_path / "lora__seed1" / "adapter.bin").read_text(encoding="utf-8") == "new" and not staged.exists()
+    assert not list(tmp_path.glob(".replaced-*"))

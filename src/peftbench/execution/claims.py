@@ -125,6 +125,11 @@ class ClaimBook:
         except FileNotFoundError:
             return True
 
+    def exclusive(self) -> Any:
+        """Hold the folder's claims lock: what must not interleave with another process sharing --out."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self._folder_lock()
+
     @contextmanager
     def _folder_lock(self) -> Iterator[None]:
         path = self.folder / ".lock"

@@ -24,7 +24,7 @@ from peftbench.errors import UserError, first_line
 from peftbench.execution import executors
 from peftbench.execution.claims import ClaimBook, left_by_dead_process, owner_prefix
 from peftbench.execution.executors import Executor, RunOutcome, materialise
-from peftbench.files import make_ordinary, write_atomic
+from peftbench.files import write_atomic
 from peftbench.records import Status
 from peftbench.reporting import trackers
 from peftbench.reporting.reports import write_reports
@@ -128,6 +128,7 @@ class _Grid:
     bars: bool  # per-run progress bars too (runs go one at a time on this machine)
     bar: Any  # one bar over the grid, with its ETA
     total: int
+    claims: ClaimBook
 
     def job(self, run: PlannedRun, label: str) -> RunJob:
         folder = self.work / run.run_id
@@ -149,7 +150,7 @@ def _run_all(
         # differ); a run going alone also draws its own bars, on the line below (protocol's TQDM_POSITION).
         bar = tqdm(total=len(todo), desc="grid", unit="run", disable=not progress, dynamic_ncols=True, smoothing=0)
         bars = progress and executor.one_at_a_time_here
-        state = _Grid(grid, prepared, store, data, data_file, work, executor, bars, bar, len(todo))
+        state = _Grid(grid, prepared, store, data, data_file, work, executor, bars, bar, len(todo), claims)
         try:
             return _dispatch(state, todo, claims)
         except BaseException:  # Ctrl-C, or a conflict found on a claim: stop what is under way, keep what finished
@@ -247,9 +248,14 @@ def _store_outcome(state: _Grid, run: PlannedRun, outcome: RunOutcome, finished:
     record = outcome.record
     record.provenance = provenance(record.provenance.device, run.train, state.executor.describe())
     staged = materialise(outcome, state.work / run.run_id)
-    if staged is not None:
-        _keep_weights(record, staged, state.grid.out / run.run_id)
-    state.store.save(record)
+    # Weights and record under the claims lock: two processes finishing one run (after a claim was taken over)
+    # store one after the other, so the record in runs/ always describes the weights beside it.
+    with state.claims.exclusive():
+        if staged is not None and record.result.weights_dir:
+            state.store.place_weights(staged, run.run_id)
+            if staged.parent.name.startswith(".incoming-"):  # sent by a Ray task through the shared --out
+                shutil.rmtree(staged.parent, ignore_errors=True)
+        state.store.save(record)
     for problem in trackers.log_run(state.grid.report_to, record, state.grid.out):
         _log(f"peftbench: warning: {run.run_id} could not be logged to {problem} (the run is saved)")
     if state.bars and record.result.worker_died:
@@ -268,18 +274,6 @@ def _refresh_reports(store: ResultStore) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - the grid's runs matter more than its interim reports
         _log(f"peftbench: could not rebuild the reports ({type(exc).__name__}: {exc}); the runs are saved")
-
-
-def _keep_weights(record: RunRecord, staged: Path, final: Path) -> None:
-    """Move a run's finished weights into place whole: a reader never sees a half-written folder."""
-    if not record.result.weights_dir:
-        return
-    if final.exists():
-        shutil.rmtree(final)  # an earlier run of this name that is being replaced
-    make_ordinary(staged)
-    staged.rename(final)
-    if staged.parent.name.startswith(".incoming-"):  # sent by a Ray task through the shared --out
-        shutil.rmtree(staged.parent, ignore_errors=True)
 
 
 def _one_line_result(result: RunResult) -> str:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sys
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 from peftbench.errors import first_line
-from peftbench.files import STALE_TEMPORARY_S, temporary_target, write_atomic
+from peftbench.files import STALE_TEMPORARY_S, make_ordinary, temporary_target, write_atomic
 from peftbench.methods import REGISTRY
 from peftbench.records import FINISHED, Status
 from peftbench.store.schema import OtherVersion, RunRecord, SchemaError, read_record
@@ -78,6 +80,24 @@ class ResultStore:
         if not failed:
             self._path("failed", rid).unlink(missing_ok=True)  # an earlier failure of this run is now superseded
         return path
+
+    def place_weights(self, staged: Path, rid: str) -> Path:
+        """Move a run's finished weights folder into DIR/<run_id> whole: a reader never sees a half-written
+        folder, and an earlier folder of that name is moved aside by a rename before the new one takes its
+        place (no moment without one, no error if another process removed it meanwhile), then deleted."""
+        final = self.root / rid
+        make_ordinary(staged)
+        replaced = None
+        if final.exists():
+            replaced = final.with_name(f".replaced-{rid}-{uuid.uuid4().hex[:8]}")
+            try:
+                os.rename(final, replaced)
+            except FileNotFoundError:
+                replaced = None  # gone meanwhile
+        os.rename(staged, final)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
+        return final
 
     def records(self, include_failed: bool = True) -> list[RunRecord]:
         found = []
