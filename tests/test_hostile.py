@@ -230,3 +230,20 @@ def test_finished_weights_replace_an_earlier_folder_by_renames(tmp_path):
     assert store.place_weights(staged, "lora__seed1") == tmp_path / "lora__seed1"
     assert (tmp_path / "lora__seed1" / "adapter.bin").read_text(encoding="utf-8") == "new" and not staged.exists()
     assert not list(tmp_path.glob(".replaced-*"))
+
+
+def test_a_checkpoint_whose_head_has_other_labels_trains_a_new_head(tiny_model, tmp_path, capsys):
+    """Row 17: a fine-tuned checkpoint with a 5-label head, data with 2 labels."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    checkpoint = tmp_path / "fine-tuned-5"
+    shutil.copytree(tiny_model, checkpoint)
+    AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=5).save_pretrained(checkpoint)
+    out = tmp_path / "out"
+    argv = ["run", "--model", str(checkpoint), "--out", str(out), "--no-progress", "--epochs", "1", *QUICK]
+    assert cli.main([*argv, "--methods", "lora", "--workers", "inline"]) == 0
+    assert "classification head was trained for 5 labels and the data has 2" in capsys.readouterr().err
+    record = json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))
+    assert record["result"]["status"] in ("ok", "collapsed")

@@ -140,10 +140,29 @@ def max_length_for(tokenizer: Any, requested: int | None, model_max_positions: i
     return requested
 
 
+def trained_head_note(config: Any, num_labels: int) -> str | None:
+    """A line for a checkpoint whose classification head was trained for another number of labels than the data
+    has: that head cannot be used, and each run trains a new one (the backbone is kept). None otherwise."""
+    architectures = getattr(config, "architectures", None) or []
+    trained = any(str(name).endswith("ForSequenceClassification") for name in architectures)
+    if not trained or getattr(config, "num_labels", num_labels) == num_labels:
+        return None
+    return (
+        f"the model's classification head was trained for {config.num_labels} labels and the data has {num_labels}: "
+        "each run replaces it with a new head of the right size (the rest of the model is kept)"
+    )
+
+
 def load_classifier(
-    name: str, num_labels: int, label_names: list[str], pad_token_id: int, attention: str | None = None
+    name: str,
+    num_labels: int,
+    label_names: list[str],
+    pad_token_id: int,
+    attention: str | None = None,
+    replace_head: bool = False,
 ) -> Any:
-    """A fresh copy of the pretrained model with a newly initialised classification head."""
+    """A fresh copy of the pretrained model with a newly initialised classification head. replace_head: a head
+    the checkpoint trained for another number of labels is replaced too (a run's; a saved run must match)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -158,6 +177,7 @@ def load_classifier(
             num_labels=num_labels,
             id2label=dict(enumerate(label_names)),
             label2id={n: i for i, n in enumerate(label_names)},
+            ignore_mismatched_sizes=replace_head,
             **({"attn_implementation": attention} if attention else {}),
         )
     except (OSError, ValueError) as exc:

@@ -105,7 +105,7 @@ def _build_model(setup: _Setup) -> tuple[Any, Params]:
     set_seed(setup.train.seed)  # the new classifier head's initial weights depend on it
     labels = setup.data.label_names
     model = models.load_classifier(
-        setup.request.model_path, len(labels), labels, setup.tokenizer.pad_token_id, setup.attention
+        setup.request.model_path, len(labels), labels, setup.tokenizer.pad_token_id, setup.attention, replace_head=True
     )
     head_extra = pooler_modules(model) if setup.train.train_pooler else ()
     model = method.build(model, total_steps=planned_steps(len(setup.data.train), setup.train), head_extra=head_extra)

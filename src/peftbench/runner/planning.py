@@ -47,6 +47,7 @@ class Prepared:
     model_identity: dict[str, Any]
     parts: SplitTexts
     tokenizer: Any
+    head_note: str | None = None  # the checkpoint's head was trained for another number of labels
 
     @property
     def model_mb(self) -> float:
@@ -69,7 +70,8 @@ def prepare(grid: GridConfig) -> Prepared:
     else:
         max_length = classifier.max_length_for(tokenizer, requested, positions)
     identity = classifier.identity(model_path)
-    return Prepared(model_path, max_length, parts.train.sha256, identity, parts, tokenizer)
+    head_note = classifier.trained_head_note(model_config, len(parts.train.label_names))
+    return Prepared(model_path, max_length, parts.train.sha256, identity, parts, tokenizer, head_note)
 
 
 def plan(grid: GridConfig, prepared: Prepared) -> list[PlannedRun]:

@@ -71,6 +71,8 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     written = grid.out / config_files.WRITTEN_NAME
     write_atomic(written, config_files.render(grid, written))
     _log(planning.data_line(prepared, grid))
+    if prepared.head_note:
+        _log(f"peftbench: note: {prepared.head_note}")
     skipped = len(planned) - len(todo)
     if skipped:
         _log(f"{skipped} run(s) already finished in {grid.out}: skipped")
