@@ -247,3 +247,24 @@ def test_a_checkpoint_whose_head_has_other_labels_trains_a_new_head(tiny_model, 
     assert "classification head was trained for 5 labels and the data has 2" in capsys.readouterr().err
     record = json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))
     assert record["result"]["status"] in ("ok", "collapsed")
+
+
+def test_a_huge_line_is_cut_before_it_is_tokenised(tiny_model):
+    """Row 13: a 5 MB review costs what its first tokens cost, and still counts as truncated."""
+    from transformers import AutoTokenizer
+
+    from peftbench.data import MAX_CHARS_PER_TOKEN, LabeledTexts, tokenize, truncated_share
+
+    real = AutoTokenizer.from_pretrained(tiny_model)
+    seen: list[int] = []
+
+    def tokenizer(texts, pairs=None, **options):
+        seen.append(max(map(len, texts)))
+        return real(texts, pairs, **options)
+
+    tokenizer.pad_token_id = real.pad_token_id  # type: ignore[attr-defined]
+    texts = ["好" * 5_000_000, "房间很干净", "太差了"]
+    data = LabeledTexts(texts, [0, 1, 0], ["0", "1"], "huge.csv", "x", rows_read=3, rows_dropped_empty=0)
+    assert truncated_share(tokenizer, data, 32) == 1 / 3
+    assert len(tokenize(tokenizer, data, 32)[0]["input_ids"]) == 32
+    assert max(seen) <= 33 * MAX_CHARS_PER_TOKEN

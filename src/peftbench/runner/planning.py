@@ -65,8 +65,9 @@ def prepare(grid: GridConfig) -> Prepared:
     positions = getattr(model_config, "max_position_embeddings", None)
     requested = grid.data.max_length
     if isinstance(requested, str):  # auto: the training texts decide, the model caps
-        kept_whole = length_keeping(token_lengths(tokenizer, parts.train), grid.data.max_length_keep)
-        max_length = min(classifier.max_length_for(tokenizer, None, positions), kept_whole)
+        limit = classifier.max_length_for(tokenizer, None, positions)
+        kept_whole = length_keeping(token_lengths(tokenizer, parts.train, limit), grid.data.max_length_keep)
+        max_length = min(limit, kept_whole)
     else:
         max_length = classifier.max_length_for(tokenizer, requested, positions)
     identity = classifier.identity(model_path)
