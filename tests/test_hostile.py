@@ -268,3 +268,18 @@ def test_a_huge_line_is_cut_before_it_is_tokenised(tiny_model):
     assert truncated_share(tokenizer, data, 32) == 1 / 3
     assert len(tokenize(tokenizer, data, 32)[0]["input_ids"]) == 32
     assert max(seen) <= 33 * MAX_CHARS_PER_TOKEN
+
+
+def test_macro_f1_over_many_classes_is_scikit_learn_s(tmp_path):
+    """Row 12: counted for all classes at once (benchmarks/bench_stats_classes.py prints the speed-up)."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from peftbench.analysis.stats import macro_f1
+
+    rng = np.random.default_rng(0)
+    truth, guess = rng.integers(0, 3000, (4, 500)), rng.integers(0, 3000, (4, 500))
+    classes = np.union1d(truth, guess)
+    want = [f1_score(t, g, average="macro", labels=classes) for t, g in zip(truth, guess)]
+    assert np.allclose(macro_f1(truth, guess, classes), want, atol=1e-12)
+    assert float(macro_f1(truth[0], guess[0], classes)) == pytest.approx(want[0], abs=1e-12)

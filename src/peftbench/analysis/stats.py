@@ -72,16 +72,37 @@ def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(values, axis=axis)
 
 
+CLASS_CELLS = 4_000_000  # resamples × classes counted at once: about 100 MB of counts, whatever the class count
+
+
 def macro_f1(references: np.ndarray, predictions: np.ndarray, classes: np.ndarray, axis: int = -1) -> np.ndarray:
     """Unweighted mean of per-class F1 along `axis` (as scikit-learn's f1_score(average="macro") over
-    `classes`, a class that is neither predicted nor present scoring 0), for many resamples at once."""
-    scores = []
-    for label in classes:
-        predicted, actual = predictions == label, references == label
-        true_pos = np.sum(predicted & actual, axis=axis)
-        denominator = np.sum(predicted, axis=axis) + np.sum(actual, axis=axis)
-        scores.append(np.divide(2 * true_pos, denominator, out=np.zeros(np.shape(true_pos)), where=denominator > 0))
-    return np.mean(scores, axis=0)
+    `classes`, a class that is neither predicted nor present scoring 0), for many resamples at once.
+
+    Counted with one bincount per resample block rather than a pass per class, so 20,000 classes cost what
+    two do (a pass per class took ~4 ms per class per 2,000 examples: minutes per report)."""
+    references, predictions = np.broadcast_arrays(np.moveaxis(references, axis, -1), np.moveaxis(predictions, axis, -1))
+    lead, examples, count = references.shape[:-1], references.shape[-1], len(classes)
+    truth = np.searchsorted(classes, references.reshape(-1, examples))
+    guess = np.searchsorted(classes, predictions.reshape(-1, examples))
+    rows = max(1, CLASS_CELLS // max(count, 1))
+    scores = [
+        _mean_f1(truth[start : start + rows], guess[start : start + rows], count)
+        for start in range(0, len(truth), rows)
+    ]
+    return np.concatenate(scores).reshape(lead) if lead else np.concatenate(scores)[0]
+
+
+def _mean_f1(truth: np.ndarray, guess: np.ndarray, count: int) -> np.ndarray:
+    """Per row (a resample), the mean over `count` classes of 2·hits / (predicted + actual); 0 where both are 0."""
+    cells = truth.shape[0] * count
+    offset = np.arange(truth.shape[0])[:, None] * count
+    actual = np.bincount((offset + truth).ravel(), minlength=cells)
+    predicted = np.bincount((offset + guess).ravel(), minlength=cells)
+    hits = np.bincount((offset + truth)[truth == guess], minlength=cells)
+    denominator = (actual + predicted).reshape(-1, count)
+    f1 = np.divide(2 * hits.reshape(-1, count), denominator, out=np.zeros(denominator.shape), where=denominator > 0)
+    return f1.mean(axis=1)
 
 
 @dataclass
