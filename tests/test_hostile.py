@@ -283,3 +283,18 @@ def test_macro_f1_over_many_classes_is_scikit_learn_s(tmp_path):
     want = [f1_score(t, g, average="macro", labels=classes) for t, g in zip(truth, guess)]
     assert np.allclose(macro_f1(truth, guess, classes), want, atol=1e-12)
     assert float(macro_f1(truth[0], guess[0], classes)) == pytest.approx(want[0], abs=1e-12)
+
+
+def test_every_output_folder_a_command_names_is_refused_empty_or_linked(tmp_path, capsys):
+    """The kin of row 11: compare's --out and predict's --merge OUT, like run's --out."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    for argv in (
+        ["compare", str(tmp_path), "--out", str(link)],
+        ["compare", str(tmp_path), "--out", ""],
+        ["predict", "--run", str(tmp_path / "run"), "--merge", str(link)],
+        ["predict", "--run", str(tmp_path / "run"), "--merge", ""],
+    ):
+        said = _refused(argv, capsys)
+        assert "is a symbolic link" in said or "is empty" in said, argv
+    assert not (tmp_path / "elsewhere").exists()

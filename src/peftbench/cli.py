@@ -35,9 +35,12 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _folder(text: str) -> Path:
-    """An output folder's name; an empty one would be the working directory (Path("") is ".")."""
+    """An output folder's name: not empty (Path("") is the working directory), not a symbolic link (what is
+    written would land where it points, outside the path named)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: name the folder the results go to")
+    if Path(text).is_symlink():
+        raise argparse.ArgumentTypeError(f"{text} is a symbolic link; give the folder it points to, or another one")
     return Path(text)
 
 
@@ -130,7 +133,7 @@ def _add_predict(commands: Any) -> None:
     predict.add_argument("texts", nargs="*", help="texts to label; none: read --input, or standard input, one per line")
     predict.add_argument("--input", type=Path, help="file with one text per line")
     merge_help = "instead: write the run merged into a standalone model (LoRA-type methods)"
-    predict.add_argument("--merge", type=Path, metavar="OUT", help=merge_help)
+    predict.add_argument("--merge", type=_folder, metavar="OUT", help=merge_help)
 
 
 def _add_report_commands(commands: Any) -> None:
