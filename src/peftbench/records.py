@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Status(str, enum.Enum):
@@ -23,6 +25,22 @@ class Status(str, enum.Enum):
 
 FINISHED = (Status.OK, Status.COLLAPSED, Status.DIVERGED)  # a rerun skips these
 TESTED = (Status.OK, Status.COLLAPSED)  # whose weights were evaluated on test and saved
+
+
+def checked(cls: type[T], raw: Any) -> T:
+    """A typed record (a dataclass) from plain data, every field checked against its type by pydantic (whose
+    ValidationError says what is wrong); one adapter per class, built when first needed, so `peftbench --help`
+    never imports pydantic."""
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        import pydantic
+
+        adapter = _ADAPTERS.setdefault(cls, pydantic.TypeAdapter(cls))
+    result: T = adapter.validate_python(raw)
+    return result
+
+
+_ADAPTERS: dict[type, Any] = {}
 
 
 def run_id(method: str, seed: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
@@ -22,28 +22,18 @@ from peftbench.models.classifier import is_norm
 from peftbench.records import Status, better_on_dev
 from peftbench.run.dropout import cheaper_dropout
 from peftbench.run.measure import now, synchronize
+from peftbench.run.messages import TrialOutcome
 
 COLLAPSE_SHARE = 0.95  # a run predicting one class for >= 95% of eval examples has learnt nothing useful
 LOSS_READ_INTERVAL_S = 1.0  # each read of the loss waits for the device: at most one per second
 
 
-@dataclass
-class TrainOutcome:
-    status: Status  # ok, collapsed or diverged
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    train_steps: int = 0
-    train_time_s: float = 0.0
-    eval_time_s: float = 0.0
-    eval_batches: int = 0
-    train_it_per_s: float | None = None
-    train_samples_per_s: float | None = None
-    eval_it_per_s: float | None = None
-    note: str = ""
-    best_epoch: int | None = None  # with keep_best: the best epoch on eval (dev), see better_on_dev
-    best_state: dict[str, torch.Tensor] | None = None  # ...and a CPU copy of the trainable weights then
-    predictions: list[int] | None = None  # of the last evaluation, in file order
-    # [step, training loss, learning rate] of every optimiser step (for loss curves and experiment trackers)
-    steps: list[list[float]] = field(default_factory=list)
+@dataclass(kw_only=True)
+class TrainOutcome(TrialOutcome):
+    """What the loop did (status ok, collapsed or diverged; best_epoch: with keep_best, the best epoch on dev, see
+    better_on_dev), and a CPU copy of the trainable weights at that epoch, which never leaves the worker."""
+
+    best_state: dict[str, torch.Tensor] | None = None
 
 
 EXAMPLE_INDEX = "example_index"  # carried through evaluation so results can be put back in file order

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from peftbench.records import Status
+from peftbench.records import Status, checked
 
 Kind = Literal["trial", "finish"]
 TRIAL: Kind = "trial"
@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 @dataclass(kw_only=True)
 class TrialOutcome:
-    """What a trial's training did (run.loop.TrainOutcome without its weights): each epoch's evaluation
+    """What a trial's training did (run.loop.TrainOutcome, less the weights it keeps): each epoch's evaluation
     (accuracy, f1_macro, eval_loss, ...), its cost, and the epoch that was best on dev."""
 
     status: Status
@@ -82,15 +82,7 @@ class _Message:
 
     @classmethod
     def from_json(cls: type[T], text: str) -> T:
-        import pydantic
-
-        adapter = _ADAPTERS.get(cls) or _ADAPTERS.setdefault(cls, pydantic.TypeAdapter(cls))
-        # json reads NaN (a diverged loss) as Python does; pydantic then checks the types
-        result: T = adapter.validate_python(json.loads(text))
-        return result
-
-
-_ADAPTERS: dict[type, Any] = {}
+        return checked(cls, json.loads(text))  # json reads NaN (a diverged loss) as Python does
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -117,8 +117,8 @@ def _build_model(setup: _Setup) -> tuple[Any, Params]:
 
 
 def _outcome_as_data(outcome: TrainOutcome) -> TrialOutcome:
-    kept = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(outcome) if f.name != "best_state"}
-    return TrialOutcome(**kept)
+    """The outcome as it crosses to the grid process: all but the weights."""
+    return TrialOutcome(**{f.name: getattr(outcome, f.name) for f in dataclasses.fields(TrialOutcome)})
 
 
 def _trial(setup: _Setup) -> WorkResponse:

@@ -12,33 +12,11 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
-from peftbench.records import Status
+from peftbench.records import Status, checked
 
 SCHEMA_VERSION = 2  # 2: model identity and data sha256 in config, execution in provenance
 READABLE_SCHEMAS = (1, 2)
 T = TypeVar("T")
-
-
-@dataclass(kw_only=True)
-class Epoch:
-    """One evaluation of a trial, after an epoch: of dev when there is a test split, else of eval."""
-
-    epoch: int
-    train_loss: float | None = None
-    eval_loss: float
-    eval_loss_sum: float | None = None
-    accuracy: float
-    f1_macro: float
-    top_predicted_class_share: float | None = None
-
-
-@dataclass(kw_only=True)
-class TrialSummary:
-    """One learning rate a run tried: how it ended and its evaluations."""
-
-    lr: float
-    status: Status
-    epochs: list[Epoch] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -50,6 +28,24 @@ class TestScores:
     accuracy: float
     f1_macro: float
     top_predicted_class_share: float | None = None
+
+
+@dataclass(kw_only=True)
+class Epoch(TestScores):
+    """One evaluation of a trial, after an epoch: of dev when there is a test split, else of eval; the same
+    scores as the test evaluation's, with the epoch and its training loss."""
+
+    epoch: int
+    train_loss: float | None = None
+
+
+@dataclass(kw_only=True)
+class TrialSummary:
+    """One learning rate a run tried: how it ended and its evaluations."""
+
+    lr: float
+    status: Status
+    epochs: list[Epoch] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -269,11 +265,10 @@ def read_record(raw: Any) -> RunRecord:
 
 def parse(cls: type[T], raw: Any) -> T:
     """A part of a record (or a whole one) from plain data, checked against its types; SchemaError if it fails."""
-    import pydantic  # imported when the first record is read: `peftbench --help` does not pay for it
+    import pydantic
 
     try:
-        adapter = _ADAPTERS.get(cls) or _ADAPTERS.setdefault(cls, pydantic.TypeAdapter(cls))
-        return adapter.validate_python(raw)
+        return checked(cls, raw)
     except pydantic.ValidationError as exc:
         problem = exc.errors()[0]
         where = ".".join(map(str, problem["loc"]))
@@ -287,7 +282,6 @@ def _from_version_1(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 _MIGRATIONS = {1: _from_version_1}
-_ADAPTERS: dict[type, Any] = {}
 
 
 def _plain(value: Any) -> Any:
