@@ -298,3 +298,161 @@ def test_every_output_folder_a_command_names_is_refused_empty_or_linked(tmp_path
         said = _refused(argv, capsys)
         assert "is a symbolic link" in said or "is empty" in said, argv
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.fixture
+def shared_folder():
+    """A folder shared by several users, as /tmp is: anyone writes, only a file's owner removes it (sticky)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="peftbench-shared-", dir="/tmp"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _as_another_user(task) -> str:
+    """What task() returns (its repr, or the exception it raised) when run by user nobody, in a forked child of
+    this root process: the files this process made are another user's files to it. Skips without root."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to become another user (nobody) in a child process")
+    nobody = pwd.getpwnam("nobody")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become nobody, run, say what happened, and leave without pytest's cleanup
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            said = repr(task())
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent as text
+            said = f"raised {type(exc).__name__}: {exc}"
+        os.write(write, said.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, encoding="utf-8") as pipe:
+        said = pipe.read()
+    os.waitpid(pid, 0)
+    return said
+
+
+def test_another_user_s_0644_lock_file_serves_this_user_s_claims(shared_folder):
+    """Row 14 as it happens on a shared cluster: the lock file was created by another user, mode 0644."""
+    from peftbench.execution.claims import ClaimBook
+
+    (shared_folder / "claims").mkdir(mode=0o777)
+    (shared_folder / "claims").chmod(0o1777)
+    lock = shared_folder / "claims" / ".lock"
+    lock.write_text("")
+    lock.chmod(0o644)
+
+    def claim_and_release() -> object:
+        book = ClaimBook(shared_folder, timeout_s=60)
+        held = book.claim("lora__seed1", "abc")
+        book.release_all()
+        return held
+
+    assert _as_another_user(claim_and_release) == "None"  # claimed (no holder), released
+
+
+def test_another_user_s_stale_file_in_a_sticky_folder_is_left_alone(shared_folder):
+    """Row 3: a temporary file of the store's own pattern, old, but another user's in a sticky folder."""
+    theirs = _old(shared_folder / ".report.md.k2j4_x9a.tmp")
+    assert _as_another_user(lambda: ResultStore(shared_folder).remove_stale_temporary_files()) == "0"
+    assert theirs.exists()
+
+
+def _finish_the_same_run(out: Path, token: int, times: int) -> list[str]:
+    """What one process finishing lora__seed1 over and over (as after a claim takeover) saw go wrong: after
+    each of its own stores, the record and the weights beside it, read under the lock, must agree."""
+    from synthetic_records import synthetic_record
+
+    from peftbench.execution.claims import ClaimBook
+    from peftbench.runner.scheduling import keep
+
+    store, claims, wrong = ResultStore(out), ClaimBook(out, timeout_s=60), []
+    for i in range(times):
+        staged = out / f".work-{token}" / str(i)
+        staged.mkdir(parents=True)
+        (staged / "adapter.txt").write_text(f"{token}.{i}", encoding="utf-8")
+        record = synthetic_record("lora", 1, weights_dir="lora__seed1", note=f"{token}.{i}")
+        try:
+            keep(store, claims, staged, record)
+            with claims.exclusive():
+                stored = store.finished("lora__seed1")
+                weights = (out / "lora__seed1" / "adapter.txt").read_text(encoding="utf-8")
+            if stored is None or stored.result.note != weights:
+                wrong.append(f"record {stored and stored.result.note} beside weights {weights}")
+        except Exception as exc:  # noqa: BLE001 - the test reports what broke
+            wrong.append(f"{type(exc).__name__}: {exc}")
+    return wrong
+
+
+def test_two_processes_finishing_one_run_keep_its_record_and_weights_together(tmp_path):
+    """Row 15, with two real processes: every store of one run is whole (no error, no record lost) and the
+    record in runs/ always names the weights beside it."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(2) as pool:
+        seen = pool.starmap(_finish_the_same_run, [(tmp_path, 1, 40), (tmp_path, 2, 40)])
+    assert seen == [[], []]
+    assert not list(tmp_path.glob(".replaced-*"))
+
+
+def test_nothing_is_written_through_a_link_inside_out(tiny_model, tmp_path, capsys):
+    """The kin of row 11 inside --out: runs/, claims/, a run's weights folder and a tracker's store given as
+    links to elsewhere are refused before anything is written; the folder they point to stays empty."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for inside in ("runs", "failed", "claims", "bitfit__seed123", "tensorboard"):
+        out = tmp_path / f"out-{inside}"
+        out.mkdir()
+        (out / inside).symlink_to(elsewhere, target_is_directory=True)
+        extra = ["--report-to", "tensorboard"] if inside == "tensorboard" else []
+        said = _refused(_run(tiny_model, out, "--methods", "bitfit", *extra), capsys)
+        assert f"{out / inside} is a symbolic link" in said and "outside --out" in said
+        assert sorted(p.name for p in out.iterdir()) == [inside]
+    assert not list(elsewhere.iterdir())
+    lock = tmp_path / "claims-folder" / "claims" / ".lock"
+    lock.parent.mkdir(parents=True)
+    lock.symlink_to(elsewhere / "lock")
+    from peftbench.execution.claims import ClaimBook
+
+    with pytest.raises(UserError, match="cannot open the claims lock"):
+        ClaimBook(tmp_path / "claims-folder").claim("lora__seed1", "abc")
+    assert not list(elsewhere.iterdir())
+
+
+def test_data_and_config_files_are_read_through_links_but_never_from_a_device_or_an_endless_pipe(
+    tiny_model, tmp_path, capsys
+):
+    """The kin of rows 5 and 13: a data file or config given as a link to a file is read as that file; one that
+    is a device or a pipe (which may never end: /dev/zero) is refused in one line, not read whole."""
+    from peftbench.config.files import read_options
+    from peftbench.config.sections import DataConfig
+    from peftbench.data import load_labeled_texts
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("label,review\n" + "".join(f"{i % 2},text {i}\n" for i in range(40)), encoding="utf-8")
+    linked = tmp_path / "linked.csv"
+    linked.symlink_to(data)
+    assert len(load_labeled_texts(DataConfig(source=str(linked))).texts) == 40
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    for source in (fifo, Path("/dev/zero")):
+        said = _refused(_run(tiny_model, tmp_path / "out", "--methods", "bitfit", "--data", str(source)), capsys)
+        assert "is neither a file nor a folder" in said
+    config = tmp_path / "grid.yaml"
+    config.write_text("epochs: 1\n", encoding="utf-8")
+    (tmp_path / "link.yaml").symlink_to(config)
+    assert read_options(tmp_path / "link.yaml") == {"epochs": 1}
+    said = _refused(["run", "--config", "/dev/zero", "--out", str(tmp_path / "out")], capsys)
+    assert "larger than 1,000,000 bytes" in said
+    said = _refused(["run", "--config", str(tmp_path), "--out", str(tmp_path / "out")], capsys)
+    assert "is a folder" in said
+    assert not (tmp_path / "out").exists()

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from peftbench.config import files as config_files
 from peftbench.config.presets import PRESETS
-from peftbench.config.sections import DataConfig, GridConfig, ScaleConfig, TrainConfig, option
+from peftbench.config.sections import DataConfig, GridConfig, ScaleConfig, TrainConfig, option, output_folder
 from peftbench.config.values import from_text, metavar
 from peftbench.errors import UserError
 from peftbench.interrupts import Interrupted, stop_signals
@@ -35,13 +35,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _folder(text: str) -> Path:
-    """An output folder's name: not empty (Path("") is the working directory), not a symbolic link (what is
-    written would land where it points, outside the path named)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("is empty: name the folder the results go to")
-    if Path(text).is_symlink():
-        raise argparse.ArgumentTypeError(f"{text} is a symbolic link; give the folder it points to, or another one")
-    return Path(text)
+    """An output folder's name, checked by config's output_folder (argparse names the option itself)."""
+    try:
+        return output_folder(text, flag="")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
 
 
 def _typed(hint: Any) -> Any:

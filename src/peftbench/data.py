@@ -173,6 +173,8 @@ def _read_source(source: str, encoding: str = "auto") -> tuple[pd.DataFrame, str
                 raise UserError(f"data path {source} is a folder but not one saved by datasets' save_to_disk")
             frame, digest = _read_saved_dataset(path)
             return frame, source, digest, BINARY
+        if not path.is_file():  # a pipe or a device: read whole, it may never end (/dev/zero)
+            raise UserError(f"data path {source} is neither a file nor a folder (a pipe or a device); give a file")
         if suffix not in SUPPORTED_SUFFIXES:
             raise UserError(
                 f"unsupported data file type {suffix or '(none)'!r} for {source}; use .csv, .tsv, .jsonl, .parquet "

@@ -35,9 +35,14 @@ def read_options(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
+        if path.is_dir():
+            raise UserError(f"--config {path} is a folder; give a YAML or JSON file")
+        # read up to the limit, not by the size stat says: a pipe or /dev/zero has none, and never ends
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
             raise UserError(f"--config {path} is larger than {MAX_CONFIG_BYTES:,} bytes; a config file is a few lines")
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read --config {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:

@@ -74,6 +74,20 @@ def check_seed(option_name: str, seed: int) -> None:
         raise UserError(f"{option_name} must be between {low} and {high} (numpy's seed range), got {shown}")
 
 
+def output_folder(name: str | Path, flag: str = "--out") -> Path:
+    """The folder results are written to, as given: not empty (Path("") is the working directory), not a
+    symbolic link (what is written would land where it points, outside the path named), a folder if it exists.
+    The one check behind run's and compare's --out, predict's --merge OUT, config files and the Python API."""
+    if not str(name).strip():
+        raise UserError(f"{flag} is empty: name the folder the results go to")
+    path = Path(name)
+    if path.is_symlink():
+        raise UserError(f"{flag} {path} is a symbolic link; give the folder it points to, or another one")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} exists and is not a folder")
+    return path
+
+
 def option_name(field_name: str) -> str:
     """The `peftbench run` option of a config field, without the leading --: max_length -> max-length."""
     return OPTION_NAMES.get(field_name, field_name).replace("_", "-")
@@ -366,9 +380,7 @@ class GridConfig:
     report_to: tuple[Tracker, ...] = ()
 
     def __post_init__(self) -> None:
-        if not str(self.out).strip():  # Path("") is the working directory: never a folder's name by accident
-            raise UserError("--out is empty: name the folder the results go to")
-        self.out = Path(self.out)
+        self.out = output_folder(self.out)
         parse_fields(self)
 
     def run_seeds(self) -> list[int]:
@@ -390,10 +402,7 @@ class GridConfig:
             )
         for seed in self.run_seeds():
             check_seed("--seeds" if self.seeds else "--seed", seed)
-        if self.out.is_symlink():  # the results would land where the link points, outside the path named
-            raise UserError(f"--out {self.out} is a symbolic link; give the folder it points to, or another one")
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out} exists and is not a folder")
+        output_folder(self.out)  # again: the folder may have changed since the grid was built
 
 
 def as_dict(obj: Any) -> Any:

@@ -63,12 +63,16 @@ class ClaimBook:
     """The claims this process holds in one output folder, kept alive by a heartbeat thread."""
 
     def __init__(self, out: Path, timeout_s: float = DEFAULT_TIMEOUT_S, heartbeat_s: float = HEARTBEAT_S) -> None:
-        self.folder = out / "claims"
+        self.folder = self.folder_of(out)
         self.timeout_s, self.heartbeat_s = timeout_s, heartbeat_s
         self.held: dict[str, Claim] = {}
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+
+    @staticmethod
+    def folder_of(out: Path) -> Path:
+        return out / "claims"
 
     def claim(self, run_id: str, fingerprint: str) -> dict[str, Any] | None:
         """Claim a run: None when it is now ours, else the live holder's record (host, pid, started).
@@ -134,7 +138,8 @@ class ClaimBook:
     def _folder_lock(self) -> Iterator[None]:
         path = self.folder / ".lock"
         try:  # read-only: flock needs no more, and another user's lock file (mode 0644) opens so too
-            descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+            # O_NOFOLLOW: a link under the lock's name must not make it create or lock a file elsewhere
+            descriptor = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             raise UserError(f"cannot open the claims lock {path}: {exc.strerror}") from None
         try:

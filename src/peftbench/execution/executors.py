@@ -28,6 +28,7 @@ from peftbench import hardware
 from peftbench.config.sections import ScaleConfig
 from peftbench.errors import UserError
 from peftbench.execution.workers import stop_all_workers
+from peftbench.files import write_atomic
 from peftbench.store.schema import RunRecord
 
 RAY_MISSING = "--executor ray needs Ray: pip install 'peftbench[ray]'"
@@ -187,7 +188,7 @@ class RayExecutor:
         self._remote = ray.remote(**options)(run_task)
         self._refs: list[Any] = []
         self.mark = uuid.uuid4().hex
-        (out / SHARED_MARK).write_text(self.mark, encoding="utf-8")
+        write_atomic(out / SHARED_MARK, self.mark)  # replaces a link of that name instead of writing through it
 
     def submit(self, job: Job) -> Future[RunOutcome]:
         ref = self._remote.remote(job, _threads(self.scale.ray_num_cpus), str(self.out), self.mark)

@@ -40,6 +40,14 @@ def check_installed(names: tuple[str, ...]) -> None:
             raise UserError(f"--report-to {name} needs the {module} package: pip install 'peftbench[{extra}]'")
 
 
+def written_paths(names: tuple[str, ...], out: Path) -> list[Path]:
+    """What these trackers write inside --out (trackio writes to its own store, elsewhere by design)."""
+    paths = [out / "tensorboard"] if "tensorboard" in names else []
+    if "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI"):
+        paths.append(out / "mlflow.db")
+    return paths
+
+
 def flat(values: Any, prefix: str = "") -> dict[str, Any]:
     """A nested config as one level of scalar values ("train.lr": 3e-4), as trackers store parameters."""
     if isinstance(values, dict):

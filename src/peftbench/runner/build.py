@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.config.presets import PRESETS
-from peftbench.config.sections import DataConfig, GridConfig, ScaleConfig, TrainConfig
+from peftbench.config.sections import DataConfig, GridConfig, ScaleConfig, TrainConfig, output_folder
 from peftbench.errors import UserError
 from peftbench.methods import parse_methods
 
@@ -32,8 +32,6 @@ def build_grid(
     select_only, report_to)."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
-    if not str(out).strip():  # Path("") would be the working directory
-        raise UserError("--out is empty: name the folder the results go to")
     names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GridConfig)})
     if unknown:
@@ -41,7 +39,7 @@ def build_grid(
     return GridConfig(
         model=model,
         methods=names,
-        out=Path(out),
+        out=output_folder(out),  # before Path(): Path("") would be the working directory
         preset=preset,
         seeds=parse_seeds(seeds),
         data=section(DataConfig, PRESETS[preset]["data"], data, "data"),

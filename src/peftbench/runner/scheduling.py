@@ -60,6 +60,7 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     store = ResultStore(grid.out)
     planned = planning.shard(grid, planning.plan(grid, prepared))  # this job's part; the whole grid without --shard
     todo = planning.todo(grid, planned, store)
+    _refuse_links(grid, store, todo)
     short = _short_of_space(grid, prepared, todo[0], 0) if todo else None
     if short is not None:  # said before anything is written (the first run's need; each later one is checked too)
         raise UserError(short)
@@ -80,6 +81,22 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     records = store.records()
     files = write_reports(grid.out, records)
     return GridSummary(tally.ran, skipped, tally.failed, files, tally.elsewhere, records)
+
+
+def _refuse_links(grid: GridConfig, store: ResultStore, todo: list[PlannedRun]) -> None:
+    """Nothing outside --out is written: a folder or file that a run writes through, given as a symbolic link
+    inside --out (runs/, claims/, a run's weights, a tracker's store), is refused before anything is written."""
+    inside = [
+        *store.own_paths([run.run_id for run in todo]),
+        ClaimBook.folder_of(grid.out),
+        *trackers.written_paths(grid.report_to, grid.out),
+    ]
+    for path in inside:
+        if path.is_symlink():
+            raise UserError(
+                f"{path} is a symbolic link: what peftbench writes there would land outside --out {grid.out}; "
+                "remove the link (or make it a folder of its own)"
+            )
 
 
 def _log(message: str) -> None:
@@ -249,15 +266,7 @@ def _store_outcome(state: _Grid, run: PlannedRun, outcome: RunOutcome, finished:
     """Keep a run's weights and record (the driver alone writes the store); 1 if the run failed."""
     record = outcome.record
     record.provenance = provenance(record.provenance.device, run.train, state.executor.describe())
-    staged = materialise(outcome, state.work / run.run_id)
-    # Weights and record under the claims lock: two processes finishing one run (after a claim was taken over)
-    # store one after the other, so the record in runs/ always describes the weights beside it.
-    with state.claims.exclusive():
-        if staged is not None and record.result.weights_dir:
-            state.store.place_weights(staged, run.run_id)
-            if staged.parent.name.startswith(".incoming-"):  # sent by a Ray task through the shared --out
-                shutil.rmtree(staged.parent, ignore_errors=True)
-        state.store.save(record)
+    keep(state.store, state.claims, materialise(outcome, state.work / run.run_id), record)
     for problem in trackers.log_run(state.grid.report_to, record, state.grid.out):
         _log(f"peftbench: warning: {run.run_id} could not be logged to {problem} (the run is saved)")
     if state.bars and record.result.worker_died:
@@ -265,6 +274,17 @@ def _store_outcome(state: _Grid, run: PlannedRun, outcome: RunOutcome, finished:
     _log(f"[{finished}/{state.total}] {run.run_id}: {_one_line_result(record.result)}")
     _refresh_reports(state.store)
     return int(record.status == Status.FAILED)
+
+
+def keep(store: ResultStore, claims: ClaimBook, staged: Path | None, record: RunRecord) -> None:
+    """A run's weights and record, stored under the claims lock: two processes finishing one run (after a claim
+    was taken over) store one after the other, so the record in runs/ always describes the weights beside it."""
+    with claims.exclusive():
+        if staged is not None and record.result.weights_dir:
+            store.place_weights(staged, record.run_id)
+            if staged.parent.name.startswith(".incoming-"):  # sent by a Ray task through the shared --out
+                shutil.rmtree(staged.parent, ignore_errors=True)
+        store.save(record)
 
 
 def _refresh_reports(store: ResultStore) -> None:

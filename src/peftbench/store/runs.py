@@ -36,6 +36,12 @@ class ResultStore:
         self.root = root
         self.read_only = read_only
 
+    def own_paths(self, rids: list[str]) -> list[Path]:
+        """The folders this store writes into or replaces, for these runs: none may be a symbolic link (the
+        records or weights would land outside the folder named)."""
+        folders = [self.root / "runs", self.root / "failed"]
+        return [*folders, *(folder / "corrupt" for folder in folders), *(self.root / rid for rid in rids)]
+
     def remove_stale_temporary_files(self) -> int:
         """Delete write_atomic's temporary files (`.<name>.<random>.tmp`) of the store's own files that a killed
         process left; only old ones, since another process sharing the folder may be writing one right now.
