@@ -33,6 +33,7 @@ EXECUTION_OPTIONS = {
     # one part of the fast execution switched back, to find which part a difference comes from
     "fast-ungrouped": ["--execution", "fast", "--group-by-length", "off"],
     "fast-torch-dropout": ["--execution", "fast", "--dropout-masks", "torch"],
+    "fast-bulk-dropout": ["--execution", "fast", "--dropout-masks", "bulk"],
 }
 # Folders of earlier executions, shown with --table-only when DIR holds them (same protocol, older code).
 EXECUTION_OPTIONS_SHOWN_ONLY = ("fast-length-only",)

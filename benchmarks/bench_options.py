@@ -18,7 +18,7 @@
 5. Dropout masks: what part 3's dropout share is made of. One mask the size of a layer's hidden states (batch x
    max_length x hidden), drawn by torch's dropout (`bernoulli_`: on CPUs PyTorch takes MKL's vectorised
    generator only when the CPU's vendor is Intel, and draws element by element elsewhere), by a uniform draw
-   compared with p (`rand_like`: the same distribution), and by peftbench's lane masks (`--dropout-masks lanes`).
+   compared with p (`rand_like`: the same distribution), and by peftbench's bulk masks (`--dropout-masks bulk`).
 
 Every figure is printed with the CPU it ran on (model name, AVX2 / AVX512-BF16 / AMX flags).
 """
@@ -276,14 +276,14 @@ def rand_dropout(input: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def dropout_masks(args: argparse.Namespace) -> None:
-    from peftbench.run.dropout import lane_dropout
+    from peftbench.run.dropout import bulk_dropout
 
     hidden = models.load_config(models.resolve(args.model)).hidden_size
     x = torch.randn(args.batch_size, args.max_length, hidden)
     ways = {
         "torch dropout (bernoulli_)": lambda: torch.nn.functional.dropout(x, 0.1, True),
         "uniform draw < p (rand_like)": lambda: rand_dropout(x, 0.1),
-        "lane masks (peftbench)": lambda: lane_dropout(x, 0.1, True),
+        "bulk masks (peftbench)": lambda: bulk_dropout(x, 0.1, True),
     }
     print(
         f"\n5. dropout masks: one mask of {args.batch_size}x{args.max_length}x{hidden} = {x.numel():,} elements, p "

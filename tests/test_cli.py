@@ -214,7 +214,7 @@ def _bad_inputs(tmp_path: Path, model: Path) -> dict[str, tuple[list, str]]:
         "zero samples": (data + ["--max-train-samples", "0"], "--max-train-samples"),
         "test size": (data + ["--test-size", "1.5"], "--test-size"),
         "too long": (data + ["--max-length", "100000"], "--max-length"),
-        "dropout masks": (data + ["--dropout-masks", "fast"], "--dropout-masks: expected one of auto, torch, lanes"),
+        "dropout masks": (data + ["--dropout-masks", "fast"], "--dropout-masks: expected one of auto, torch, bulk"),
         "out is a file": (["--model", model, "--out", not_a_folder], "not a folder"),
         "missing model": (["--model", tmp_path / "no-such-model"], "no-such-model"),
         "hub id offline": (["--model", "nobody/no-such-model-anywhere"], "--model /path/to/its/folder"),

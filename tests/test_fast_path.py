@@ -1,6 +1,7 @@
-"""The fast execution (length-grouped batches in random order, bf16 where native, lane dropout masks, large
-sorted evaluation batches) must not change what is measured: same examples, same metrics, comparable loss.
-Whether it changes what e5-small learns is measured over seeds by benchmarks/bench_execution.py."""
+"""The fast execution (length-grouped batches in random order, bf16 where native, dropout masks as
+--dropout-masks says, large sorted evaluation batches) must not change what is measured: same examples, same
+metrics, comparable loss. Whether it changes what e5-small learns is measured over seeds by
+benchmarks/bench_execution.py."""
 
 import json
 
@@ -158,3 +159,23 @@ def test_eval_loss_sum_does_not_depend_on_the_evaluation_batch(tiny_model, tmp_p
             json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]["eval_loss_sum"]
         )
     assert sums[0] == pytest.approx(sums[1], rel=1e-4)
+
+
+def test_the_loop_draws_its_dropout_masks_as_asked(tiny_model, tmp_path, monkeypatch):
+    from peftbench.run import dropout
+
+    calls = {"bulk": 0}
+
+    def counted(*args, **kwargs):
+        calls["bulk"] += 1
+        return bulk_dropout(*args, **kwargs)
+
+    bulk_dropout = dropout.bulk_dropout
+    monkeypatch.setattr(dropout, "bulk_dropout", counted)
+    for masks in ("torch", "bulk"):
+        out = tmp_path / masks
+        args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--out", str(out)]
+        assert main(args + QUICK + ["--dropout-masks", masks, "--workers", "inline"]) == 0
+        result = json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
+        assert result["dropout_masks_used"] == masks
+        assert (calls["bulk"] > 0) == (masks == "bulk"), calls

@@ -49,10 +49,8 @@ def resolve_attention(requested: str | None, device: torch.device) -> str:
 
 
 def resolve_dropout_masks(requested: str | None, device: torch.device) -> str:
-    """`auto` → torch's own dropout everywhere. Lane masks (peftbench.run.dropout) made a LoRA step of e5-small
-    on a CPU 3.08 → 2.16 s, but over 3 seeds each, runs with lane masks reached 0.857-0.863 dev accuracy
-    (LoRA, benchmarks/bench_execution.py) against 0.867-0.869 with torch's masks, other settings equal; until
-    that is understood they are opt-in (`--dropout-masks lanes`)."""
+    """`auto` → torch's own dropout everywhere, until bulk masks (peftbench.run.dropout, `--dropout-masks bulk`)
+    have shown dev accuracy equal to torch's over seeds (benchmarks/bench_execution.py)."""
     if requested is not None and requested != "auto":  # unset (None) is auto
         return requested
     return "torch"

@@ -24,7 +24,7 @@ Device = Literal["auto", "cpu", "cuda"]
 Execution = Literal["fast", "reference"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Attention = Literal["auto", "sdpa", "eager"]
-DropoutMasks = Literal["auto", "torch", "lanes"]
+DropoutMasks = Literal["auto", "torch", "bulk"]
 Tracker = Literal["tensorboard", "mlflow", "trackio"]
 INLINE = "inline"
 
@@ -217,9 +217,9 @@ class TrainConfig:
         default=None,
     )
     dropout_masks: DropoutMasks | None = documented(
-        "how dropout masks are drawn: auto or torch (torch's own), or lanes (four masks per 64-bit random word: "
-        "dropout took ~40% of a bf16 LoRA step on a CPU and lanes cut a step by 30%, but LoRA runs with them "
-        "reached ~1 point lower dev accuracy over 3 seeds, so they are opt-in). Unset: from --execution",
+        "how dropout masks are drawn: auto or torch (torch's own), or bulk (on CPUs, drawn in bulk from numpy's "
+        "PCG64 and kept as one byte per element for backward: torch's per-element draws are a fifth of an fp32 "
+        "LoRA step on an AMD CPU; torch's own on GPUs). Unset: from --execution",
         default=None,
     )
     frozen_weights_bf16: bool | None = documented(

@@ -20,7 +20,7 @@ from peftbench.config.sections import TrainConfig
 from peftbench.hardware import resolve_dropout_masks
 from peftbench.models.classifier import is_norm
 from peftbench.records import Status, better_on_dev
-from peftbench.run.dropout import cheaper_dropout
+from peftbench.run.dropout import bulk_masks
 from peftbench.run.measure import now, synchronize
 from peftbench.run.messages import TrialOutcome
 
@@ -293,7 +293,7 @@ class _Training:
         prepared = accelerator.prepare(model, optimizer, train_loader, eval_loader, scheduler)
         self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = prepared
         self.trial, self.config, self.accelerator = trial, config, accelerator
-        self.lane_masks = resolve_dropout_masks(config.dropout_masks, accelerator.device) == "lanes"
+        self.bulk_masks = resolve_dropout_masks(config.dropout_masks, accelerator.device) == "bulk"
         self.outcome, self.clock = TrainOutcome(status=Status.OK), _Clock()
 
     def run(self) -> TrainOutcome:
@@ -347,7 +347,7 @@ class _Training:
         if self.trial.after_step is not None:  # bound now: the step it follows, with the model the method expects
             model = self.accelerator.unwrap_model(self.model)
             hook = partial(self.trial.after_step, model, self.outcome.train_steps + 1)
-        with cheaper_dropout(self.lane_masks):
+        with bulk_masks(self.bulk_masks):
             return train_step(self.model, batch, self.optimizer, self.scheduler, self.accelerator, hook)
 
     def _count(self, batch: dict[str, Any], started: float) -> None:
