@@ -58,8 +58,10 @@ def test_every_seed_method_trains_end_to_end(seed_grid):
         assert len(result["epochs"]) == 2
         # training lowered the loss (evaluation is deterministic: only changed weights change it)
         assert result["epochs"][1]["eval_loss"] < result["epochs"][0]["eval_loss"], (method, result["epochs"])
-        for key in ("peak_memory_mb", "train_it_per_s", "eval_it_per_s", "train_time_s", "accuracy", "f1_macro"):
+        keys = ("peak_memory_mb", "train_it_per_s", "eval_it_per_s", "train_time_s", "accuracy", "f1_macro")
+        for key in keys + ("inference_ms_per_example", "inference_samples_per_s"):
             assert isinstance(result[key], float) and result[key] >= 0, key
+        assert result["inference_merged"] is (method == "lora"), method
         assert result["eval_loss_sum"] == pytest.approx(sum([result["eval_loss"]] * 2), rel=0.2)  # 2 eval batches
         assert record["config"]["lr"] == 3e-4 and record["config"]["train"]["batch_size"] == 16
         assert record["data"]["train_examples"] == 64 and record["data"]["eval_examples"] == 32
@@ -81,6 +83,7 @@ def test_results_csv_and_report(seed_grid):
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "majority-class accuracy of the eval set" in report
     assert "| | full | prefix-tuning | prompt-tuning | p-tuning | lora |" in report
+    assert "| inference ms/example (batch 1) |" in report and "| merged for inference | False |" in report
     assert not list(out.rglob("*.tmp"))
 
 

@@ -37,6 +37,7 @@ def _record(method: str, seed: int, predictions: np.ndarray, trainable: int, sta
         adapter_size_mb=trainable * 4 / 2**20,
         peak_memory_mb=100.0 + trainable / 100,
         train_time_min=1.0,
+        inference_ms_per_example=10_000 / trainable,  # the largest adapter here is the cheapest to serve
         majority_accuracy=2 / 3,
     )
     return read_record(record)
@@ -111,6 +112,8 @@ def test_recommendation_names_the_best_its_ties_the_cheapest_and_the_failures(re
         and "weaker" not in text.split("Tied with it")[1].split("\n")[0]
     )
     assert "fewest trainable parameters: nearly (800" in text
+    assert recommendation.cheapest["cheapest at inference"].name == "perfect"
+    assert "cheapest at inference: perfect (2 ms an example at batch 1)" in text
     assert "Not better than the majority class (0.667): chance (2 of 2 seeds)." in text
 
 

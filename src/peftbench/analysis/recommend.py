@@ -44,6 +44,7 @@ CRITERIA = {
     "smallest adapter": "adapter_size_mb",
     "lowest peak memory": "peak_memory_mb",
     "fastest training": "train_time_min",
+    "cheapest at inference": "inference_ms_per_example",
 }
 
 
@@ -81,6 +82,8 @@ def _cost(criterion: str, method: MethodSummary) -> str:
         return f"{method.adapter_size_mb:.3g} MB"
     if criterion == "lowest peak memory":
         return f"{method.peak_memory_mb:,.0f} MB"
+    if criterion == "cheapest at inference":
+        return f"{method.inference_ms_per_example:.3g} ms an example at batch 1"
     return f"{method.train_time_min:.2f} min a run"
 
 

@@ -171,6 +171,7 @@ class MethodSummary:
     adapter_size_mb: float | None
     peak_memory_mb: float | None
     train_time_min: float | None
+    inference_ms_per_example: float | None = None
 
 
 @dataclass
@@ -224,6 +225,7 @@ def _summarise(evidence: Evidence) -> MethodSummary:
         adapter_size_mb=_mean_of(records, "adapter_size_mb"),
         peak_memory_mb=_mean_of(records, "peak_memory_mb"),
         train_time_min=_mean_of(records, "train_time_min"),
+        inference_ms_per_example=_mean_of(records, "inference_ms_per_example"),
     )
 
 

@@ -19,6 +19,7 @@ from peftbench.reporting.markdown import (
     chosen_lr,
     display_name,
     findings,
+    inference_measured,
     interval_text,
     summary_over_seeds,
     trial_dev_scores,
@@ -48,6 +49,11 @@ TABLE_COLUMNS: list[tuple[str, Callable[[RunRecord], Any]]] = [
     ("train time min", lambda r: r.result.train_time_min),
     ("train samples/s", lambda r: r.result.train_samples_per_s),
     ("adapter MB", lambda r: r.result.adapter_size_mb),
+]
+# shown where some run measured them (runs of earlier versions did not)
+INFERENCE_COLUMNS: list[tuple[str, Callable[[RunRecord], Any]]] = [
+    ("inference ms (batch 1)", lambda r: r.result.inference_ms_per_example),
+    ("inference samples/s", lambda r: r.result.inference_samples_per_s),
 ]
 
 
@@ -394,13 +400,14 @@ def render_html(records: list[RunRecord], header_lines: list[str], found: Findin
             "this level learnt nothing.</p>"
         )
     parts.append("<h2>Runs</h2><p>Click a column to sort.</p>")
+    columns = TABLE_COLUMNS + (INFERENCE_COLUMNS if inference_measured(records) else [])
     parts.append(
         '<div class="scroll"><table class="sortable"><thead><tr>'
-        + "".join(f"<th>{name}</th>" for name, _ in TABLE_COLUMNS)
+        + "".join(f"<th>{name}</th>" for name, _ in columns)
         + "</tr></thead><tbody>"
     )
     for record in records:
-        parts.append("<tr>" + "".join(_cell(read(record)) for _, read in TABLE_COLUMNS) + "</tr>")
+        parts.append("<tr>" + "".join(_cell(read(record)) for _, read in columns) + "</tr>")
     parts.append("</tbody></table></div>")
     if analysis is not None and analysis.comparisons:
         parts += _comparison_table(analysis)

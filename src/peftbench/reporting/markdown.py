@@ -38,6 +38,23 @@ ROWS: list[tuple[str, str, str]] = [
     ("accuracy", "accuracy", ".4f"),
     ("F1 (macro)", "f1_macro", ".4f"),
 ]
+# shown where some run measured them (runs of earlier versions did not)
+INFERENCE_ROWS: list[tuple[str, str, str]] = [
+    ("inference ms/example (batch 1)", "inference_ms_per_example", ".2f"),
+    ("inference samples/s (eval batch)", "inference_samples_per_s", ".1f"),
+    ("merged for inference", "inference_merged", ""),
+]
+INFERENCE_NOTE = (
+    "the chosen weights after saving, merged into the base weights where peft can merge the method (as trained "
+    "where it cannot: prompt-type methods, full fine-tuning); median latency of one example at batch 1 (the first "
+    "32 of the split, each alone) and throughput over the split at the evaluation batch size, in the run's precision"
+)
+
+
+def inference_measured(records: list[RunRecord]) -> bool:
+    return any(r.result.inference_ms_per_example is not None for r in records)
+
+
 # rows read from a run's intervals (stats.run_intervals), after ROWS
 INTERVAL_ROWS = [("accuracy 95% interval", "accuracy_ci"), ("F1 (macro) 95% interval", "f1_macro_ci")]
 
@@ -373,7 +390,7 @@ def _every_run_lines(finished: list[RunRecord]) -> list[str]:
     columns = [_column_name(r, len(seeds) > 1) for r in finished]
     rates = " | ".join(_fmt(chosen_lr(r), "g") for r in finished)
     lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns), f"| learning rate | {rates} |"]
-    for label, name, pattern in ROWS:
+    for label, name, pattern in ROWS + (INFERENCE_ROWS if inference_measured(finished) else []):
         lines.append(f"| {label} | " + " | ".join(_fmt(getattr(r.result, name), pattern) for r in finished) + " |")
     intervals = [run_intervals(r) for r in finished]
     if any(intervals):
@@ -391,4 +408,6 @@ def _measurement_lines(finished: list[RunRecord]) -> list[str]:
     lines += [f"- `{key}`: {text}" for key, text in MEASUREMENT_NOTES.items()]
     memory = {m for r in finished if (m := r.result.peak_memory_method) is not None}
     lines += [f"- `peak_memory_mb`: {m}" for m in sorted(memory)]
+    if inference_measured(finished):
+        lines.append(f"- `inference_ms_per_example`, `inference_samples_per_s`: {INFERENCE_NOTE}")
     return lines + [""]

@@ -43,6 +43,16 @@ class TrialOutcome:
 
 
 @dataclass(kw_only=True)
+class InferenceCost:
+    """What the chosen weights cost at inference (run.inference); the run record keeps these fields."""
+
+    inference_ms_per_example: float  # median latency of one example at batch 1
+    inference_samples_per_s: float  # over the split at inference_batch_size
+    inference_batch_size: int
+    inference_merged: bool  # the method was merged into the base weights first
+
+
+@dataclass(kw_only=True)
 class Finished:
     """A run's end: the status of the weights kept, and (with a test split) their one test evaluation."""
 
@@ -51,6 +61,7 @@ class Finished:
     test: dict[str, Any] | None = None  # eval_loss, eval_loss_sum, accuracy, f1_macro, top_predicted_class_share
     predictions: list[int] | None = None  # on the test split, in file order
     adapter_size_mb: float | None = None  # set when the weights were saved
+    inference: InferenceCost | None = None  # measured after the weights were saved
 
 
 @dataclass(kw_only=True)

@@ -32,6 +32,7 @@ from peftbench.methods import REGISTRY, pooler_modules
 from peftbench.models import classifier as models
 from peftbench.models.saved import save_trained
 from peftbench.records import TESTED, Status
+from peftbench.run.inference import inference_cost
 from peftbench.run.loop import (
     TrainOutcome,
     Trial,
@@ -202,6 +203,12 @@ def _finish(setup: _Setup, model: Any, outcome: TrialOutcome) -> Finished:
             data.description["max_length"],
             setup.precision,
         )
+        # after saving (merging changes the model) and on the split the run was judged on
+        split = data.test if data.test is not None else data.eval
+        cost = inference_cost(
+            setup.accelerator.unwrap_model(model), split, setup.collator, setup.train, setup.accelerator.autocast
+        )
+        finished.inference = cost
     return finished
 
 

@@ -95,6 +95,11 @@ class RunResult:
     f1_macro: float | None = None
     # the saved weights, in DIR/<weights_dir>
     adapter_size_mb: float | None = None
+    # what the chosen weights cost at inference (peftbench.run.inference): merged into the base where peft can
+    inference_ms_per_example: float | None = None  # median latency of one example at batch 1
+    inference_samples_per_s: float | None = None  # over the split at inference_batch_size
+    inference_batch_size: int | None = None
+    inference_merged: bool | None = None
     weights_dir: str | None = None
     # memory, and what `auto` and the launch resolved to
     peak_memory_mb: float | None = None
