@@ -54,11 +54,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
-from peftbench.hardware import resolve_attention, resolve_dropout_masks, resolve_precision  # noqa: E402
+from peftbench.hardware import length_multiple, resolve_attention, resolve_dropout_masks, resolve_precision  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
 from peftbench.models import classifier as models  # noqa: E402
 from peftbench.run.dropout import bulk_masks  # noqa: E402
-from peftbench.run.loop import EXAMPLE_INDEX, build_loaders, build_optimizer, store_frozen_weights_in, train_step  # noqa: E402
+from peftbench.run.loop import (
+    EXAMPLE_INDEX,
+    build_loaders,
+    build_optimizer,
+    compiled,
+    store_frozen_weights_in,
+    train_step,
+)  # noqa: E402
 from peftbench.run.measure import PeakMemory, count_parameters, synchronize  # noqa: E402
 from peftbench.run.worker import PRECISION_TO_ACCELERATE  # noqa: E402
 
@@ -231,6 +238,13 @@ def main() -> None:
         help="of the peftbench loop: how its dropout masks are drawn (peftbench run's --dropout-masks)",
     )
     parser.add_argument(
+        "--compile",
+        default="off",
+        choices=["on", "off"],
+        help="of the peftbench loop: through torch.compile as peftbench run's --compile (compiling falls in the "
+        "warm-up steps; each new batch length compiles again)",
+    )
+    parser.add_argument(
         "--memory",
         choices=["process", "round"],
         default="process",
@@ -263,11 +277,20 @@ def main() -> None:
     collator = models.Collator(tokenizer, models.is_decoder(model_config))
     method = REGISTRY[args.method]
     labels = parts.train.label_names
-    config = TrainConfig(batch_size=args.batch_size, precision=args.precision, dropout_masks=args.dropout_masks)
+    config = TrainConfig(
+        batch_size=args.batch_size,
+        precision=args.precision,
+        dropout_masks=args.dropout_masks,
+        compile=args.compile == "on",
+    )
     precision = resolve_precision(config.precision, device)
     attention = resolve_attention(config.attention, device)
     dropout_masks = resolve_dropout_masks(config.dropout_masks, device)
-    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision])
+    from accelerate.utils import DataLoaderConfiguration
+
+    # as the worker: non-blocking copies from pinned memory on a GPU
+    loading = DataLoaderConfiguration(non_blocking=device.type == "cuda")
+    accelerator = Accelerator(mixed_precision=PRECISION_TO_ACCELERATE[precision], dataloader_config=loading)
 
     def fresh_model(attention_kernel: str | None) -> Any:
         torch.manual_seed(0)
@@ -297,12 +320,15 @@ def main() -> None:
         model = fresh_model(attention)
         if precision == "bf16" and config.frozen_weights_bf16:
             store_frozen_weights_in(model, torch.bfloat16)
-        train_loader, eval_loader = build_loaders(train, eval_, collator, config)
+        # as the worker and the loop: batch lengths in multiples of 16 and pinned memory on a GPU
+        padding = models.Collator(tokenizer, models.is_decoder(model_config), length_multiple(device))
+        train_loader, eval_loader = build_loaders(train, eval_, padding, config, device.type == "cuda")
         optimizer = build_optimizer(model, config, args.lr, accelerator.device)
         scheduler = get_constant_schedule(optimizer)
         model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
             model, optimizer, train_loader, eval_loader, scheduler
         )
+        model = compiled(model, config, device)
 
         def step(batch: dict[str, Any]) -> None:
             with bulk_masks(dropout_masks == "bulk"):

@@ -6,7 +6,7 @@
 #
 #   benchmarks/gpu_check.sh             # the real check (needs a CUDA GPU)
 #   benchmarks/gpu_check.sh --dry-run   # every step but the CUDA calls, on a CPU: one test file, the grid
-#                                       # built but not trained (--dry-run), bench_train --quick on a tiny model
+#                                       # built but not trained (--dry-run), bench_train on a tiny model, briefly
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dry=""
@@ -57,10 +57,15 @@ bench_model="$scratch/model"
 bench=(--batch-size 64)
 if [ -n "$dry" ]; then
     python benchmarks/random_model.py --size tiny "$scratch/tiny" >/dev/null
-    bench_model="$scratch/tiny"; bench+=(--quick)
+    bench_model="$scratch/tiny"; bench+=(--samples 128 --rounds 1 --warmup-steps 1 --memory round)
 fi
+# every variant's row (samples/s, padding, GFLOP/sample, samples/s at the measured bf16 peak, % of it), the ratios;
+# then (b) alone under --compile (CUDA graphs; compiling falls in the warm-up steps)
 for method in lora full; do
-    python benchmarks/bench_train.py --model "$bench_model" --method "$method" "${bench[@]}" 2>/dev/null | tail -2 | sed "s/^/$method /"
+    python benchmarks/bench_train.py --model "$bench_model" --method "$method" "${bench[@]}" 2>/dev/null \
+        | grep -E "^(a:|b:|c:|measured|ratio|speedup)" | sed "s/^/$method /"
+    python benchmarks/bench_train.py --model "$bench_model" --method "$method" "${bench[@]}" --variants b --compile on \
+        --memory round 2>/dev/null | grep -E "^b:" | sed "s/^/$method compiled /"
 done
 
 step "done"

@@ -179,3 +179,34 @@ def test_the_loop_draws_its_dropout_masks_as_asked(tiny_model, tmp_path, monkeyp
         result = json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
         assert result["dropout_masks_used"] == masks
         assert (calls["bulk"] > 0) == (masks == "bulk"), calls
+
+
+def test_compile_goes_through_torch_compile_for_training_and_evaluation(tiny_model, tmp_path, monkeypatch):
+    from peftbench.run import loop
+
+    compiled = []
+
+    def recorded(model, **options):
+        compiled.append(options)
+        return model  # compiling itself takes minutes on a CPU: what is checked is that the loop asks for it
+
+    monkeypatch.setattr(loop.torch, "compile", recorded)
+    for flag in ("off", "on"):
+        args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--out", str(tmp_path / flag)]
+        assert main(args + QUICK + ["--compile", flag, "--workers", "inline"]) == 0
+        assert len(compiled) == (flag == "on")
+    assert compiled == [{"mode": None, "dynamic": False}]  # on a GPU: mode reduce-overhead (CUDA graphs)
+
+
+def test_batches_on_a_gpu_come_in_multiples_of_16_tokens_from_pinned_memory(examples):
+    from peftbench.hardware import length_multiple
+    from peftbench.models.classifier import Collator
+
+    train, eval_, collator = examples
+    assert length_multiple(torch.device("cuda")) == 16 and length_multiple(torch.device("cpu")) is None
+    tokenizer = collator.tokenizer
+    padded = Collator(tokenizer, False, length_multiple(torch.device("cuda")))(train[:8])
+    assert padded["input_ids"].shape[1] % 16 == 0
+    assert Collator(tokenizer, False)(train[:8])["input_ids"].shape[1] == max(len(e["input_ids"]) for e in train[:8])
+    loaders = build_loaders(train, eval_, collator, TrainConfig(batch_size=8), pin_memory=True)
+    assert all(loader.pin_memory for loader in loaders)

@@ -48,6 +48,13 @@ def resolve_attention(requested: str | None, device: torch.device) -> str:
     return "sdpa" if device.type == "cuda" else "eager"
 
 
+def length_multiple(device: torch.device) -> int | None:
+    """Batches on a GPU are padded to a multiple of 16 tokens: far fewer distinct shapes (6 up to 86 tokens
+    instead of 86), so kernels, autotuned plans and captured CUDA graphs (--compile) are reused, and tensor
+    cores take multiples of 8. On a CPU every padded token costs its share of the step, so none."""
+    return 16 if device.type == "cuda" else None
+
+
 def resolve_dropout_masks(requested: str | None, device: torch.device) -> str:
     """`auto` → torch's own dropout everywhere, until bulk masks (peftbench.run.dropout, `--dropout-masks bulk`)
     have shown dev accuracy equal to torch's over seeds (benchmarks/bench_execution.py)."""

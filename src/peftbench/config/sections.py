@@ -227,6 +227,12 @@ class TrainConfig:
         "memory and no cast per step. Unset: from --execution",
         default=None,
     )
+    compile: bool = documented(
+        "train and evaluate through torch.compile (CUDA graphs on a GPU, mode reduce-overhead), for GPUs where "
+        "kernel launches, not math, bound a step; on the CPUs measured a step was slower or barely faster with "
+        "it, after a minute or more of compiling, so it is off unless asked",
+        default=False,
+    )
     eval_by_length: bool | None = documented(
         "evaluate examples sorted by length (least padding; results are put back in file order) instead of in "
         "file order. Unset: from --execution",
@@ -357,7 +363,7 @@ EXECUTIONS: dict[str, dict[str, Any]] = {
     },
 }
 # Fields of TrainConfig that say how a run was executed, not what was learnt: left out of a run's identity.
-EXECUTION_FIELDS = ("execution", "eval_batch_size", *EXECUTIONS["fast"])
+EXECUTION_FIELDS = ("execution", "eval_batch_size", "compile", *EXECUTIONS["fast"])
 
 
 @dataclass

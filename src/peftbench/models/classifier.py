@@ -119,10 +119,11 @@ def add_positions(batch: Any) -> Any:
 class Collator:
     """transformers' dynamic padding, plus position ids for decoders (add_positions)."""
 
-    def __init__(self, tokenizer: Any, decoder: bool) -> None:
+    def __init__(self, tokenizer: Any, decoder: bool, pad_to_multiple_of: int | None = None) -> None:
         from transformers import DataCollatorWithPadding
 
-        self.pad, self.decoder = DataCollatorWithPadding(tokenizer), decoder
+        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+        self.decoder = decoder
 
     def __call__(self, features: list[dict[str, Any]]) -> Any:
         batch = self.pad(features)

@@ -83,13 +83,17 @@ def _dataset(examples: list[dict[str, Any]]) -> Dataset[dict[str, Any]]:
     return cast("Dataset[dict[str, Any]]", examples)
 
 
-def build_loaders(train: list, eval_: list, collator: Any, config: TrainConfig) -> tuple[DataLoader, DataLoader]:
+def build_loaders(
+    train: list, eval_: list, collator: Any, config: TrainConfig, pin_memory: bool = False
+) -> tuple[DataLoader, DataLoader]:
+    """The training loader (length-grouped or uniformly shuffled) and the evaluation loader. pin_memory: batches
+    in page-locked memory, which a GPU copies from without blocking (set where the device is a GPU)."""
     train_loader: DataLoader[dict[str, Any]]
     shuffle_generator = torch.Generator().manual_seed(config.seed)
     if config.group_by_length:
         lengths, labels = [len(e["input_ids"]) for e in train], [e["labels"] for e in train]
         batches = ShuffledLengthGroupedBatches(lengths, labels, config.batch_size, shuffle_generator)
-        train_loader = DataLoader(_dataset(train), batch_sampler=batches, collate_fn=collator)
+        train_loader = DataLoader(_dataset(train), batch_sampler=batches, collate_fn=collator, pin_memory=pin_memory)
     else:
         train_loader = DataLoader(
             _dataset(train),
@@ -97,8 +101,9 @@ def build_loaders(train: list, eval_: list, collator: Any, config: TrainConfig) 
             shuffle=True,
             collate_fn=collator,
             generator=shuffle_generator,
+            pin_memory=pin_memory,
         )
-    return train_loader, build_eval_loader(eval_, collator, config)
+    return train_loader, build_eval_loader(eval_, collator, config, pin_memory)
 
 
 def planned_steps(examples: int, config: TrainConfig) -> int:
@@ -106,12 +111,23 @@ def planned_steps(examples: int, config: TrainConfig) -> int:
     return math.ceil(examples / config.batch_size) * config.epochs
 
 
-def build_eval_loader(examples: list, collator: Any, config: TrainConfig) -> DataLoader:
+def build_eval_loader(examples: list, collator: Any, config: TrainConfig, pin_memory: bool = False) -> DataLoader:
     indexed = [{**example, EXAMPLE_INDEX: i} for i, example in enumerate(examples)]
     if config.eval_by_length:
         # Evaluation order does not matter (results are put back in file order): sorted, batches pad least.
         indexed.sort(key=lambda e: len(e["input_ids"]))
-    return DataLoader(_dataset(indexed), batch_size=config.eval_batch(), shuffle=False, collate_fn=collator)
+    return DataLoader(
+        _dataset(indexed), batch_size=config.eval_batch(), shuffle=False, collate_fn=collator, pin_memory=pin_memory
+    )
+
+
+def compiled(model: Any, config: TrainConfig, device: torch.device) -> Any:
+    """--compile: the model through torch.compile, with CUDA graphs on a GPU (mode reduce-overhead: a batch-64
+    step of a BERT-base-sized model on an H200 is ~3 ms of math, so kernel launches decide). Shapes are static:
+    on a GPU batches come in few lengths (hardware.length_multiple). Without --compile, the model itself."""
+    if not config.compile:
+        return model
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None, dynamic=False)
 
 
 def build_optimizer(model: Any, config: TrainConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -284,7 +300,8 @@ class _Training:
 
     def __init__(self, model: Any, trial: Trial, accelerator: Any) -> None:
         config = trial.config
-        train_loader, eval_loader = build_loaders(trial.train, trial.eval, trial.collator, config)
+        on_gpu = accelerator.device.type == "cuda"
+        train_loader, eval_loader = build_loaders(trial.train, trial.eval, trial.collator, config, on_gpu)
         optimizer = build_optimizer(model, config, trial.lr, accelerator.device)
         total_steps = planned_steps(len(trial.train), config)
         # ceil, as transformers' Trainer rounds warmup_ratio * steps
@@ -292,6 +309,7 @@ class _Training:
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
         prepared = accelerator.prepare(model, optimizer, train_loader, eval_loader, scheduler)
         self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = prepared
+        self.forward_model = compiled(self.model, config, accelerator.device)  # the same parameters
         self.trial, self.config, self.accelerator = trial, config, accelerator
         self.bulk_masks = resolve_dropout_masks(config.dropout_masks, accelerator.device) == "bulk"
         self.outcome, self.clock = TrainOutcome(status=Status.OK), _Clock()
@@ -348,7 +366,7 @@ class _Training:
             model = self.accelerator.unwrap_model(self.model)
             hook = partial(self.trial.after_step, model, self.outcome.train_steps + 1)
         with bulk_masks(self.bulk_masks):
-            return train_step(self.model, batch, self.optimizer, self.scheduler, self.accelerator, hook)
+            return train_step(self.forward_model, batch, self.optimizer, self.scheduler, self.accelerator, hook)
 
     def _count(self, batch: dict[str, Any], started: float) -> None:
         self.outcome.train_steps += 1
@@ -367,7 +385,7 @@ class _Training:
     def _evaluate_epoch(self, epoch: int, train_loss: float) -> dict[str, Any]:
         outcome, started = self.outcome, now()
         metrics = evaluate(
-            self.model,
+            self.forward_model,
             self.eval_loader,
             self.accelerator,
             self.trial.progress,

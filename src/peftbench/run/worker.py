@@ -26,7 +26,13 @@ from peftbench.config.sections import TrainConfig
 from peftbench.data import TokenizedData
 from peftbench.errors import UserError, first_line
 from peftbench.hardware import describe as describe_device
-from peftbench.hardware import likely_device, resolve_attention, resolve_dropout_masks, resolve_precision
+from peftbench.hardware import (
+    length_multiple,
+    likely_device,
+    resolve_attention,
+    resolve_dropout_masks,
+    resolve_precision,
+)
 from peftbench.interrupts import stop_signals
 from peftbench.methods import REGISTRY, pooler_modules
 from peftbench.models import classifier as models
@@ -84,7 +90,8 @@ def _setup(request: WorkRequest) -> _Setup:
     accelerator = Accelerator(
         mixed_precision=PRECISION_TO_ACCELERATE[precision],
         cpu=device.type == "cpu",
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # non_blocking: batches from pinned memory (build_loaders, on a GPU) are copied while the GPU computes
+        dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=device.type == "cuda"),
     )
     if train.batch_size % accelerator.num_processes:
         raise UserError(
@@ -94,7 +101,7 @@ def _setup(request: WorkRequest) -> _Setup:
     model_config = models.load_config(request.model_path)
     models.configure_padding(tokenizer, model_config)
     data = load_tokenized(request.data_file)
-    collator = models.Collator(tokenizer, models.is_decoder(model_config))
+    collator = models.Collator(tokenizer, models.is_decoder(model_config), length_multiple(device))
     return _Setup(request, train, data, tokenizer, collator, accelerator, precision, attention)
 
 
