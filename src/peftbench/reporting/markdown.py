@@ -47,7 +47,8 @@ INFERENCE_ROWS: list[tuple[str, str, str]] = [
 INFERENCE_NOTE = (
     "the chosen weights after saving, merged into the base weights where peft can merge the method (as trained "
     "where it cannot: prompt-type methods, full fine-tuning); median latency of one example at batch 1 (the first "
-    "32 of the split, each alone) and throughput over the split at the evaluation batch size, in the run's precision"
+    "32 of the split, each alone) and throughput over its first 512 at the evaluation batch size, in the run's "
+    "precision"
 )
 
 
