@@ -111,7 +111,7 @@ def test_selection_never_reads_the_test_split(tiny_model, tmp_path, monkeypatch)
     trial = next(t for t in result["trials"] if t["lr"] == result["chosen_lr"])
     best_dev = max(e["accuracy"] for t in result["trials"] for e in t["epochs"])
     assert result["dev_accuracy"] == best_dev == trial["epochs"][result["chosen_epoch"] - 1]["accuracy"]
-    assert result["accuracy"] == result["test"]["accuracy"]
+    assert result["accuracy"] == result["test"]["accuracy"] and result["test_time_s"] > 0
 
 
 def test_lr_grid_without_dev_set_is_refused(tiny_model, tmp_path, capsys):

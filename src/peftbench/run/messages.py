@@ -60,6 +60,7 @@ class Finished:
     note: str = ""
     test: dict[str, Any] | None = None  # eval_loss, eval_loss_sum, accuracy, f1_macro, top_predicted_class_share
     predictions: list[int] | None = None  # on the test split, in file order
+    test_time_s: float | None = None  # wall-clock time of the test evaluation
     adapter_size_mb: float | None = None  # set when the weights were saved
     inference: InferenceCost | None = None  # measured after the weights were saved
 

@@ -49,7 +49,7 @@ from peftbench.run.loop import (
     store_frozen_weights_in,
     train_and_evaluate,
 )
-from peftbench.run.measure import PeakMemory, count_parameters
+from peftbench.run.measure import PeakMemory, count_parameters, now
 from peftbench.run.messages import TRIAL, Finished, Params, Resolved, TrialOutcome, WorkRequest, WorkResponse
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -180,6 +180,7 @@ def _finish(setup: _Setup, model: Any, outcome: TrialOutcome) -> Finished:
         if outcome.best_epoch is None:
             return finished  # diverged before any usable evaluation: nothing to test or keep
         # The test split is read here, once, for the setting chosen on dev.
+        started = now()
         test = evaluate_once(
             model,
             data.test,
@@ -189,6 +190,7 @@ def _finish(setup: _Setup, model: Any, outcome: TrialOutcome) -> Finished:
             request.progress,
             f"{request.label} test",
         )
+        finished.test_time_s = now() - started
         finished.predictions = test.pop("predictions")
         finished.test = test
         # The status describes the weights that were tested, whatever a later epoch did.

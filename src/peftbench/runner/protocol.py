@@ -255,6 +255,8 @@ def _result_of(
     result.update(_scores(data, outcome, finished))
     if finished.adapter_size_mb is not None:
         result.update(adapter_size_mb=finished.adapter_size_mb, weights_dir=run.run_id)
+    if finished.test_time_s is not None:
+        result["test_time_s"] = finished.test_time_s
     if finished.inference is not None:
         result.update(dataclasses.asdict(finished.inference))
     return result

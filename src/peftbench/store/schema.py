@@ -69,6 +69,7 @@ class RunResult:
     train_steps: int | None = None
     train_time_s: float | None = None
     eval_time_s: float | None = None
+    test_time_s: float | None = None  # the one test evaluation (not in total_time_s, which is train + dev)
     total_time_s: float | None = None
     train_time_min: float | None = None
     total_time_min: float | None = None
