@@ -147,6 +147,17 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
 # --- 2. packing ----------------------------------------------------------------------------------------------
 
 
+def label_skew(batches: list[dict[str, Any]], batch_size: int) -> float:
+    """Mean over full batches of the total variation distance between a batch's class shares and the split's:
+    what grouping by length costs in label balance (for two classes, |batch positive share - split's|)."""
+    labels = torch.cat([b["labels"] for b in batches])
+    classes = int(labels.max()) + 1
+    split = torch.bincount(labels, minlength=classes).double() / len(labels)
+    full = [b["labels"] for b in batches if len(b["labels"]) == batch_size]
+    shares = [torch.bincount(b, minlength=classes).double() / len(b) for b in full]
+    return float(torch.stack([0.5 * (s - split).abs().sum() for s in shares]).mean())
+
+
 def padding_share(batches: list[dict[str, Any]]) -> tuple[float, float]:
     real = sum(int(b["attention_mask"].sum()) for b in batches)
     computed = sum(b["input_ids"].numel() for b in batches)
@@ -175,11 +186,17 @@ def packing(loaded: dict[str, Any], args: argparse.Namespace) -> None:
         ("reference random batches", random_batches),
         ("Trainer group_by_length", trainer_batches),
     ):
-        share, mean_tokens = padding_share(list(loader))
+        batches = list(loader)
+        share, mean_tokens = padding_share(batches)
         print(
             f"   {name:26} padding {share:6.1%} of tokens computed; packing could save at most {1 / (1 - share):.3f}x "
-            f"(mean {mean_tokens:.1f} real tokens a review)"
+            f"(mean {mean_tokens:.1f} real tokens a review); label skew {label_skew(batches, args.batch_size):.3f}"
         )
+    print(
+        "   (label skew: mean distance of a batch's class shares from the split's. Batches that keep each class's "
+        "share can pad no less than the length distributions of the classes differ: a batch at length rank r "
+        "pads every class to the longest class's length at that rank)"
+    )
 
 
 # --- 3. frozen work ------------------------------------------------------------------------------------------
