@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__file__).resolve().parent)]
 
 from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
@@ -58,14 +58,14 @@ from peftbench.hardware import length_multiple, resolve_attention, resolve_dropo
 from peftbench.methods import REGISTRY  # noqa: E402
 from peftbench.models import classifier as models  # noqa: E402
 from peftbench.run.dropout import bulk_masks  # noqa: E402
-from peftbench.run.loop import (
+from peftbench.run.loop import (  # noqa: E402
     EXAMPLE_INDEX,
     build_loaders,
     build_optimizer,
     compiled,
     store_frozen_weights_in,
     train_step,
-)  # noqa: E402
+)
 from peftbench.run.measure import PeakMemory, count_parameters, synchronize  # noqa: E402
 from peftbench.run.worker import PRECISION_TO_ACCELERATE  # noqa: E402
 
@@ -439,6 +439,9 @@ def main() -> None:
         for name in sorted({v.precision for v in variants.values()})
     }
 
+    from bench_scale import machine
+
+    print(machine())  # the CPU model and its AVX2 / AVX512-BF16 / AMX flags, what auto resolved to
     print(
         f"model {args.model} ({total:,} parameters, {trainable:,} trainable with {args.method}), device {device.type}"
     )

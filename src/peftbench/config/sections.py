@@ -218,8 +218,9 @@ class TrainConfig:
     )
     dropout_masks: DropoutMasks | None = documented(
         "how dropout masks are drawn: auto or torch (torch's own), or bulk (on CPUs, drawn in bulk from numpy's "
-        "PCG64 and kept as one byte per element for backward: torch's per-element draws are a fifth of an fp32 "
-        "LoRA step on an AMD CPU; torch's own on GPUs). Unset: from --execution",
+        "PCG64 and kept as one byte per element for backward; torch's own on GPUs): faster on CPUs, but opt-in, "
+        "since over 6 paired seeds prompt tuning reached 2 points lower dev accuracy with them (p 0.08; "
+        "benchmarks/results/dropout-e5-small). Unset: from --execution",
         default=None,
     )
     frozen_weights_bf16: bool | None = documented(
