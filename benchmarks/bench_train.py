@@ -321,8 +321,8 @@ def main() -> None:
         if precision == "bf16" and config.frozen_weights_bf16:
             store_frozen_weights_in(model, torch.bfloat16)
         # as the worker and the loop: batch lengths in multiples of 16 and pinned memory on a GPU
-        padding = models.Collator(tokenizer, models.is_decoder(model_config), length_multiple(device))
-        train_loader, eval_loader = build_loaders(train, eval_, padding, config, device.type == "cuda")
+        collate_b = models.Collator(tokenizer, models.is_decoder(model_config), length_multiple(device))
+        train_loader, eval_loader = build_loaders(train, eval_, collate_b, config, device.type == "cuda")
         optimizer = build_optimizer(model, config, args.lr, accelerator.device)
         scheduler = get_constant_schedule(optimizer)
         model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(

@@ -37,11 +37,11 @@ def dropped_lanes(p: float) -> int:
     return round(p * LANES)
 
 
-def keep_mask(count: int, p: float) -> torch.Tensor:
-    """`count` independent booleans, each True with probability 1 - dropped_lanes(p) / LANES."""
+def keep_mask(count: int, dropped: int) -> torch.Tensor:
+    """`count` independent booleans, each True with probability 1 - dropped / LANES."""
     seed = int(torch.randint(0, 2**62, (1,)).item())  # torch's generator: manual_seed reproduces the masks
     words = np.random.PCG64(seed).random_raw((count + 3) // 4)
-    return torch.from_numpy(words.view(np.uint16)[:count] >= dropped_lanes(p))
+    return torch.from_numpy(words.view(np.uint16)[:count] >= dropped)
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -63,10 +63,11 @@ def bulk_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inp
     """torch.nn.functional.dropout's signature and meaning, with the mask drawn in bulk (see the module)."""
     if not training or p == 0.0:
         return input
-    if input.device.type != "cpu" or inplace or not 0 < dropped_lanes(p) < LANES or not input.is_floating_point():
+    dropped = dropped_lanes(p)
+    if input.device.type != "cpu" or inplace or not 0 < dropped < LANES or not input.is_floating_point():
         return _torch_dropout(input, p, training, inplace)
-    keep = keep_mask(input.numel(), p).view(input.shape)
-    scale = LANES / (LANES - dropped_lanes(p))
+    keep = keep_mask(input.numel(), dropped).view(input.shape)
+    scale = LANES / (LANES - dropped)
     result: torch.Tensor = _MaskedScale.apply(input, keep, scale)
     return result
 

@@ -214,10 +214,9 @@ def _finish(setup: _Setup, model: Any, outcome: TrialOutcome) -> Finished:
         )
         # after saving (merging changes the model) and on the split the run was judged on
         split = data.test if data.test is not None else data.eval
-        cost = inference_cost(
+        finished.inference = inference_cost(
             setup.accelerator.unwrap_model(model), split, setup.collator, setup.train, setup.accelerator.autocast
         )
-        finished.inference = cost
     return finished
 
 
