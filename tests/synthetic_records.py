@@ -8,8 +8,11 @@ from typing import Any
 from peftbench.store.schema import SCHEMA_VERSION, RunRecord, read_record
 
 
-def synthetic_record(method: str, seed: int, config: dict[str, Any] | None = None, **result: Any) -> RunRecord:
-    """A run of `method` at `seed` whose result holds these fields (status "ok" unless given)."""
+def synthetic_record(
+    method: str, seed: int, config: dict[str, Any] | None = None, data: dict[str, Any] | None = None, **result: Any
+) -> RunRecord:
+    """A run of `method` at `seed` whose result holds these fields (status "ok" unless given); config and data
+    replace the sections' defaults."""
     train = {"seed": seed, "epochs": 1, "batch_size": 8, "warmup_ratio": 0.0}
     asked = {"model": "m", "method": method, "lr": 1e-3, "data": {}, "train": train, **(config or {})}
     return read_record(
@@ -18,7 +21,7 @@ def synthetic_record(method: str, seed: int, config: dict[str, Any] | None = Non
             "run_id": f"{method}__seed{seed}",
             "config": asked,
             "config_fingerprint": "0" * 16,
-            "data": {"source": "synthetic"},
+            "data": data or {"source": "synthetic"},
             "result": {"status": "ok", **result},
         }
     )

@@ -23,6 +23,7 @@ class Status(str, enum.Enum):
         return self.value
 
 
+COLLAPSE_SHARE = 0.95  # a run predicting one class for >= 95% of eval examples has learnt nothing useful
 FINISHED = (Status.OK, Status.COLLAPSED, Status.DIVERGED)  # a rerun skips these
 TESTED = (Status.OK, Status.COLLAPSED)  # whose weights were evaluated on test and saved
 

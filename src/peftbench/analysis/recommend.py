@@ -34,6 +34,8 @@ class Recommendation:
     tied: list[MethodSummary] = field(default_factory=list)  # not significantly worse than the best
     cheapest: dict[str, MethodSummary] = field(default_factory=dict)  # criterion -> method, among best and tied
     not_better_than_majority: list[MethodSummary] = field(default_factory=list)
+    # never left one class on dev at any rate tried: a verdict on the budget, not on the method (analysis.budget)
+    no_verdict: list[MethodSummary] = field(default_factory=list)
     excluded: list[MethodSummary] = field(default_factory=list)  # outside the constraints
     constraints: Constraints = field(default_factory=Constraints)
 
@@ -52,11 +54,15 @@ def recommend(analysis: Analysis, constraints: Constraints | None = None) -> Rec
     constraints = constraints or Constraints()
     allowed = [m for m in analysis.methods if constraints.allows(m)]  # analysis.methods: best first
     excluded = [m for m in analysis.methods if not constraints.allows(m)]
-    not_better = [m for m in analysis.methods if m.runs_not_better_than_majority]
+    never_learnt = analysis.diagnosis.never_learnt() if analysis.diagnosis else []
+    no_verdict = [m for m in analysis.methods if m.name in never_learnt]
+    not_better = [m for m in analysis.methods if m.runs_not_better_than_majority and m.name not in never_learnt]
     # A method that never beat the majority class is no recommendation, however the others did.
-    candidates = [m for m in allowed if m.runs_not_better_than_majority < m.seeds]
+    candidates = [m for m in allowed if m.runs_not_better_than_majority < m.seeds and m.name not in never_learnt]
     if not candidates:
-        return Recommendation(None, not_better_than_majority=not_better, excluded=excluded, constraints=constraints)
+        return Recommendation(
+            None, not_better_than_majority=not_better, no_verdict=no_verdict, excluded=excluded, constraints=constraints
+        )
     best = candidates[0]
     tied = []
     for other in candidates[1:]:
@@ -68,7 +74,7 @@ def recommend(analysis: Analysis, constraints: Constraints | None = None) -> Rec
         measured = [m for m in [best, *tied] if getattr(m, key) is not None]
         if measured:
             cheapest[criterion] = min(measured, key=lambda m: getattr(m, key))
-    return Recommendation(best, tied, cheapest, not_better, excluded, constraints)
+    return Recommendation(best, tied, cheapest, not_better, no_verdict, excluded, constraints)
 
 
 def _interval(low_high: tuple[float, float]) -> str:
@@ -89,16 +95,21 @@ def _cost(criterion: str, method: MethodSummary) -> str:
 
 def sentences(recommendation: Recommendation, analysis: Analysis) -> list[str]:
     """The recommendation in plain words, one sentence per line (report.md and report.html both show them)."""
-    lines = []
+    diagnosis = analysis.diagnosis
+    budget = diagnosis.budget_line() if diagnosis else None
+    lines = [budget] if budget else []
     if recommendation.constraints.describe():
         left = ", ".join(m.name for m in recommendation.excluded) or "none"
         lines.append(f"Constraint: {recommendation.constraints.describe()}; left out: {left}.")
     best = recommendation.best
     if best is None:
-        lines.append(
-            "No method beat the majority class"
-            + (" within the constraint." if recommendation.constraints.describe() else ".")
+        within = " within the constraint" if recommendation.constraints.describe() else ""
+        learnt = (
+            "No method learnt within the budget"
+            if recommendation.no_verdict and not recommendation.not_better_than_majority
+            else "No method beat the majority class"
         )
+        lines.append(f"{learnt}{within}.")
     else:
         seeds = f"mean of {best.seeds} seeds" if best.seeds > 1 else "one seed"
         lines.append(
@@ -133,4 +144,6 @@ def sentences(recommendation: Recommendation, analysis: Analysis) -> list[str]:
             for m in recommendation.not_better_than_majority
         )
         lines.append(f"Not better than the majority class ({analysis.majority_accuracy:.3f}): {shown}.")
+    if diagnosis:
+        lines += diagnosis.lines()
     return lines

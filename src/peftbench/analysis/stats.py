@@ -18,18 +18,22 @@ Resampling is seeded, so the same runs always give the same intervals and verdic
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from peftbench.analysis.budget import Diagnosis, diagnose
 from peftbench.records import FINISHED, Status
 from peftbench.store.schema import RunRecord
 
 CONFIDENCE = 0.95  # of every interval
 ALPHA = 0.05  # significance level of the pairwise tests, after Holm's correction
 BOOTSTRAP_RESAMPLES = 1000
+TAIL_RESAMPLES = 25  # resamples beyond each end of an interval, at the least (a 95% interval of 1000 has 25)
+BOOTSTRAP_BATCH = 2000  # resamples held in memory at once
 PERMUTATIONS = 9999  # the smallest p-value a test can give is 1 / (PERMUTATIONS + 1)
 RANDOM_SEED = 0
 NO_EVIDENCE = (
@@ -48,8 +52,11 @@ def _rng() -> np.random.Generator:
     return np.random.default_rng(RANDOM_SEED)
 
 
-def _bootstrap(statistic: Callable[..., Any], *samples: np.ndarray) -> tuple[float, float]:
-    """Percentile bootstrap interval of statistic(*samples, axis=-1), resampling examples (paired)."""
+def _bootstrap(
+    statistic: Callable[..., Any], *samples: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of statistic(*samples, axis=-1), resampling examples (paired). Enough
+    resamples that each tail holds at least TAIL_RESAMPLES of them, however far out the confidence puts it."""
     from scipy import stats
 
     if all(np.all(s == s[..., :1]) for s in samples):  # every example alike: no spread to resample
@@ -60,8 +67,9 @@ def _bootstrap(statistic: Callable[..., Any], *samples: np.ndarray) -> tuple[flo
         statistic,
         paired=True,
         vectorized=True,
-        n_resamples=BOOTSTRAP_RESAMPLES,
-        confidence_level=CONFIDENCE,
+        n_resamples=max(BOOTSTRAP_RESAMPLES, math.ceil(2 * TAIL_RESAMPLES / (1 - confidence))),
+        batch=BOOTSTRAP_BATCH,
+        confidence_level=confidence,
         method="percentile",
         rng=_rng(),
     )
@@ -174,6 +182,12 @@ class MethodSummary:
     inference_ms_per_example: float | None = None
 
 
+def simultaneous_confidence(pairs: int) -> float:
+    """The confidence of each pairwise interval, so that all of them hold together with CONFIDENCE
+    (Bonferroni): the intervals face the same multiplicity as the Holm-corrected tests beside them."""
+    return 1 - (1 - CONFIDENCE) / max(pairs, 1)
+
+
 @dataclass
 class Comparison:
     """A against B on the same test examples (A the one with the higher mean accuracy)."""
@@ -181,10 +195,17 @@ class Comparison:
     a: str
     b: str
     difference: float  # accuracy of A minus B, mean over seeds
-    ci: tuple[float, float]
+    ci: tuple[float, float]  # simultaneous over all pairs compared (simultaneous_confidence)
     p_value: float
     p_holm: float
     significant: bool
+
+    @property
+    def disagrees(self) -> bool:
+        """The interval and the test differ in verdict: they resample differently (bootstrap against
+        permutations) and Holm's steps are less strict than Bonferroni's, so at the margin they can."""
+        excludes_zero = self.ci[0] > 0 or self.ci[1] < 0
+        return excludes_zero != self.significant
 
 
 @dataclass
@@ -194,6 +215,7 @@ class Analysis:
     majority_accuracy: float | None = None
     left_out: str = ""  # why some runs are not in it, when that happens
     split: str = "test"  # the split the predictions are on: test, or eval for a protocol without a dev set
+    diagnosis: Diagnosis | None = None  # what the training budget lets the verdicts say (analysis.budget)
 
     def comparison(self, a: str, b: str) -> Comparison | None:
         return next((c for c in self.comparisons if {c.a, c.b} == {a, b}), None)
@@ -229,12 +251,13 @@ def _summarise(evidence: Evidence) -> MethodSummary:
     )
 
 
-def _compare(a: Evidence, b: Evidence) -> tuple[float, tuple[float, float], float]:
-    """Mean accuracy difference of A over B, its interval and the two-sided paired permutation p-value."""
+def _compare(a: Evidence, b: Evidence, confidence: float) -> tuple[float, tuple[float, float], float]:
+    """Mean accuracy difference of A over B, its interval at `confidence` and the two-sided paired permutation
+    p-value."""
     from scipy import stats
 
     differences = a.share_right - b.share_right
-    interval = _bootstrap(_mean, differences)
+    interval = _bootstrap(_mean, differences, confidence=confidence)
     # Under the null hypothesis A and B are exchangeable on every example: the sign of each difference is a
     # coin flip. Examples where both did equally well flip to themselves and only scale the mean, so the
     # test runs on the others alone (same p-value, a fraction of the work).
@@ -289,7 +312,7 @@ def analyse(records: list[RunRecord], name_of: Callable[[RunRecord], str]) -> An
     summaries = {e.name: _summarise(e) for e in evidence}
     evidence.sort(key=lambda e: -summaries[e.name].accuracy_mean)
     pairs = [(a, b) for i, a in enumerate(evidence) for b in evidence[i + 1 :]]
-    raw = [_compare(a, b) for a, b in pairs]
+    raw = [_compare(a, b, simultaneous_confidence(len(pairs))) for a, b in pairs]
     comparisons = []
     if raw:
         reject, corrected, _, _ = multipletests([p for _, _, p in raw], alpha=ALPHA, method="holm")
@@ -297,4 +320,5 @@ def analyse(records: list[RunRecord], name_of: Callable[[RunRecord], str]) -> An
             comparisons.append(Comparison(a.name, b.name, difference, interval, p, float(p_holm), bool(significant)))
     majority = float(np.mean(majority_correct(evidence[0].references)))
     split = evidence[0].records[0].result.predictions_split or "test"
-    return Analysis([summaries[e.name] for e in evidence], comparisons, majority, left_out, split)
+    diagnosis = diagnose({e.name: e.records for e in evidence})
+    return Analysis([summaries[e.name] for e in evidence], comparisons, majority, left_out, split, diagnosis)

@@ -15,14 +15,17 @@ from peftbench.analysis.recommend import Recommendation
 from peftbench.analysis.stats import ALPHA, Analysis, run_intervals
 from peftbench.records import Status
 from peftbench.reporting.markdown import (
+    DISAGREEMENT_NOTE,
     Findings,
     chosen_lr,
+    comparison_interval_text,
     display_name,
     findings,
     inference_measured,
     interval_text,
     summary_over_seeds,
     trial_dev_scores,
+    verdict_text,
 )
 from peftbench.store.schema import RunRecord
 
@@ -349,24 +352,25 @@ def _cell(value: Any) -> str:
 def _comparison_table(analysis: Analysis) -> list[str]:
     parts = [
         "<h2>Which differences are real</h2>",
-        f"<p>Each pair of methods on the same {analysis.split} examples: difference of mean accuracy (A − B), its 95% "
-        "paired bootstrap interval, "
-        f"and a paired permutation test, Holm-corrected over all {len(analysis.comparisons)} pairs (significant: "
-        f"corrected p &lt; {ALPHA}).</p>",
-        '<div class="scroll"><table class="sortable"><thead><tr><th>A vs B</th><th>difference</th><th>95% interval</th>'
-        "<th>p (Holm)</th><th>significant</th></tr></thead><tbody>",
+        f"<p>Each pair of methods on the same {analysis.split} examples: difference of mean accuracy (A − B), "
+        f"{html.escape(comparison_interval_text(analysis))}, and a paired permutation test, Holm-corrected over the "
+        f"same {len(analysis.comparisons)} pairs (significant: corrected p &lt; {ALPHA}).</p>",
+        '<div class="scroll"><table class="sortable"><thead><tr><th>A vs B</th><th>difference</th>'
+        "<th>simultaneous 95% interval</th><th>p (Holm)</th><th>significant</th></tr></thead><tbody>",
     ]
     for c in analysis.comparisons:
-        verdict = "yes" if c.significant else "no"
+        verdict = verdict_text(c)
         parts.append(
             f'<tr><td data-value="{html.escape(c.a)} vs {html.escape(c.b)}">{html.escape(c.a)} vs '
             f"{html.escape(c.b)}</td>"
             f'<td data-value="{c.difference}">{c.difference:+.4f}</td><td data-value="{c.ci[0]}">[{c.ci[0]:+.4f}, '
             f"{c.ci[1]:+.4f}]</td>"
             f'<td data-value="{c.p_holm}">{c.p_holm:.4f}</td><td data-value="{verdict}" '
-            f'class="significant-{verdict}">{verdict}</td></tr>'
+            f'class="significant-{"yes" if c.significant else "no"}">{verdict}</td></tr>'
         )
     parts.append("</tbody></table></div>")
+    if any(c.disagrees for c in analysis.comparisons):
+        parts.append(f"<p>{html.escape(DISAGREEMENT_NOTE)}</p>")
     return parts
 
 

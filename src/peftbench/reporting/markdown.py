@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftbench.analysis.recommend import Constraints, Recommendation, recommend, sentences
-from peftbench.analysis.stats import ALPHA, NO_EVIDENCE, Analysis, analyse, run_intervals
+from peftbench.analysis.stats import (
+    ALPHA,
+    NO_EVIDENCE,
+    Analysis,
+    Comparison,
+    analyse,
+    run_intervals,
+    simultaneous_confidence,
+)
 from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
 from peftbench.records import FINISHED, Status, better_on_dev
 from peftbench.run.measure import MEASUREMENT_NOTES
@@ -149,21 +157,43 @@ def _comparison_lines(analysis: Analysis) -> list[str]:
     lines = [
         "## Which differences are real",
         "",
-        f"Each pair of methods on the same {analysis.split} examples: the difference of mean accuracy (A − B), its "
-        "95% paired bootstrap "
-        "interval, and a paired permutation test whose p-values are Holm-corrected over all "
-        f"{len(analysis.comparisons)} pairs "
-        f"(significant: corrected p < {ALPHA}).",
+        f"Each pair of methods on the same {analysis.split} examples: the difference of mean accuracy (A − B), "
+        f"{comparison_interval_text(analysis)}, and a paired permutation test whose p-values are Holm-corrected "
+        f"over the same {len(analysis.comparisons)} pairs (significant: corrected p < {ALPHA}).",
         "",
-        "| A vs B | difference | 95% interval | p (Holm) | significant |",
+        "| A vs B | difference | simultaneous 95% interval | p (Holm) | significant |",
         "|---|---|---|---|---|",
     ]
     for c in analysis.comparisons:
         lines.append(
             f"| {c.a} vs {c.b} | {c.difference:+.4f} | [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}] | {c.p_holm:.4f} | "
-            f"{'yes' if c.significant else 'no'} |"
+            f"{verdict_text(c)} |"
         )
+    if any(c.disagrees for c in analysis.comparisons):
+        lines += ["", DISAGREEMENT_NOTE]
     return lines + [""]
+
+
+DISAGREEMENT_NOTE = (
+    "(*) the interval and the test differ at the margin (bootstrap against permutations, Bonferroni against "
+    "Holm's steps); the test decides the verdict and the recommendation."
+)
+
+
+def comparison_interval_text(analysis: Analysis) -> str:
+    """How the pairwise intervals are made, in words: adjusted for as many pairs as the test is."""
+    pairs = len(analysis.comparisons)
+    if pairs == 1:
+        return "its 95% paired bootstrap interval"
+    level = simultaneous_confidence(pairs)
+    return (
+        f"its paired bootstrap interval at {level:.2%} each, so that all {pairs} hold together at 95% "
+        "(Bonferroni: an interval that excludes 0 is a difference the corrected test also finds)"
+    )
+
+
+def verdict_text(comparison: Comparison) -> str:
+    return ("yes" if comparison.significant else "no") + (" (*)" if comparison.disagrees else "")
 
 
 @dataclass

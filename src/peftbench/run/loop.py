@@ -19,12 +19,11 @@ from transformers import get_linear_schedule_with_warmup
 from peftbench.config.sections import TrainConfig
 from peftbench.hardware import resolve_dropout_masks
 from peftbench.models.classifier import is_norm
-from peftbench.records import Status, better_on_dev
+from peftbench.records import COLLAPSE_SHARE, Status, better_on_dev
 from peftbench.run.dropout import bulk_masks
 from peftbench.run.measure import now, synchronize
 from peftbench.run.messages import TrialOutcome
 
-COLLAPSE_SHARE = 0.95  # a run predicting one class for >= 95% of eval examples has learnt nothing useful
 LOSS_READ_INTERVAL_S = 1.0  # each read of the loss waits for the device: at most one per second
 
 
