@@ -16,6 +16,11 @@ from peftbench.reporting.markdown import display_name
 EXAMPLES = 300
 REFERENCES = (np.arange(EXAMPLES) % 3 == 0).astype(int)  # majority accuracy 2/3
 RATES = (1e-4, 1e-3, 1e-2)
+COSTS = {
+    "trainable_params": 100,
+    "trainable_pct": 0.1,
+    "train_time_min": 1.0,
+}  # what every report reads of a finished run
 
 
 def _wrong(*indices: int) -> list[int]:
@@ -49,6 +54,7 @@ def _run(method: str, seed: int, predictions: list[int], chosen: float, dev: lis
         chosen_lr=chosen,
         epochs=epochs,
         trials=[{"lr": lr, "status": "ok", "epochs": epochs} for lr in RATES],
+        **COSTS,
         **kw,
     )
 
@@ -157,3 +163,60 @@ def test_the_pairwise_table_says_how_its_intervals_are_adjusted(tmp_path):
     assert "| A vs B | difference | simultaneous 95% interval | p (Holm) | significant |" in report
     assert "at 99.17% each, so that all 6 hold together at 95% (Bonferroni" in report
     assert "simultaneous 95% interval" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+CLASSES = [f"c{i}" for i in range(10)]
+TEN = np.arange(200) % 10  # 20 examples of each of ten classes
+
+
+def _ten_class_run(method: str, seed: int, missed: tuple[int, ...]):
+    """Right on every example but those of the `missed` classes, which it calls class 0."""
+    predictions = np.where(np.isin(TEN, missed), 0, TEN)
+    return synthetic_record(
+        method,
+        seed,
+        data={"source": "synthetic", "label_names": CLASSES, "train_examples": 100},
+        predictions=predictions.tolist(),
+        references=TEN.tolist(),
+        accuracy=float(np.mean(predictions == TEN)),
+        epochs=[_epoch(1, 0.9)],
+        **COSTS,
+    )
+
+
+def test_a_run_that_never_predicts_a_class_is_flagged_and_its_method_not_recommended_silently(tmp_path):
+    records = [_ten_class_run("blind", s, (3, 7)) for s in (0, 1)] + [_ten_class_run("weaker", s, ()) for s in (0, 1)]
+    for r in records[2:]:  # weaker: predicts every class, but 60 examples wrong (blind: 40)
+        r.result.predictions = [(t + 1) % 10 if i < 60 else t for i, t in enumerate(TEN.tolist())]
+        r.result.accuracy = 0.7
+    analysis = analyse(records, display_name)
+    best = sentences(recommend(analysis), analysis)[1]
+    assert best.startswith("Best: blind") and best.endswith(
+        "Its runs never predicted classes c3, c7 (2 of 2 runs): zero recall there, whatever the accuracy."
+    )
+    (tmp_path / "runs").mkdir()
+    for record in records:
+        (tmp_path / "runs" / f"{record.run_id}.json").write_text(json.dumps(record.to_dict()), encoding="utf-8")
+    assert main(["report", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "## Per class (recall / precision on the test split" in report
+    assert "| blind (seed 0) | 1.00 / 0.33 | 1.00 / 1.00 | 1.00 / 1.00 | 0.00 / – |" in report
+    assert "- blind (seed 0) never predicted classes c3 (20 examples), c7 (20 examples): zero recall there" in report
+    results = (tmp_path / "results.csv").read_text(encoding="utf-8").splitlines()
+    assert results[0].endswith(",classes_never_predicted") and results[1].endswith(",c3;c7")
+    classes = (tmp_path / "classes.csv").read_text(encoding="utf-8").splitlines()
+    assert classes[0] == "method,seed,class,support,predicted,correct,recall,precision"
+    assert "blind,0,c3,20,0,0,0.0," in classes
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Per class</h2>" in page and "never predicted classes c3" in page
+
+
+def test_runs_that_predict_every_class_carry_no_such_caveat_and_two_classes_get_no_class_table(tmp_path):
+    records = [_ten_class_run("seeing", s, ()) for s in (0, 1)]
+    analysis = analyse(records, display_name)
+    assert "never predicted" not in "\n".join(sentences(recommend(analysis), analysis))
+    (tmp_path / "runs").mkdir()
+    for record in _records(dev_rising=False, edge=False, stuck=False):
+        (tmp_path / "runs" / f"{record.run_id}.json").write_text(json.dumps(record.to_dict()), encoding="utf-8")
+    assert main(["report", str(tmp_path)]) == 0
+    assert "## Per class" not in (tmp_path / "report.md").read_text(encoding="utf-8")

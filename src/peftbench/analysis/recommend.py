@@ -77,6 +77,17 @@ def recommend(analysis: Analysis, constraints: Constraints | None = None) -> Rec
     return Recommendation(best, tied, cheapest, not_better, no_verdict, excluded, constraints)
 
 
+def _missing(method: MethodSummary, who: str) -> str:
+    """A sentence for a method whose runs never predicted some class of the split; "" where none did."""
+    if not method.runs_missing_classes:
+        return ""
+    classes = ("classes " if len(method.missing_classes) > 1 else "class ") + ", ".join(method.missing_classes)
+    return (
+        f" {who} never predicted {classes} ({method.runs_missing_classes} of {method.seeds} runs): zero "
+        "recall there, whatever the accuracy."
+    )
+
+
 def _interval(low_high: tuple[float, float]) -> str:
     return f"[{low_high[0]:.3f}, {low_high[1]:.3f}]"
 
@@ -115,7 +126,7 @@ def sentences(recommendation: Recommendation, analysis: Analysis) -> list[str]:
         lines.append(
             f"Best: {best.name}, accuracy {best.accuracy_mean:.3f} {_interval(best.accuracy_ci)} ({seeds}; 95% "
             "interval over "
-            f"the {analysis.split} examples), macro-F1 {best.f1_macro_mean:.3f}."
+            f"the {analysis.split} examples), macro-F1 {best.f1_macro_mean:.3f}." + _missing(best, "Its runs")
         )
         if recommendation.tied:
             shown = ", ".join(f"{m.name} {m.accuracy_mean:.3f}" for m in recommendation.tied)
@@ -128,6 +139,9 @@ def sentences(recommendation: Recommendation, analysis: Analysis) -> list[str]:
                 "No other method is tied with it: each is significantly worse (paired permutation test, "
                 f"Holm-corrected, α = {ALPHA})."
             )
+        missing = [m for m in recommendation.tied if m.runs_missing_classes]
+        if missing:
+            lines.append(" ".join(_missing(m, m.name).strip() for m in missing))
         if recommendation.tied:
             costs = "; ".join(
                 f"{criterion}: {m.name} ({_cost(criterion, m)})" for criterion, m in recommendation.cheapest.items()

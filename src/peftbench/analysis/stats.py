@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from peftbench.analysis.budget import Diagnosis, diagnose
+from peftbench.analysis.classes import never_predicted
 from peftbench.records import FINISHED, Status
 from peftbench.store.schema import RunRecord
 
@@ -180,6 +181,8 @@ class MethodSummary:
     peak_memory_mb: float | None
     train_time_min: float | None
     inference_ms_per_example: float | None = None
+    runs_missing_classes: int = 0  # runs that never predicted some class of the split (analysis.classes)
+    missing_classes: list[str] = field(default_factory=list)  # those classes, over the runs
 
 
 def simultaneous_confidence(pairs: int) -> float:
@@ -233,6 +236,7 @@ def _summarise(evidence: Evidence) -> MethodSummary:
     not_better = sum(
         r.status != Status.OK or not run_intervals(r)["beats_majority"] for r in records
     )  # a collapsed or diverged run counts as not better whatever its figure
+    missed = [never_predicted(r) for r in records]
     return MethodSummary(
         name=evidence.name,
         seeds=len(records),
@@ -248,6 +252,8 @@ def _summarise(evidence: Evidence) -> MethodSummary:
         peak_memory_mb=_mean_of(records, "peak_memory_mb"),
         train_time_min=_mean_of(records, "train_time_min"),
         inference_ms_per_example=_mean_of(records, "inference_ms_per_example"),
+        runs_missing_classes=sum(bool(m) for m in missed),
+        missing_classes=list(dict.fromkeys(c.label for m in missed for c in m)),
     )
 
 

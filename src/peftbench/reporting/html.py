@@ -18,11 +18,13 @@ from peftbench.reporting.markdown import (
     DISAGREEMENT_NOTE,
     Findings,
     chosen_lr,
+    class_table,
     comparison_interval_text,
     display_name,
     findings,
     inference_measured,
     interval_text,
+    missing_class_notes,
     summary_over_seeds,
     trial_dev_scores,
     verdict_text,
@@ -349,6 +351,31 @@ def _cell(value: Any) -> str:
     return f'<td data-value="{html.escape(str(value))}"{css}>{html.escape(shown)}</td>'
 
 
+def _class_parts(finished: list[RunRecord]) -> list[str]:
+    """Runs that never predicted a class of their split, and for more than two classes, recall / precision per class."""
+    parts = []
+    notes = missing_class_notes(finished)
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in notes) + "</ul>")
+    table = class_table(finished)
+    if table is not None:
+        parts.append(
+            f"<h2>Per class</h2><p>Recall / precision on the {html.escape(table.split)} split; 0.00 recall: a class "
+            "the run never predicts.</p>"
+        )
+        parts.append(
+            '<div class="scroll"><table><thead><tr><th>run</th>'
+            + "".join(f"<th>{html.escape(label)}</th>" for label in table.labels)
+            + "</tr></thead><tbody>"
+        )
+        for run, cells in table.rows:
+            parts.append(
+                f"<tr><td>{html.escape(run)}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+            )
+        parts.append("</tbody></table></div>")
+    return parts
+
+
 def _comparison_table(analysis: Analysis) -> list[str]:
     parts = [
         "<h2>Which differences are real</h2>",
@@ -413,6 +440,7 @@ def render_html(records: list[RunRecord], header_lines: list[str], found: Findin
     for record in records:
         parts.append("<tr>" + "".join(_cell(read(record)) for _, read in columns) + "</tr>")
     parts.append("</tbody></table></div>")
+    parts += _class_parts(finished)
     if analysis is not None and analysis.comparisons:
         parts += _comparison_table(analysis)
     if finished:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from peftbench.analysis.classes import ClassScores, class_scores, never_predicted, never_predicted_text
 from peftbench.analysis.recommend import Constraints, Recommendation, recommend, sentences
 from peftbench.analysis.stats import (
     ALPHA,
@@ -96,7 +97,7 @@ def summary_over_seeds(records: list[RunRecord]) -> Any:
             "trainable_params": r.result.trainable_params,
             "train_time_min": r.result.train_time_min,
             "majority_accuracy": r.result.majority_accuracy,
-            "flagged": r.status != Status.OK,
+            "flagged": r.status != Status.OK or bool(never_predicted(r)),
         }
         for r in records
         if r.status in FINISHED and r.result.accuracy is not None
@@ -392,6 +393,7 @@ def render_markdown(records: list[RunRecord], notes: str = "", found: Findings |
     if found.analysis is not None and found.analysis.comparisons:
         lines += _comparison_lines(found.analysis)
     lines += trial_lines(finished)
+    lines += _class_lines(finished)
     if summary is not None:
         lines += ["## Every run", ""]
     if finished:
@@ -431,7 +433,62 @@ def _every_run_lines(finished: list[RunRecord]) -> list[str]:
     flagged = [r for r in finished if r.status not in (Status.OK, Status.DRY_RUN)]
     for record in flagged:
         lines.append(f"- **{_column_name(record, True)} {record.status}**: {record.result.note or ''}")
-    return lines + ([""] if flagged else [])
+    missing = missing_class_notes(finished)
+    lines += [f"- {note}" for note in missing]
+    return lines + ([""] if flagged or missing else [])
+
+
+def missing_class_notes(finished: list[RunRecord]) -> list[str]:
+    """One line per run that never predicted a class of its split (an `ok` run too: its status does not say it)."""
+    return [
+        f"{display_name(r, True)} never predicted {never_predicted_text(r)}: zero recall there"
+        for r in finished
+        if r.status == Status.OK and never_predicted(r)
+    ]
+
+
+@dataclass
+class ClassTable:
+    """Recall / precision per run (rows) and class (columns), for data of more than two classes."""
+
+    split: str
+    labels: list[str]
+    rows: list[tuple[str, list[str]]]
+
+
+def _class_cell(scores: ClassScores | None) -> str:
+    if scores is None:
+        return "–"
+    recall = "–" if scores.recall is None else f"{scores.recall:.2f}"
+    precision = "–" if scores.precision is None else f"{scores.precision:.2f}"
+    return f"{recall} / {precision}"
+
+
+def class_table(finished: list[RunRecord]) -> ClassTable | None:
+    scored = [(r, class_scores(r)) for r in finished]
+    scored = [(r, scores) for r, scores in scored if scores]
+    if not scored or max(len(scores) for _, scores in scored) <= 2:
+        return None
+    labels = list(dict.fromkeys(c.label for _, scores in scored for c in scores))
+    rows = []
+    for record, scores in scored:
+        by_label = {c.label: c for c in scores}
+        rows.append((display_name(record, True), [_class_cell(by_label.get(label)) for label in labels]))
+    return ClassTable(scored[0][0].result.predictions_split or "test", labels, rows)
+
+
+def _class_lines(finished: list[RunRecord]) -> list[str]:
+    table = class_table(finished)
+    if table is None:
+        return []
+    lines = [
+        f"## Per class (recall / precision on the {table.split} split; 0.00 recall: a class the run never predicts)",
+        "",
+        "| run | " + " | ".join(table.labels) + " |",
+        "|---|" + "---|" * len(table.labels),
+    ]
+    lines += [f"| {run} | " + " | ".join(cells) + " |" for run, cells in table.rows]
+    return lines + [""]
 
 
 def _measurement_lines(finished: list[RunRecord]) -> list[str]:

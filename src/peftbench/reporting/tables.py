@@ -1,4 +1,5 @@
-"""results.csv and trials.csv: one row per run, and one per learning rate tried and epoch."""
+"""results.csv, trials.csv and classes.csv: one row per run, one per learning rate tried and epoch, and one per
+run and class."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from peftbench.analysis.classes import class_scores, never_predicted
 from peftbench.analysis.stats import run_intervals
 from peftbench.files import write_atomic
 from peftbench.reporting.markdown import display_name
@@ -49,7 +51,10 @@ CSV_COLUMNS = [
     "f1_macro_ci_low",
     "f1_macro_ci_high",
     "beats_majority",
+    "classes_never_predicted",  # classes of the split the run predicted for no example, ";"-separated
 ]
+# classes.csv: per run and class, on the split the run's predictions are of (analysis.classes)
+CLASS_COLUMNS = ["method", "seed", "class", "support", "predicted", "correct", "recall", "precision"]
 # trials.csv: one row per learning rate tried and epoch, so an lr sweep can be read without the run files
 TRIAL_COLUMNS = [
     "method",
@@ -104,11 +109,37 @@ def csv_row(record: RunRecord) -> dict[str, Any]:
         low, high = intervals.get(f"{key}_ci", (None, None))
         row.update({f"{key}_ci_low": low, f"{key}_ci_high": high})
     row["beats_majority"] = intervals.get("beats_majority")
+    row["classes_never_predicted"] = ";".join(c.label for c in never_predicted(record))
     return {k: ("" if v is None else v) for k, v in row.items()}
 
 
 def write_csv(root: Path, records: list[RunRecord]) -> Path:
     return _write_table(root / "results.csv", CSV_COLUMNS, [csv_row(r) for r in records])
+
+
+def class_rows(record: RunRecord) -> list[dict[str, Any]]:
+    return [
+        {
+            "method": display_name(record),
+            "seed": record.config.seed,
+            "class": c.label,
+            "support": c.support,
+            "predicted": c.predicted,
+            "correct": c.correct,
+            "recall": c.recall,
+            "precision": c.precision,
+        }
+        for c in class_scores(record)
+    ]
+
+
+def write_classes_csv(root: Path, records: list[RunRecord]) -> Path | None:
+    """classes.csv when some run stored its predictions with the true labels; else None."""
+    rows = [row for record in records for row in class_rows(record)]
+    if not rows:
+        (root / "classes.csv").unlink(missing_ok=True)  # from an earlier state of the folder
+        return None
+    return _write_table(root / "classes.csv", CLASS_COLUMNS, rows)
 
 
 def write_trials_csv(root: Path, records: list[RunRecord]) -> Path | None:

@@ -26,7 +26,7 @@ from peftbench.store.schema import OtherVersion, RunRecord, SchemaError, read_re
 
 # what a results folder holds beside runs/ and failed/ (reports, tables, the config it was run with): the only
 # names whose temporary files the store sweeps there, since --out may be a folder shared with other files
-FOLDER_FILES = ("results.csv", "trials.csv", "report.md", "report.html", "config.yaml")
+FOLDER_FILES = ("results.csv", "trials.csv", "classes.csv", "report.md", "report.html", "config.yaml")
 
 
 class ResultStore:
