@@ -174,9 +174,9 @@ def test_a_tie_on_dev_accuracy_goes_to_the_lower_dev_loss():
     assert better_on_dev(epoch2, epoch1) and not better_on_dev(epoch1, epoch2)
     assert better_on_dev({"accuracy": 0.81, "eval_loss": 0.9}, epoch2)  # accuracy first
     outcomes = [
-        (1e-3, {"best_epoch": 2, "epochs": [epoch1, epoch2]}),
-        (1e-2, {"best_epoch": 1, "epochs": [{"accuracy": 0.8, "eval_loss": 0.40}]}),
-        (1e-1, {"best_epoch": None, "epochs": []}),  # diverged before its first evaluation
+        (1e-3, {"best_evaluation": 2, "epochs": [epoch1, epoch2]}),
+        (1e-2, {"best_evaluation": 1, "epochs": [{"accuracy": 0.8, "eval_loss": 0.40}]}),
+        (1e-1, {"best_evaluation": None, "epochs": []}),  # diverged before its first evaluation
     ]
     trials = [TrialRun(lr, None, WorkResponse(outcome=TrialOutcome(status=Status.OK, **o))) for lr, o in outcomes]
     assert choose(trials).lr == 1e-2

@@ -32,7 +32,7 @@ def _outcome(*dev: float) -> TrialOutcome:
     best = max(range(len(dev)), key=lambda i: dev[i]) + 1
     times = {"train_time_s": 1.0, "eval_time_s": 0.5, "train_steps": 4}
     speeds = {"train_it_per_s": 4.0, "eval_it_per_s": 2.0, "train_samples_per_s": 8.0}
-    return TrialOutcome(status=Status.OK, epochs=_epochs(*dev), best_epoch=best, **times, **speeds)
+    return TrialOutcome(status=Status.OK, epochs=_epochs(*dev), best_evaluation=best, **times, **speeds)
 
 
 class Workers:

@@ -153,7 +153,7 @@ class Diagnosis:
         if self.methods and not any(m.told for m in self.methods):
             lines.append(
                 "Each run was evaluated once on dev, so whether it was still learning cannot be told "
-                "(--epochs 2 or more evaluates after each epoch)."
+                "(--epochs 2 or more, or --eval-every N steps, evaluates more often)."
             )
         return lines
 

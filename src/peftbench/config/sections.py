@@ -167,6 +167,16 @@ class TrainConfig:
 
     epochs: int = documented("passes over the training data, each followed by an evaluation (reference: 3)", default=3)
     batch_size: int = documented("examples per optimiser step (reference: 64)", default=64)
+    eval_every: int | None = documented(
+        "also evaluate on dev every N optimiser steps, not only after each epoch; the epoch and step chosen on "
+        "dev are chosen among every evaluation (unset: after each epoch only)",
+        default=None,
+    )
+    patience: int | None = documented(
+        "early stopping: end a trial after N evaluations in a row that are not better on dev than the best so "
+        "far (needs a dev set; unset: train every epoch)",
+        default=None,
+    )
     eval_batch_size: int | None = documented(
         "examples per evaluation batch; unset: 4 × --batch-size in the fast execution (evaluation keeps no "
         "activations for backward), --batch-size in the reference; eval_loss_sum is always summed over batches "
@@ -261,6 +271,10 @@ class TrainConfig:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        for name in ("eval_every", "patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise UserError(f"--eval-batch-size must be at least 1, got {self.eval_batch_size}")
         if self.lr is not None and not (math.isfinite(self.lr) and 0.0 < self.lr < 1.0):

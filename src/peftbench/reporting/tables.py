@@ -61,6 +61,7 @@ TRIAL_COLUMNS = [
     "seed",
     "lr",
     "epoch",
+    "step",
     "status",
     "train_loss",
     "dev_loss",
@@ -72,19 +73,20 @@ TRIAL_COLUMNS = [
 
 def trial_rows(record: RunRecord) -> list[dict[str, Any]]:
     result = record.result
-    chosen = (result.chosen_lr, result.chosen_epoch)
+    chosen = (result.chosen_lr, result.chosen_epoch, result.chosen_step)
     return [
         {
             "method": display_name(record),
             "seed": record.config.seed,
             "lr": trial.lr,
             "epoch": epoch.epoch,
+            "step": epoch.step,
             "status": trial.status,
             "train_loss": epoch.train_loss,
             "dev_loss": epoch.eval_loss,
             "dev_accuracy": epoch.accuracy,
             "dev_f1_macro": epoch.f1_macro,
-            "chosen": (trial.lr, epoch.epoch) == chosen,
+            "chosen": (trial.lr, epoch.epoch, epoch.step) == chosen,
         }
         for trial in result.trials_tried()
         for epoch in trial.epochs

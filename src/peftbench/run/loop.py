@@ -29,8 +29,8 @@ LOSS_READ_INTERVAL_S = 1.0  # each read of the loss waits for the device: at mos
 
 @dataclass(kw_only=True)
 class TrainOutcome(TrialOutcome):
-    """What the loop did (status ok, collapsed or diverged; best_epoch: with keep_best, the best epoch on dev, see
-    better_on_dev), and a CPU copy of the trainable weights at that epoch, which never leaves the worker."""
+    """What the loop did (status ok, collapsed or diverged; best_evaluation: with keep_best, the evaluation best on
+    dev, see better_on_dev), and a CPU copy of the trainable weights at that epoch, which never leaves the worker."""
 
     best_state: dict[str, torch.Tensor] | None = None
 
@@ -320,9 +320,9 @@ class _Training:
             if not math.isfinite(train_loss):
                 outcome.status, outcome.note = Status.DIVERGED, f"non-finite training loss in epoch {epoch}"
                 break
-            metrics = self._evaluate_epoch(epoch, train_loss)
-            if not math.isfinite(metrics["eval_loss"]):
-                outcome.status, outcome.note = Status.DIVERGED, f"non-finite evaluation loss after epoch {epoch}"
+            if not self._evaluated_at_this_step():  # --eval-every may have just evaluated the epoch's last step
+                self._evaluate(epoch, train_loss)
+            if self._stop_reason(epoch):
                 break
         _speeds(outcome, self.clock)
         note = collapse_note(outcome.epochs[-1]["top_predicted_class_share"], "evaluation") if outcome.epochs else None
@@ -351,6 +351,10 @@ class _Training:
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 if not math.isfinite(mean_loss) and self.accelerator.num_processes == 1:
                     break  # (several processes must stop together: they check at the end of the epoch)
+            if self._evaluation_due():
+                started = self._evaluate_within(epoch, losses, started)
+                if self._stop_reason(epoch):
+                    break
         synchronize(device)
         self.outcome.train_time_s += now() - started
         bar.close()
@@ -381,7 +385,46 @@ class _Training:
         losses = torch.stack(step_losses).float().tolist() if step_losses else []
         self.outcome.steps += [[first + i, loss, rate] for i, (loss, rate) in enumerate(zip(losses, step_rates))]
 
-    def _evaluate_epoch(self, epoch: int, train_loss: float) -> dict[str, Any]:
+    def _evaluation_due(self) -> bool:
+        """--eval-every: an evaluation within the epoch after every N steps."""
+        every = self.config.eval_every
+        return every is not None and self.outcome.train_steps % every == 0
+
+    def _evaluated_at_this_step(self) -> bool:
+        epochs = self.outcome.epochs
+        return bool(epochs) and epochs[-1]["step"] == self.outcome.train_steps
+
+    def _evaluate_within(self, epoch: int, losses: _LossReader, started: float) -> float:
+        """An evaluation between two steps of an epoch; its time is not training time. Returns the clock's new
+        start for the rest of the epoch's training."""
+        synchronize(self.accelerator.device)
+        self.outcome.train_time_s += now() - started
+        self._evaluate(epoch, losses.epoch_mean())  # the training loss so far in this epoch
+        self.model.train()
+        synchronize(self.accelerator.device)
+        return now()
+
+    def _stop_reason(self, epoch: int) -> str | None:
+        """Why the trial ends before its last epoch, if it does (a diverged evaluation, or --patience); sets the
+        outcome's status and note."""
+        outcome, patience = self.outcome, self.config.patience
+        last = outcome.epochs[-1] if outcome.epochs else None
+        if last is not None and not math.isfinite(last["eval_loss"]):
+            outcome.status = Status.DIVERGED
+            outcome.note = f"non-finite evaluation loss in epoch {epoch}, step {last['step']}"
+            return outcome.note
+        if patience is None or not self.trial.keep_best or outcome.best_evaluation is None:
+            return None
+        since_best = len(outcome.epochs) - outcome.best_evaluation
+        if since_best < patience:
+            return None
+        outcome.stopped_early = (
+            f"stopped early in epoch {epoch}, step {last['step'] if last else 0}: {since_best} evaluations in a "
+            f"row not better on dev (--patience {patience})"
+        )
+        return outcome.stopped_early
+
+    def _evaluate(self, epoch: int, train_loss: float) -> dict[str, Any]:
         outcome, started = self.outcome, now()
         metrics = evaluate(
             self.forward_model,
@@ -394,10 +437,9 @@ class _Training:
         outcome.eval_time_s += now() - started
         outcome.eval_batches += len(self.eval_loader)
         outcome.predictions = metrics.pop("predictions")
-        outcome.epochs.append({"epoch": epoch, "train_loss": train_loss, **metrics})
-        best = outcome.epochs[outcome.best_epoch - 1] if outcome.best_epoch else None
-        if self.trial.keep_best and math.isfinite(metrics["eval_loss"]) and better_on_dev(metrics, best):
-            outcome.best_epoch = epoch
+        outcome.epochs.append({"epoch": epoch, "step": outcome.train_steps, "train_loss": train_loss, **metrics})
+        if self.trial.keep_best and math.isfinite(metrics["eval_loss"]) and better_on_dev(metrics, outcome.best()):
+            outcome.best_evaluation = len(outcome.epochs)
             outcome.best_state = trainable_state(self.accelerator.unwrap_model(self.model))
         return metrics
 

@@ -20,8 +20,9 @@ T = TypeVar("T")
 
 @dataclass(kw_only=True)
 class TrialOutcome:
-    """What a trial's training did (run.loop.TrainOutcome, less the weights it keeps): each epoch's evaluation
-    (accuracy, f1_macro, eval_loss, ...), its cost, and the epoch that was best on dev."""
+    """What a trial's training did (run.loop.TrainOutcome, less the weights it keeps): each evaluation (after
+    each epoch, and every --eval-every steps: accuracy, f1_macro, eval_loss, ..., its epoch and step), its cost,
+    and the evaluation that was best on dev."""
 
     status: Status
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -33,13 +34,21 @@ class TrialOutcome:
     train_samples_per_s: float | None = None
     eval_it_per_s: float | None = None
     note: str = ""
-    best_epoch: int | None = None
+    best_evaluation: int | None = None  # which of `epochs` (from 1) was best on dev
+    stopped_early: str = ""  # why --patience ended the trial before its last epoch, if it did
     predictions: list[int] | None = None  # of the last evaluation, in file order
     steps: list[list[float]] = field(default_factory=list)  # [step, training loss, learning rate]
 
     def best(self) -> dict[str, Any] | None:
-        """The evaluation of the epoch chosen on dev; None when no epoch was usable."""
-        return self.epochs[self.best_epoch - 1] if self.best_epoch is not None else None
+        """The evaluation chosen on dev (after an epoch, or within one with --eval-every); None when none was
+        usable."""
+        return self.epochs[self.best_evaluation - 1] if self.best_evaluation is not None else None
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch of the evaluation chosen on dev."""
+        best = self.best()
+        return None if best is None else int(best["epoch"])
 
 
 @dataclass(kw_only=True)

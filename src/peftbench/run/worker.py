@@ -197,9 +197,8 @@ def _finish(setup: _Setup, model: Any, outcome: TrialOutcome) -> Finished:
         note = collapse_note(test["top_predicted_class_share"], "test")
         later = outcome.note if outcome.status == Status.DIVERGED else ""
         finished.status = Status.COLLAPSED if note else Status.OK
-        finished.note = "; ".join(
-            n for n in (note, later and f"{later}: epoch {outcome.best_epoch}, best on dev, was tested") if n
-        )
+        tested = later and f"{later}: epoch {outcome.best_epoch}, best on dev, was tested"
+        finished.note = "; ".join(n for n in (note, tested, outcome.stopped_early) if n)
     if finished.status in TESTED and setup.accelerator.is_main_process:
         folder = Path(request.weights_dir)
         finished.adapter_size_mb = save_trained(

@@ -248,6 +248,7 @@ def _result_of(
     if dev is not None:  # what was chosen on dev, and why
         result.update(
             chosen_epoch=outcome.best_epoch,
+            chosen_step=dev.get("step"),
             dev_accuracy=dev["accuracy"],
             dev_f1_macro=dev["f1_macro"],
             dev_loss=dev["eval_loss"],

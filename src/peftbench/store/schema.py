@@ -37,6 +37,7 @@ class Epoch(TestScores):
 
     epoch: int
     train_loss: float | None = None
+    step: int | None = None  # the optimiser steps done when it was made (runs of earlier versions: unset)
 
 
 @dataclass(kw_only=True)
@@ -82,6 +83,7 @@ class RunResult:
     trials: list[TrialSummary] | None = None
     # what was chosen on dev
     chosen_epoch: int | None = None
+    chosen_step: int | None = None  # the step of the evaluation chosen on dev (within an epoch with --eval-every)
     dev_accuracy: float | None = None
     dev_f1_macro: float | None = None
     dev_loss: float | None = None

@@ -1,0 +1,64 @@
+"""--eval-every: evaluations within epochs, the choice on dev among all of them; --patience: early stopping."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from peftbench.cli import main
+from peftbench.run import loop
+
+# 64 training examples in batches of 16: 4 optimiser steps an epoch
+QUICK = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--max-length", "32"]
+TUNED = ["--preset", "tuned", "--lr", "1e-3", "--methods", "lora", "--workers", "inline", "--no-progress"]
+
+
+def _result(folder) -> dict:
+    return json.loads((folder / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
+
+
+def test_evaluations_within_epochs_are_recorded_and_chosen_among(tiny_model, tmp_path):
+    args = ["run", "--model", str(tiny_model), *TUNED, "--epochs", "2", "--eval-every", "3", "--out", str(tmp_path)]
+    assert main(args + QUICK) == 0
+    result = _result(tmp_path)
+    # steps 3 and 6 within epochs, 4 and 8 at their ends
+    assert [(e["epoch"], e["step"]) for e in result["epochs"]] == [(1, 3), (1, 4), (2, 6), (2, 8)]
+    best = max(result["epochs"], key=lambda e: (e["accuracy"], -e["eval_loss"]))
+    assert (result["chosen_epoch"], result["chosen_step"]) == (best["epoch"], best["step"])
+    assert result["dev_accuracy"] == best["accuracy"]
+
+
+def test_an_evaluation_at_an_epoch_s_last_step_is_not_repeated(tiny_model, tmp_path):
+    args = ["run", "--model", str(tiny_model), *TUNED, "--epochs", "2", "--eval-every", "2", "--out", str(tmp_path)]
+    assert main(args + QUICK) == 0
+    assert [e["step"] for e in _result(tmp_path)["epochs"]] == [2, 4, 6, 8]
+
+
+def test_patience_stops_a_trial_that_no_longer_improves_on_dev(tiny_model, tmp_path, monkeypatch):
+    real, dev = loop.evaluate, iter([0.5, 0.7, 0.6, 0.6, 0.9, 0.9, 0.9, 0.9])
+
+    def scripted(model, loader, accelerator, progress, label, loss_batch_size):
+        metrics = real(model, loader, accelerator, progress, label, loss_batch_size)
+        if label.endswith("test"):
+            return metrics
+        return {**metrics, "accuracy": next(dev), "eval_loss": 0.5}  # the 0.9s would come after the stop
+
+    monkeypatch.setattr(loop, "evaluate", scripted)
+    args = ["run", "--model", str(tiny_model), *TUNED, "--epochs", "2", "--eval-every", "1", "--patience", "2"]
+    assert main([*args, "--out", str(tmp_path), *QUICK]) == 0
+    result = _result(tmp_path)
+    assert [e["accuracy"] for e in result["epochs"]] == [0.5, 0.7, 0.6, 0.6]
+    assert (result["chosen_epoch"], result["chosen_step"], result["dev_accuracy"]) == (1, 2, 0.7)
+    assert "stopped early in epoch 1, step 4: 2 evaluations in a row not better on dev (--patience 2)" in result["note"]
+    rows = (
+        list(csv.DictReader((tmp_path / "trials.csv").open(encoding="utf-8")))
+        if (tmp_path / "trials.csv").exists()
+        else []
+    )
+    assert all("step" in row for row in rows)
+
+
+def test_eval_every_and_patience_must_be_positive(tiny_model, tmp_path, capsys):
+    for option in ("--eval-every", "--patience"):
+        code = main(["run", "--model", str(tiny_model), *TUNED, option, "0", "--out", str(tmp_path / option), *QUICK])
+        assert code == 2 and f"{option} must be a positive integer, got 0" in capsys.readouterr().err
