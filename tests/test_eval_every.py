@@ -62,3 +62,66 @@ def test_eval_every_and_patience_must_be_positive(tiny_model, tmp_path, capsys):
     for option in ("--eval-every", "--patience"):
         code = main(["run", "--model", str(tiny_model), *TUNED, option, "0", "--out", str(tmp_path / option), *QUICK])
         assert code == 2 and f"{option} must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def _scripted_dev(monkeypatch, accuracies: list[float]) -> None:
+    """Dev evaluations answer these accuracies in turn (the test evaluation is the real one)."""
+    real, dev = loop.evaluate, iter(accuracies)
+
+    def scripted(model, loader, accelerator, progress, label, loss_batch_size):
+        metrics = real(model, loader, accelerator, progress, label, loss_batch_size)
+        return metrics if label.endswith("test") else {**metrics, "accuracy": next(dev), "eval_loss": 0.5}
+
+    monkeypatch.setattr(loop, "evaluate", scripted)
+
+
+def _search(tiny_model, folder, search: str) -> list[str]:
+    grid = ["--lr-grid", "1e-3,3e-3,1e-2", "--search", search, "--epochs", "2", "--eval-every", "1"]
+    return ["run", "--model", str(tiny_model), *TUNED, *grid, "--out", str(folder), *QUICK]
+
+
+def test_halving_stops_a_rate_that_trails_at_a_rung_and_chooses_among_the_rates_trained_in_full(
+    tiny_model, tmp_path, monkeypatch
+):
+    # 8 steps a trial, an evaluation after each: the first rate at 0.6 throughout, the second at 0.5 when the
+    # first rung (step 1) compares it with the first, the third at 0.7 throughout
+    _scripted_dev(monkeypatch, [0.6] * 8 + [0.5] + [0.7] * 8)
+    assert main(_search(tiny_model, tmp_path, "halving")) == 0
+    result = _result(tmp_path)
+    trials = {t["lr"]: t for t in result["trials"]}
+    assert [trials[lr]["train_steps"] for lr in (1e-3, 3e-3, 1e-2)] == [8, 1, 8]
+    assert [trials[lr].get("pruned_at_step") for lr in (1e-3, 3e-3, 1e-2)] == [None, 1, None]
+    assert result["chosen_lr"] == 1e-2 and result["dev_accuracy"] == 0.7
+    rows = list(csv.DictReader((tmp_path / "trials.csv").open(encoding="utf-8")))
+    assert {(r["lr"], r["trial_steps"], r["pruned_at_step"]) for r in rows if r["lr"] == "0.003"} == {
+        ("0.003", "1", "1")
+    }
+
+
+def test_the_full_grid_trains_every_rate_in_full(tiny_model, tmp_path, monkeypatch):
+    _scripted_dev(monkeypatch, [0.6] * 8 + [0.5] * 8 + [0.7] * 8)
+    assert main(_search(tiny_model, tmp_path, "grid")) == 0
+    trials = _result(tmp_path)["trials"]
+    assert [t["train_steps"] for t in trials] == [8, 8, 8] and all("pruned_at_step" not in t for t in trials)
+
+
+def test_halving_needs_rates_to_choose_among(tiny_model, tmp_path, capsys):
+    code = main(["run", "--model", str(tiny_model), *TUNED, "--search", "halving", "--out", str(tmp_path), *QUICK])
+    assert code == 2 and "--search halving chooses among the rates of --lr-grid" in capsys.readouterr().err
+
+
+def test_a_rate_the_search_stopped_is_not_chosen_even_when_its_dev_score_was_higher():
+    from peftbench.records import Status
+    from peftbench.run.messages import TrialOutcome, WorkResponse
+    from peftbench.runner.protocol import TrialRun, choose
+
+    def trial(lr, accuracy, pruned_at):
+        outcome = TrialOutcome(
+            status=Status.OK,
+            epochs=[{"epoch": 1, "step": 1, "accuracy": accuracy, "eval_loss": 0.5}],
+            best_evaluation=1,
+            pruned_at_step=pruned_at,
+        )
+        return TrialRun(lr, None, WorkResponse(outcome=outcome))
+
+    assert choose([trial(1e-3, 0.7, None), trial(1e-2, 0.9, 1)]).lr == 1e-3

@@ -25,6 +25,7 @@ Execution = Literal["fast", "reference"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Attention = Literal["auto", "sdpa", "eager"]
 DropoutMasks = Literal["auto", "torch", "bulk"]
+Search = Literal["grid", "halving"]
 Tracker = Literal["tensorboard", "mlflow", "trackio"]
 INLINE = "inline"
 
@@ -203,6 +204,13 @@ class TrainConfig:
         "comma-separated learning rates to try per method (needs a dev set, --dev-size); the best epoch and rate "
         "on dev are chosen, and the test split is evaluated once, for that choice",
         default=None,
+    )
+    search: Search = documented(
+        "how the rates of --lr-grid are tried: grid (each for every epoch) or halving (successive halving by "
+        "Optuna's SuccessiveHalvingPruner, reduction factor 3, over the dev accuracy at each evaluation: a rate "
+        "that is not the best so far at a rung of 1, 3, 9, ... evaluation periods stops there; the first rate "
+        "always trains in full, and the choice is made among the rates that trained in full)",
+        default="grid",
     )
     execution: Execution = documented(
         "how the protocol is executed: fast (bf16 where native, length-grouped batches that keep class shares, "
@@ -416,6 +424,10 @@ class GridConfig:
             raise UserError("--select-only needs a dev set to choose on: add --dev-size (or use --preset tuned)")
         self.scale.validate()
         check_choices(self)
+        if self.train.search == "halving" and len(self.train.lr_grid or ()) < 2:
+            raise UserError("--search halving chooses among the rates of --lr-grid: give it two rates or more")
+        if self.train.search == "halving" and self.scale.num_processes > 1:
+            raise UserError("--search halving trains each rate in one process: leave --num-processes at 1")
         if self.train.batch_size % self.scale.num_processes:
             raise UserError(
                 f"--batch-size {self.train.batch_size} does not split evenly over --num-processes "

@@ -68,6 +68,8 @@ TRIAL_COLUMNS = [
     "dev_accuracy",
     "dev_f1_macro",
     "chosen",
+    "trial_steps",  # the optimiser steps the rate trained (its budget)
+    "pruned_at_step",  # --search halving stopped the rate after this step
 ]
 
 
@@ -87,6 +89,8 @@ def trial_rows(record: RunRecord) -> list[dict[str, Any]]:
             "dev_accuracy": epoch.accuracy,
             "dev_f1_macro": epoch.f1_macro,
             "chosen": (trial.lr, epoch.epoch, epoch.step) == chosen,
+            "trial_steps": trial.train_steps,
+            "pruned_at_step": trial.pruned_at_step,
         }
         for trial in result.trials_tried()
         for epoch in trial.epochs

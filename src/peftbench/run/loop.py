@@ -254,6 +254,8 @@ class Trial:
     keep_best: bool = False
     # the method's own per-step hook (methods.Method.after_step), called with the unwrapped model and the step
     after_step: Callable[[Any, int], None] | None = None
+    # called with each evaluation (its metrics, epoch and step); True stops the trial there (run.search)
+    after_evaluation: Callable[[dict[str, Any]], bool] | None = None
 
 
 def train_and_evaluate(model: Any, trial: Trial, accelerator: Any) -> TrainOutcome:
@@ -413,6 +415,8 @@ class _Training:
             outcome.status = Status.DIVERGED
             outcome.note = f"non-finite evaluation loss in epoch {epoch}, step {last['step']}"
             return outcome.note
+        if outcome.pruned_at_step is not None:
+            return f"stopped by the search after step {outcome.pruned_at_step}"
         if patience is None or not self.trial.keep_best or outcome.best_evaluation is None:
             return None
         since_best = len(outcome.epochs) - outcome.best_evaluation
@@ -441,6 +445,9 @@ class _Training:
         if self.trial.keep_best and math.isfinite(metrics["eval_loss"]) and better_on_dev(metrics, outcome.best()):
             outcome.best_evaluation = len(outcome.epochs)
             outcome.best_state = trainable_state(self.accelerator.unwrap_model(self.model))
+        judge = self.trial.after_evaluation
+        if judge is not None and math.isfinite(metrics["eval_loss"]) and judge(outcome.epochs[-1]):
+            outcome.pruned_at_step = outcome.train_steps
         return metrics
 
 

@@ -36,6 +36,7 @@ class TrialOutcome:
     note: str = ""
     best_evaluation: int | None = None  # which of `epochs` (from 1) was best on dev
     stopped_early: str = ""  # why --patience ended the trial before its last epoch, if it did
+    pruned_at_step: int | None = None  # --search halving stopped the trial after this step
     predictions: list[int] | None = None  # of the last evaluation, in file order
     steps: list[list[float]] = field(default_factory=list)  # [step, training loss, learning rate]
 
@@ -127,6 +128,7 @@ class WorkRequest(_Message):
     finish_in_trial: bool = False
     state_file: str | None = None  # where a trial saves, and a finish loads, the trainable weights judged on dev
     outcome: TrialOutcome | None = None  # a finish: the chosen trial's outcome (its best epoch, status, note)
+    search_journal: str | None = None  # --search halving: the run's study, shared by its trials (run.search)
 
 
 @dataclass(kw_only=True)

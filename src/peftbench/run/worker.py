@@ -51,6 +51,7 @@ from peftbench.run.loop import (
 )
 from peftbench.run.measure import PeakMemory, count_parameters, now
 from peftbench.run.messages import TRIAL, Finished, Params, Resolved, TrialOutcome, WorkRequest, WorkResponse
+from peftbench.run.search import HalvingTrial
 
 PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -137,6 +138,7 @@ def _trial(setup: _Setup) -> WorkResponse:
     if request.dry_run:
         return response
     choose_on_dev = setup.data.test is not None
+    search = _halving(setup)
     trial = Trial(
         setup.data.train,
         setup.data.eval,
@@ -147,8 +149,12 @@ def _trial(setup: _Setup) -> WorkResponse:
         progress=request.progress,
         keep_best=choose_on_dev,
         after_step=REGISTRY[request.method].after_step,
+        after_evaluation=search.should_stop if search else None,
     )
     outcome = train_and_evaluate(model, trial, setup.accelerator)
+    if search is not None:
+        best = outcome.best()
+        search.finish(best["accuracy"] if best else None, stopped=outcome.pruned_at_step is not None)
     response.outcome = _outcome_as_data(outcome)
     if outcome.best_state is not None:
         restore_trainable(setup.accelerator.unwrap_model(model), outcome.best_state)  # the state judged on dev
@@ -159,6 +165,18 @@ def _trial(setup: _Setup) -> WorkResponse:
 
         save_file(outcome.best_state, request.state_file)
     return response
+
+
+def _halving(setup: _Setup) -> HalvingTrial | None:
+    """This rate's trial in its run's successive-halving study (--search halving), its first rung at the step
+    of the first evaluation."""
+    journal = setup.request.search_journal
+    if journal is None:
+        return None
+    config = setup.train
+    steps_per_epoch = planned_steps(len(setup.data.train), config) // config.epochs
+    first = min(config.eval_every or steps_per_epoch, steps_per_epoch)
+    return HalvingTrial(journal, setup.request.run_id, first)
 
 
 def _finish_only(setup: _Setup) -> WorkResponse:

@@ -82,9 +82,12 @@ class TrialRun:
 
 
 def choose(trials: list[TrialRun]) -> TrialRun:
-    """The trial whose best epoch is best on dev (records.better_on_dev); ties keep the first rate tried."""
+    """The trial whose best epoch is best on dev (records.better_on_dev); ties keep the first rate tried. A
+    trial the search stopped early is not chosen (it trained less than the others: --search halving)."""
     chosen, best = trials[0], None
     for trial in trials:
+        if trial.outcome.pruned_at_step is not None:
+            continue
         metrics = trial.outcome.best()
         if metrics is not None and better_on_dev(metrics, best):
             chosen, best = trial, metrics
@@ -122,12 +125,17 @@ class _Protocol:
         rates = self.run.learning_rates()
         self.folder.mkdir(parents=True, exist_ok=True)
         trials = []
+        journal = self.folder / "search.journal"
+        journal.unlink(missing_ok=True)  # a study of an earlier, interrupted attempt at this run: not this one's
         for number, lr in enumerate(rates):
             label = self.job.label if len(rates) == 1 else f"{self.job.label} lr {lr:g}"
             # a trial keeps the weights it would be judged by for a later finish; a select-only run has none
             state_file = None if self.grid.select_only else str(self.folder / f"trial{number}.safetensors")
             finish_in_trial = len(rates) == 1 and not self.grid.select_only
-            request = self._request(TRIAL, lr, label, finish_in_trial=finish_in_trial, state_file=state_file)
+            shared = str(journal) if self.run.train.search == "halving" else None
+            request = self._request(
+                TRIAL, lr, label, finish_in_trial=finish_in_trial, state_file=state_file, search_journal=shared
+            )
             trials.append(TrialRun(lr, state_file, self._send(request, f"trial{number}")))
             if trials[-1].response.failed:
                 break  # a broken method or a dead worker: the other rates would fail alike
@@ -243,7 +251,16 @@ def _result_of(
         "train_log": outcome.steps,  # [step, loss, lr] of the chosen trial
     }
     if len(trials) > 1 or select_only:
-        result["trials"] = [{"lr": t.lr, "status": t.outcome.status, "epochs": t.outcome.epochs} for t in trials]
+        result["trials"] = [
+            {
+                "lr": t.lr,
+                "status": t.outcome.status,
+                "epochs": t.outcome.epochs,
+                "train_steps": t.outcome.train_steps,
+                "pruned_at_step": t.outcome.pruned_at_step,
+            }
+            for t in trials
+        ]
     dev = outcome.best()
     if dev is not None:  # what was chosen on dev, and why
         result.update(

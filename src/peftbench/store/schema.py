@@ -47,6 +47,8 @@ class TrialSummary:
     lr: float
     status: Status
     epochs: list[Epoch] = field(default_factory=list)
+    train_steps: int | None = None  # the optimiser steps it trained (runs of earlier versions: unset)
+    pruned_at_step: int | None = None  # --search halving stopped it after this step
 
 
 @dataclass(kw_only=True)
