@@ -1,6 +1,7 @@
 """Where a training step of peftbench's loop spends its time, by operator (torch.profiler, CPU):
 
     python benchmarks/profile_step.py --model e5-small-offline --method lora [--precision fp32] [--steps 4]
+        [--dropout-masks bulk]
 
 The step is peftbench.run.loop's (its loaders, optimizer, precision and step function, as bench_train's
 variant (b)); two warm-up steps, then --steps profiled. Prints the machine, the resolved precision and the
@@ -24,6 +25,7 @@ from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
 from peftbench.hardware import resolve_precision  # noqa: E402
 from peftbench.methods import REGISTRY  # noqa: E402
 from peftbench.models import classifier as models  # noqa: E402
+from peftbench.run.dropout import bulk_masks  # noqa: E402
 from peftbench.run.loop import build_loaders, build_optimizer, store_frozen_weights_in, train_step  # noqa: E402
 from peftbench.run.worker import PRECISION_TO_ACCELERATE  # noqa: E402
 
@@ -36,6 +38,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--dropout-masks", default="torch", choices=["torch", "bulk"])
     args = parser.parse_args()
     from accelerate import Accelerator
     from transformers import get_constant_schedule
@@ -66,10 +69,14 @@ def main() -> int:
     for _ in range(2):
         train_step(model, next(batches), optimizer, scheduler, accelerator)
     profiled = [next(batches) for _ in range(args.steps)]
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+    masks = bulk_masks(args.dropout_masks == "bulk")
+    with masks, torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         for batch in profiled:
             train_step(model, batch, optimizer, scheduler, accelerator)
-    print(f"{machine()}; precision {precision}; {args.method}, batch {args.batch_size}, {args.steps} steps profiled")
+    print(
+        f"{machine()}; precision {precision}; {args.method}, batch {args.batch_size}, "
+        f"dropout masks {args.dropout_masks}, {args.steps} steps profiled"
+    )
     print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
     return 0
 

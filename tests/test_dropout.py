@@ -67,6 +67,19 @@ def test_the_mean_is_kept_with_one_scale():
     assert torch.all(y[y != 0] == torch.tensor(scale, dtype=y.dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_in_half_precision_kept_elements_are_scaled_as_torch_s_dropout_scales_them(dtype):
+    x = torch.randn(200_000).to(dtype)
+    torch.manual_seed(1)
+    ours = bulk_dropout(x, 0.1)
+    torch.manual_seed(1)
+    theirs = F.dropout(x, 0.1)
+    kept = (ours != 0) & (theirs != 0)
+    assert kept.sum() > 150_000
+    assert torch.equal(ours[kept], theirs[kept])  # same value wherever both kept the element
+    assert torch.equal(ours[kept], x[kept] * torch.tensor(1 / 0.9, dtype=dtype))
+
+
 def test_gradient_goes_through_the_same_mask_saved_as_one_byte():
     x = torch.randn(1000, requires_grad=True)
     saved: list[torch.dtype] = []

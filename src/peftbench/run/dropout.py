@@ -10,9 +10,16 @@ on an AMD EPYC, more under bf16.
 call, for `bulk_dropout`: the mask comes from numpy's PCG64 in bulk (`random_raw`, 64-bit words read as four
 16-bit lanes, each kept when at or above round(p * 65,536)), is kept as one byte per element for the
 backward pass, and is applied with its scale by one autograd function. Each element is kept independently
-with probability 1 - round(p * 65,536) / 65,536 (p = 0.1: 0.899994 instead of 0.9); the scale is the
+with probability 1 - round(p * 65,536) / 65,536 (p = 0.1: 0.899994 instead of 0.9); in fp32 the scale is the
 inverse of that exact probability, so the expectation is the input's. Each call seeds a fresh PCG64 from
 torch's CPU generator, so torch.manual_seed makes a run reproducible, as with torch's dropout.
+
+In bf16 and fp16 the scale is what torch's CPU dropout multiplies by: 1 / (1 - p) rounded to the input's
+type, since its mask is a tensor of that type (p = 0.1 in bf16: 1.109375, not 1.1111, so each bf16 dropout
+of torch's shrinks its output by 0.16% on average). An exact scale there was the one systematic difference
+found between torch's masks and the bulk masks (and the lane masks before them), whose prompt-tuning runs
+ended lower on dev over paired seeds (benchmarks/results/dropout-e5-small); with torch's scale, bulk masks
+differ from torch's dropout only in their random draws.
 
 Tensors on other devices (a GPU has a fused dropout kernel), in-place calls, integer tensors and a p
 that rounds to 0 or 1 at the lanes' resolution go to torch's own dropout.
@@ -67,9 +74,15 @@ def bulk_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inp
     if input.device.type != "cpu" or inplace or not 0 < dropped < LANES or not input.is_floating_point():
         return _torch_dropout(input, p, training, inplace)
     keep = keep_mask(input.numel(), dropped).view(input.shape)
-    scale = LANES / (LANES - dropped)
-    result: torch.Tensor = _MaskedScale.apply(input, keep, scale)
+    result: torch.Tensor = _MaskedScale.apply(input, keep, dropout_scale(p, dropped, input.dtype))
     return result
+
+
+def dropout_scale(p: float, dropped: int, dtype: torch.dtype) -> float:
+    """What kept elements are multiplied by: the inverse keep rate, or torch's rounding of it in bf16/fp16."""
+    if dtype in (torch.bfloat16, torch.float16):
+        return float(torch.tensor(1.0 / (1.0 - p), dtype=dtype))
+    return LANES / (LANES - dropped)
 
 
 @contextmanager
