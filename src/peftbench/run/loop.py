@@ -407,8 +407,8 @@ class _Training:
         return now()
 
     def _stop_reason(self, epoch: int) -> str | None:
-        """Why the trial ends before its last epoch, if it does (a diverged evaluation, or --patience); sets the
-        outcome's status and note."""
+        """Why the trial ends before its last epoch, if it does: a diverged evaluation (status and note set), the
+        search stopping it (run.search), or --patience (stopped_early set)."""
         outcome, patience = self.outcome, self.config.patience
         last = outcome.epochs[-1] if outcome.epochs else None
         if last is not None and not math.isfinite(last["eval_loss"]):
