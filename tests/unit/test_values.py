@@ -81,3 +81,13 @@ def test_one_builder_for_the_cli_the_api_and_config_files(tmp_path: Path) -> Non
     with pytest.raises(UserError, match="unknown preset"):
         build_grid("m", "lora", tmp_path, preset="fast")
     assert isinstance(GridConfig("m", ["lora"], "o", DataConfig(), TrainConfig()).out, Path)  # type: ignore[arg-type]
+
+
+def test_the_evaluation_batch_fits_the_device():
+    from peftbench.config.sections import TrainConfig
+
+    fast = TrainConfig(batch_size=64, execution="fast")
+    assert fast.eval_batch() == 64 and fast.eval_batch(on_gpu=True) == 256  # a CPU's caches; a GPU's width
+    assert TrainConfig(batch_size=8, execution="fast").eval_batch() == 32
+    assert TrainConfig(batch_size=64, execution="reference").eval_batch(on_gpu=True) == 64
+    assert TrainConfig(batch_size=64, execution="fast", eval_batch_size=200).eval_batch() == 200

@@ -61,13 +61,14 @@ def inference_cost(model: Any, examples: list, collator: Any, config: TrainConfi
     device = next(model.parameters()).device
     single = [collator([example]) for example in examples[:LATENCY_EXAMPLES]]
     timed = examples[:THROUGHPUT_EXAMPLES]
-    batches = list(build_eval_loader(timed, collator, config))
+    on_gpu = device.type == "cuda"
+    batches = list(build_eval_loader(timed, collator, config, on_gpu))
     with torch.inference_mode(), autocast():
         latency = statistics.median(_timed(model, single, device))
         throughput = len(timed) / sum(_timed(model, batches, device))
     return InferenceCost(
         inference_ms_per_example=1000 * latency,
         inference_samples_per_s=throughput,
-        inference_batch_size=config.eval_batch(),
+        inference_batch_size=config.eval_batch(on_gpu),
         inference_merged=was_merged,
     )

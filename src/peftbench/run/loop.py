@@ -110,13 +110,14 @@ def planned_steps(examples: int, config: TrainConfig) -> int:
     return math.ceil(examples / config.batch_size) * config.epochs
 
 
-def build_eval_loader(examples: list, collator: Any, config: TrainConfig, pin_memory: bool = False) -> DataLoader:
+def build_eval_loader(examples: list, collator: Any, config: TrainConfig, on_gpu: bool = False) -> DataLoader:
+    """Batches of the evaluation batch size for the device (TrainConfig.eval_batch), in pinned memory on a GPU."""
     indexed = [{**example, EXAMPLE_INDEX: i} for i, example in enumerate(examples)]
     if config.eval_by_length:
         # Evaluation order does not matter (results are put back in file order): sorted, batches pad least.
         indexed.sort(key=lambda e: len(e["input_ids"]))
     return DataLoader(
-        _dataset(indexed), batch_size=config.eval_batch(), shuffle=False, collate_fn=collator, pin_memory=pin_memory
+        _dataset(indexed), batch_size=config.eval_batch(on_gpu), shuffle=False, collate_fn=collator, pin_memory=on_gpu
     )
 
 
@@ -208,7 +209,7 @@ def evaluate_once(
     model: Any, examples: list, collator: Any, config: TrainConfig, accelerator: Any, progress: bool, label: str
 ) -> dict[str, Any]:
     """Evaluate a model on examples it was not trained or chosen on (the test split)."""
-    loader = accelerator.prepare(build_eval_loader(examples, collator, config))
+    loader = accelerator.prepare(build_eval_loader(examples, collator, config, accelerator.device.type == "cuda"))
     model = accelerator.prepare(model)
     return evaluate(model, loader, accelerator, progress, label, config.batch_size)
 
