@@ -57,8 +57,9 @@ def length_multiple(device: torch.device) -> int | None:
 
 def resolve_dropout_masks(requested: str | None, device: torch.device) -> str:
     """`auto` → torch's own dropout everywhere. Bulk masks (peftbench.run.dropout, `--dropout-masks bulk`) made
-    LoRA as accurate on dev over 3 paired seeds, but prompt tuning 0.020 lower over 6 (paired t-test p 0.084,
-    benchmarks/results/dropout-e5-small): neither a loss nor parity, so they stay opt-in."""
+    LoRA as accurate on dev over 3 paired seeds, but prompt tuning 0.019 lower over 12 (11 of 12 lower, paired
+    t-test p 0.003, benchmarks/results/dropout-e5-small; with torch's bf16 scale too, dropout-scale-e5-small):
+    a loss, so they stay opt-in."""
     if requested is not None and requested != "auto":  # unset (None) is auto
         return requested
     return "torch"

@@ -241,7 +241,7 @@ class TrainConfig:
     dropout_masks: DropoutMasks | None = documented(
         "how dropout masks are drawn: auto or torch (torch's own), or bulk (on CPUs, drawn in bulk from numpy's "
         "PCG64 and kept as one byte per element for backward; torch's own on GPUs): faster on CPUs, but opt-in, "
-        "since over 6 paired seeds prompt tuning reached 2 points lower dev accuracy with them (p 0.08; "
+        "since over 12 paired seeds prompt tuning reached 2 points lower dev accuracy with them (p 0.003; "
         "benchmarks/results/dropout-e5-small). Unset: from --execution",
         default=None,
     )

@@ -16,10 +16,10 @@ torch's CPU generator, so torch.manual_seed makes a run reproducible, as with to
 
 In bf16 and fp16 the scale is what torch's CPU dropout multiplies by: 1 / (1 - p) rounded to the input's
 type, since its mask is a tensor of that type (p = 0.1 in bf16: 1.109375, not 1.1111, so each bf16 dropout
-of torch's shrinks its output by 0.16% on average). An exact scale there was the one systematic difference
-found between torch's masks and the bulk masks (and the lane masks before them), whose prompt-tuning runs
-ended lower on dev over paired seeds (benchmarks/results/dropout-e5-small); with torch's scale, bulk masks
-differ from torch's dropout only in their random draws.
+of torch's shrinks its output by 0.16% on average). Bulk masks then differ from torch's dropout only in their
+random draws. That was the one systematic difference found, but not the cause of what bulk masks cost prompt
+tuning (two points of dev accuracy over 12 paired seeds, benchmarks/results/dropout-e5-small): with torch's
+scale they cost the same (benchmarks/results/dropout-scale-e5-small). They stay opt-in.
 
 Tensors on other devices (a GPU has a fused dropout kernel), in-place calls, integer tensors and a p
 that rounds to 0 or 1 at the lanes' resolution go to torch's own dropout.
