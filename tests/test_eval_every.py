@@ -83,18 +83,20 @@ def _search(tiny_model, folder, search: str) -> list[str]:
 def test_halving_stops_a_rate_that_trails_at_a_rung_and_chooses_among_the_rates_trained_in_full(
     tiny_model, tmp_path, monkeypatch
 ):
-    # 8 steps a trial, an evaluation after each: the first rate at 0.6 throughout, the second at 0.5 when the
-    # first rung (step 1) compares it with the first, the third at 0.7 throughout
+    # The rates train nearest LoRA's recommended 3e-3 first: 3e-3, 1e-3, 1e-2. 8 steps a trial, an evaluation
+    # after each: 3e-3 at 0.6 throughout, 1e-3 at 0.5 when the first rung (step 1) compares it with 3e-3,
+    # 1e-2 at 0.7 throughout
     _scripted_dev(monkeypatch, [0.6] * 8 + [0.5] + [0.7] * 8)
     assert main(_search(tiny_model, tmp_path, "halving")) == 0
     result = _result(tmp_path)
+    assert [t["lr"] for t in result["trials"]] == [3e-3, 1e-3, 1e-2]
     trials = {t["lr"]: t for t in result["trials"]}
-    assert [trials[lr]["train_steps"] for lr in (1e-3, 3e-3, 1e-2)] == [8, 1, 8]
-    assert [trials[lr].get("pruned_at_step") for lr in (1e-3, 3e-3, 1e-2)] == [None, 1, None]
+    assert [trials[lr]["train_steps"] for lr in (3e-3, 1e-3, 1e-2)] == [8, 1, 8]
+    assert [trials[lr].get("pruned_at_step") for lr in (3e-3, 1e-3, 1e-2)] == [None, 1, None]
     assert result["chosen_lr"] == 1e-2 and result["dev_accuracy"] == 0.7
     rows = list(csv.DictReader((tmp_path / "trials.csv").open(encoding="utf-8")))
-    assert {(r["lr"], r["trial_steps"], r["pruned_at_step"]) for r in rows if r["lr"] == "0.003"} == {
-        ("0.003", "1", "1")
+    assert {(r["lr"], r["trial_steps"], r["pruned_at_step"]) for r in rows if r["lr"] == "0.001"} == {
+        ("0.001", "1", "1")
     }
 
 
@@ -102,6 +104,7 @@ def test_the_full_grid_trains_every_rate_in_full(tiny_model, tmp_path, monkeypat
     _scripted_dev(monkeypatch, [0.6] * 8 + [0.5] * 8 + [0.7] * 8)
     assert main(_search(tiny_model, tmp_path, "grid")) == 0
     trials = _result(tmp_path)["trials"]
+    assert [t["lr"] for t in trials] == [1e-3, 3e-3, 1e-2]  # the order given
     assert [t["train_steps"] for t in trials] == [8, 8, 8] and all("pruned_at_step" not in t for t in trials)
 
 
