@@ -141,20 +141,19 @@ def class_rows(record: RunRecord) -> list[dict[str, Any]]:
 
 def write_classes_csv(root: Path, records: list[RunRecord]) -> Path | None:
     """classes.csv when some run stored its predictions with the true labels; else None."""
-    rows = [row for record in records for row in class_rows(record)]
-    if not rows:
-        (root / "classes.csv").unlink(missing_ok=True)  # from an earlier state of the folder
-        return None
-    return _write_table(root / "classes.csv", CLASS_COLUMNS, rows)
+    return _write_rows_if_any(root / "classes.csv", CLASS_COLUMNS, [r for x in records for r in class_rows(x)])
 
 
 def write_trials_csv(root: Path, records: list[RunRecord]) -> Path | None:
     """trials.csv when some run tried several learning rates (or was --select-only); else None."""
-    rows = [row for record in records for row in trial_rows(record)]
+    return _write_rows_if_any(root / "trials.csv", TRIAL_COLUMNS, [r for x in records for r in trial_rows(x)])
+
+
+def _write_rows_if_any(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path | None:
     if not rows:
-        (root / "trials.csv").unlink(missing_ok=True)  # from an earlier state of the folder
+        path.unlink(missing_ok=True)  # from an earlier state of the folder
         return None
-    return _write_table(root / "trials.csv", TRIAL_COLUMNS, rows)
+    return _write_table(path, columns, rows)
 
 
 def _write_table(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> Path:
