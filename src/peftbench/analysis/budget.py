@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from peftbench.config.sections import steps_per_epoch
 from peftbench.records import COLLAPSE_SHARE, Status
 from peftbench.store.schema import Epoch, RunRecord
 
@@ -25,7 +26,7 @@ class Budget:
 
     @property
     def steps(self) -> int:
-        return math.ceil(self.train_examples / self.batch_size) * self.epochs
+        return steps_per_epoch(self.train_examples, self.batch_size) * self.epochs
 
     @property
     def examples_seen(self) -> int:

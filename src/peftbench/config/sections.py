@@ -162,6 +162,11 @@ class DataConfig:
             raise UserError(f"--max-length-keep must be in (0, 1], got {self.max_length_keep}")
 
 
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch over `examples` training examples: the loaders keep the last partial batch."""
+    return math.ceil(examples / batch_size)
+
+
 CPU_EVAL_BATCH = 64  # the fast execution's largest evaluation batch on a CPU (TrainConfig.eval_batch)
 
 

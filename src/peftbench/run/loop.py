@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from peftbench.config.sections import TrainConfig
+from peftbench.config.sections import TrainConfig, steps_per_epoch
 from peftbench.hardware import resolve_dropout_masks
 from peftbench.models.classifier import is_norm
 from peftbench.records import COLLAPSE_SHARE, Status, better_on_dev
@@ -74,7 +74,7 @@ class ShuffledLengthGroupedBatches(torch.utils.data.Sampler):
             yield batches[position]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        return steps_per_epoch(len(self.lengths), self.batch_size)
 
 
 def _dataset(examples: list[dict[str, Any]]) -> Dataset[dict[str, Any]]:
@@ -106,8 +106,8 @@ def build_loaders(
 
 
 def planned_steps(examples: int, config: TrainConfig) -> int:
-    """Optimiser steps of a run over `examples` training examples: the loaders keep the last partial batch."""
-    return math.ceil(examples / config.batch_size) * config.epochs
+    """Optimiser steps of a run over `examples` training examples."""
+    return steps_per_epoch(examples, config.batch_size) * config.epochs
 
 
 def build_eval_loader(examples: list, collator: Any, config: TrainConfig, on_gpu: bool = False) -> DataLoader:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from peftbench.config.sections import TrainConfig
+from peftbench.config.sections import TrainConfig, steps_per_epoch
 from peftbench.data import TokenizedData
 from peftbench.errors import UserError, first_line
 from peftbench.hardware import describe as describe_device
@@ -174,8 +174,8 @@ def _halving(setup: _Setup) -> HalvingTrial | None:
     if journal is None:
         return None
     config = setup.train
-    steps_per_epoch = planned_steps(len(setup.data.train), config) // config.epochs
-    first = min(config.eval_every or steps_per_epoch, steps_per_epoch)
+    epoch = steps_per_epoch(len(setup.data.train), config.batch_size)
+    first = min(config.eval_every or epoch, epoch)
     return HalvingTrial(journal, setup.request.run_id, first)
 
 
