@@ -60,9 +60,6 @@ def never_predicted(record: RunRecord) -> list[ClassScores]:
     return [c for c in class_scores(record) if c.support and not c.predicted]
 
 
-def never_predicted_text(record: RunRecord) -> str:
-    """ "class X (N examples)" or "classes X (N examples), Y (M examples)" for the classes never predicted."""
-    missed = never_predicted(record)
-    return ("classes " if len(missed) > 1 else "class ") + ", ".join(
-        f"{c.label} ({c.support} examples)" for c in missed
-    )
+def classes_text(names: list[str]) -> str:
+    """ "class X" or "classes X, Y" (names as they are to be shown)."""
+    return ("classes " if len(names) > 1 else "class ") + ", ".join(names)

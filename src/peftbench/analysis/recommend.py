@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from peftbench.analysis.classes import classes_text
 from peftbench.analysis.stats import ALPHA, Analysis, MethodSummary
 
 
@@ -81,11 +82,9 @@ def _missing(method: MethodSummary, who: str) -> str:
     """A sentence for a method whose runs never predicted some class of the split; "" where none did."""
     if not method.runs_missing_classes:
         return ""
-    classes = ("classes " if len(method.missing_classes) > 1 else "class ") + ", ".join(method.missing_classes)
-    return (
-        f" {who} never predicted {classes} ({method.runs_missing_classes} of {method.seeds} runs): zero "
-        "recall there, whatever the accuracy."
-    )
+    runs = f"{method.runs_missing_classes} of {method.seeds} runs"
+    classes = classes_text(method.missing_classes)
+    return f" {who} never predicted {classes} ({runs}): zero recall there, whatever the accuracy."
 
 
 def _interval(low_high: tuple[float, float]) -> str:

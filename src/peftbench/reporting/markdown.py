@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftbench.analysis.classes import ClassScores, class_scores, never_predicted, never_predicted_text
+from peftbench.analysis.classes import ClassScores, class_scores, classes_text, never_predicted
 from peftbench.analysis.recommend import Constraints, Recommendation, recommend, sentences
 from peftbench.analysis.stats import (
     ALPHA,
@@ -440,11 +440,13 @@ def _every_run_lines(finished: list[RunRecord]) -> list[str]:
 
 def missing_class_notes(finished: list[RunRecord]) -> list[str]:
     """One line per run that never predicted a class of its split (an `ok` run too: its status does not say it)."""
-    return [
-        f"{display_name(r, True)} never predicted {never_predicted_text(r)}: zero recall there"
-        for r in finished
-        if r.status == Status.OK and never_predicted(r)
-    ]
+    notes = []
+    for record in finished:
+        missed = never_predicted(record) if record.status == Status.OK else []
+        if missed:
+            shown = classes_text([f"{c.label} ({c.support} examples)" for c in missed])
+            notes.append(f"{display_name(record, True)} never predicted {shown}: zero recall there")
+    return notes
 
 
 @dataclass
