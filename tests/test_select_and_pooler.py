@@ -126,3 +126,46 @@ def test_the_flags_are_documented(flag, capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert flag in capsys.readouterr().out
+
+
+def test_lr_from_trains_each_method_at_the_rate_its_search_chose(tiny_model, tmp_path, capsys):
+    search, final = tmp_path / "search", tmp_path / "final"
+    common = ["run", "--model", str(tiny_model), "--preset", "tuned", "--epochs", "1", "--workers", "inline", *QUICK]
+    searched = [*common, "--methods", "lora", "--lr-grid", "1e-3,3e-2", "--select-only", "--out", str(search)]
+    assert main(searched) == 0
+    chosen = json.loads((search / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]["chosen_lr"]
+    trained = [*common, "--methods", "lora", "--seeds", "1,2", "--out", str(final)]
+    assert main([*trained, "--lr-from", str(search)]) == 0
+    for seed in (1, 2):
+        run = json.loads((final / "runs" / f"lora__seed{seed}.json").read_text(encoding="utf-8"))
+        assert run["config"]["lr"] == chosen and run["result"]["accuracy"] is not None
+    assert f"as its runs in {search} chose it on dev" in (final / "report.md").read_text(encoding="utf-8")
+    capsys.readouterr()
+    # where the rate came from is not the experiment: the same rates from the folder spelled otherwise are done
+    assert main([*trained, "--lr-from", str(search / ".." / "search")]) == 0
+    assert "2 run(s) already finished" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--methods", "lora,bitfit"], "no run of bitfit there chose a rate on dev"),
+        (["--methods", "lora", "--lr-grid", "1e-3,3e-3"], "give one"),
+        (["--methods", "lora", "--data", "OTHER"], "chose its rate for other data"),
+    ],
+)
+def test_lr_from_refuses_what_it_cannot_answer(tiny_model, tmp_path, capsys, extra, message):
+    search = tmp_path / "search"
+    common = ["run", "--model", str(tiny_model), "--preset", "tuned", "--epochs", "1", "--workers", "inline"]
+    quick = [*QUICK, "--max-train-samples", "32", "--max-eval-samples", "16"]
+    searched = [*common, *quick, "--methods", "lora", "--lr-grid", "1e-3,3e-2", "--select-only", "--out", str(search)]
+    assert main(searched) == 0
+    capsys.readouterr()
+    out, other = tmp_path / "final", tmp_path / "other.csv"
+    other.write_text("review,label\n" + "".join(f"{'good' if i % 2 else 'bad'} {i},{i % 2}\n" for i in range(80)))
+    extra = [str(other) if a == "OTHER" else a for a in extra]
+    assert main([*common, *quick, *extra, "--lr-from", str(search), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main([*common, *quick, "--lr-from", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "no run there chose a learning rate on dev" in capsys.readouterr().err

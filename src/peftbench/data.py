@@ -6,6 +6,7 @@ Everything here runs once per grid: every method then trains on the very same to
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import hashlib
 import json
 import lzma
@@ -49,6 +50,8 @@ class SplitTexts:
     train: LabeledTexts
     eval: LabeledTexts  # what is evaluated after each epoch: the dev set when there is one
     test: LabeledTexts | None = None  # read once, after the choice on dev; None in the reference protocol
+    # the parts that came as files of their own (--dev-data, --test-data): {"dev": sha256 of its file, ...}
+    given: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -217,9 +220,28 @@ def _label_ids(values: list[Any], where: str) -> tuple[list[int], list[str]]:
     return [index[v] for v in as_text], names
 
 
-def load_labeled_texts(config: DataConfig) -> LabeledTexts:
-    """Read the data, drop rows whose text is empty, map labels to ids; UserError on anything unusable."""
-    frame, where, digest, encoding = _read_source(config.source, config.encoding)
+@dataclass
+class _Rows:
+    """A file's usable rows, labels not yet numbered (the files of one dataset are numbered together)."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[Any]
+    source: str
+    sha256: str
+    rows_read: int
+    encoding: str
+
+    def labeled(self, labels: list[int], names: list[str]) -> LabeledTexts:
+        dropped = self.rows_read - len(self.texts)
+        return LabeledTexts(
+            self.texts, labels, names, self.source, self.sha256, self.rows_read, dropped, self.encoding, self.pairs
+        )
+
+
+def _read_rows(source: str, config: DataConfig) -> _Rows:
+    """A file's rows with a text (and a pair, with --text-pair-column); UserError on anything unusable."""
+    frame, where, digest, encoding = _read_source(source, config.encoding)
     if len(frame) == 0:
         raise UserError(f"data has no rows: {where}")
     wanted = [c for c in (config.text_column, config.text_pair_column, config.label_column) if c is not None]
@@ -235,58 +257,112 @@ def load_labeled_texts(config: DataConfig) -> LabeledTexts:
     pairs = [str(t) for t, k in zip(pairs_raw, keep) if k] if pairs_raw is not None else None
     if not texts:
         raise UserError(f"{where}: every row has an empty {config.text_column!r}")
-    labels, names = _label_ids([v for v, k in zip(frame[config.label_column].tolist(), keep) if k], where)
+    labels = [v for v, k in zip(frame[config.label_column].tolist(), keep) if k]
+    return _Rows(texts, pairs, labels, where, digest, len(frame), encoding)
+
+
+def load_labeled_texts(config: DataConfig) -> LabeledTexts:
+    """Read --data, drop rows whose text is empty, map labels to ids; UserError on anything unusable."""
+    rows = _read_rows(config.source, config)
+    labels, names = _label_ids(rows.labels, rows.source)
+    _check_classes(names, rows.source, config)
+    return rows.labeled(labels, names)
+
+
+def _check_classes(names: list[str], where: str, config: DataConfig) -> None:
     if len(names) < 2:
         raise UserError(
             f"{where}: only one class ({names[0]!r}) in {config.label_column!r}; classification needs two or more"
         )
-    return LabeledTexts(
-        texts,
-        labels,
-        names,
-        where,
-        digest,
-        rows_read=len(frame),
-        rows_dropped_empty=len(keep) - len(texts),
-        encoding=encoding,
-        pairs=pairs,
-    )
 
 
 def _present(text: Any) -> bool:
     return text is not None and not (isinstance(text, float) and text != text) and str(text).strip() != ""
 
 
-def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
-    """The reference split: datasets' train_test_split on the rows in file order, so indices match it exactly."""
+def load_split(config: DataConfig) -> SplitTexts:
+    """The splits a grid trains and judges on: held out of --data by split(), or, for the parts given as files
+    of their own (--dev-data, --test-data), those files, whose labels are numbered with --data's."""
+    given = {name: path for name, path in (("dev", config.dev_data), ("test", config.test_data)) if path}
+    if not given:
+        return split(load_labeled_texts(config), config)
+    files = {"train": _read_rows(config.source, config), **{n: _read_rows(p, config) for n, p in given.items()}}
+    ids, names = _label_ids([label for rows in files.values() for label in rows.labels], config.source)
+    parts, start = {}, 0
+    for name, rows in files.items():
+        parts[name] = rows.labeled(ids[start : start + len(rows.labels)], names)
+        start += len(rows.labels)
+    train = parts["train"]
+    _check_classes(sorted({names[i] for i in train.labels}), train.source, config)
+    for name in given:
+        unseen = sorted({names[i] for i in parts[name].labels} - {names[i] for i in train.labels})
+        if unseen:
+            raise UserError(f"{parts[name].source}: class(es) {', '.join(unseen)} never occur in the training data")
+    split_texts = _with_given(parts, config)
+    split_texts.given = {name: parts[name].sha256 for name in given}
+    return split_texts
+
+
+def _with_given(parts: dict[str, LabeledTexts], config: DataConfig) -> SplitTexts:
+    """Train, dev and test when dev or test (or both) came as files: what is missing is held out of --data,
+    stratified (test by --test-size; dev by --dev-size, when there is one)."""
+    train, dev, test = parts["train"], parts.get("dev"), parts.get("test")
+    limit = config.max_eval_samples
+    if test is None:
+        train, test = _stratified(train, config.test_size, config.split_seed)
+    elif dev is None and config.dev_size is not None:
+        train, dev = _stratified(train, config.dev_size, config.split_seed)
+    train = _first(train, config.max_train_samples)
+    if dev is None:  # no dev set: evaluate on the test file after each epoch, as the reference does
+        return SplitTexts(train, _first(test, limit))
+    return SplitTexts(train, _first(dev, limit), _first(test, limit))
+
+
+def _table(data: LabeledTexts) -> Any:
     from datasets import Dataset
 
     columns = {"text": data.texts, "label": data.labels, **({"pair": data.pairs} if data.pairs is not None else {})}
-    table = Dataset.from_dict(columns)
+    return Dataset.from_dict(columns)
+
+
+def _part(rows: Any, data: LabeledTexts, limit: int | None = None) -> LabeledTexts:
+    """The first `limit` rows of a datasets table cut from `data`, as texts of the same source."""
+    n = len(rows) if limit is None else min(limit, len(rows))
+    rows = rows.select(range(n))
+    pairs = list(rows["pair"]) if data.pairs is not None else None
+    return dataclasses.replace(data, texts=list(rows["text"]), labels=list(rows["label"]), pairs=pairs)
+
+
+def _first(data: LabeledTexts, limit: int | None) -> LabeledTexts:
+    return data if limit is None else _part(_table(data), data, limit)
+
+
+def _stratified(data: LabeledTexts, size: float, seed: int) -> tuple[LabeledTexts, LabeledTexts]:
+    """data split in two by datasets' train_test_split, stratified by label: the rest, and `size` of it."""
+    from datasets import ClassLabel
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()  # a bar for casting 8k labels only hides the training bars
+    table = _table(data).cast_column("label", ClassLabel(names=data.label_names))
+    try:
+        parts = table.train_test_split(test_size=size, seed=seed, stratify_by_column="label")
+    except ValueError as exc:
+        raise UserError(f"cannot split {data.source}: {exc}") from None
+    return _part(parts["train"], data), _part(parts["test"], data)
+
+
+def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
+    """The reference split: datasets' train_test_split on the rows in file order, so indices match it exactly."""
+    table = _table(data)
     if len(table) < 2:
         raise UserError(f"{data.source}: {len(table)} usable row(s) cannot be split into train and eval")
-
-    def part(rows: Any, limit: int | None) -> LabeledTexts:
-        n = len(rows) if limit is None else min(limit, len(rows))
-        rows = rows.select(range(n))
-        return LabeledTexts(
-            list(rows["text"]),
-            list(rows["label"]),
-            data.label_names,
-            data.source,
-            data.sha256,
-            data.rows_read,
-            data.rows_dropped_empty,
-            data.encoding,
-            list(rows["pair"]) if data.pairs is not None else None,
-        )
-
     try:
         if config.dev_size is None:
             # The reference: an unstratified split of the rows in file order.
             parts = table.train_test_split(test_size=config.test_size, seed=config.split_seed)
             return SplitTexts(
-                part(parts["train"], config.max_train_samples), part(parts["test"], config.max_eval_samples)
+                _part(parts["train"], data, config.max_train_samples),
+                _part(parts["test"], data, config.max_eval_samples),
             )
         from datasets import ClassLabel
         from datasets.utils.logging import disable_progress_bar
@@ -301,7 +377,9 @@ def split(data: LabeledTexts, config: DataConfig) -> SplitTexts:
         raise UserError(f"cannot split {data.source}: {exc}") from None
     limit = config.max_eval_samples
     return SplitTexts(
-        part(parts["train"], config.max_train_samples), part(held_out["train"], limit), part(held_out["test"], limit)
+        _part(parts["train"], data, config.max_train_samples),
+        _part(held_out["train"], data, limit),
+        _part(held_out["test"], data, limit),
     )
 
 
@@ -355,6 +433,13 @@ def truncated_share(tokenizer: Any, data: LabeledTexts, max_length: int) -> floa
     return sum(n > max_length for n in lengths) / len(lengths) if lengths else 0.0
 
 
+def _given_part(parts: SplitTexts, name: str) -> LabeledTexts:
+    """The part of `parts` that came as the file `name` ("dev" or "test")."""
+    if name == "dev" or parts.test is None:  # without a dev set the test file is what is evaluated
+        return parts.eval
+    return parts.test
+
+
 def tokenize_split(parts: SplitTexts, tokenizer: Any, max_length: int) -> TokenizedData:
     named = {"train": parts.train, "eval": parts.eval, **({"test": parts.test} if parts.test else {})}
     return TokenizedData(
@@ -378,5 +463,6 @@ def tokenize_split(parts: SplitTexts, tokenizer: Any, max_length: int) -> Tokeni
             "max_length": max_length,
             "truncated_share": {name: truncated_share(tokenizer, texts, max_length) for name, texts in named.items()},
             "text_pair": parts.train.pairs is not None,
+            **{f"{name}_source": _given_part(parts, name).source for name in parts.given},
         },
     )

@@ -117,6 +117,17 @@ class DataConfig:
         "the data file's text encoding; auto: utf-8 (with or without BOM), else gb18030 (GBK), whichever decodes it",
         default="auto",
     )
+    dev_data: str | None = documented(
+        "a file (same columns and encoding as --data) that is the dev set, as a benchmark ships it, instead of one "
+        "held out from --data; --data then gives up only the test split (--test-size)",
+        default=None,
+    )
+    test_data: str | None = documented(
+        "a file (same columns and encoding as --data) that is the test set, as a benchmark ships it (GLUE's dev "
+        "set, when its test labels are hidden), instead of one held out from --data; --data then gives up only "
+        "the dev split (--dev-size, a fraction of --data), or none without --dev-size",
+        default=None,
+    )
     test_size: float = documented(
         "fraction held out for evaluation by datasets' train_test_split (the reference's 0.2)", default=0.2
     )
@@ -143,12 +154,19 @@ class DataConfig:
     def __post_init__(self) -> None:
         parse_fields(self)
 
+    def has_dev(self) -> bool:
+        """Whether there is a dev set to choose on: a file of its own, or one held out of --data."""
+        return self.dev_data is not None or self.dev_size is not None
+
     def validate(self) -> None:
         check_choices(self)
         check_seed("--split-seed", self.split_seed)
         if not 0.0 < self.test_size < 1.0:
             raise UserError(f"--test-size must be between 0 and 1, got {self.test_size}")
-        if self.dev_size is not None and not 0.0 < self.dev_size < self.test_size:
+        if self.test_data is not None:  # the dev set is then the only part held out of --data
+            if self.dev_size is not None and not 0.0 < self.dev_size < 1.0:
+                raise UserError(f"--dev-size must be between 0 and 1, got {self.dev_size}")
+        elif self.dev_size is not None and not 0.0 < self.dev_size < self.test_size:
             raise UserError(f"--dev-size must be between 0 and --test-size ({self.test_size}), got {self.dev_size}")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
@@ -210,8 +228,14 @@ class TrainConfig:
         "seed for the classifier head's init, dropout and shuffling (--seeds runs several)", default=123
     )
     lr_grid: tuple[float, ...] | None = documented(
-        "comma-separated learning rates to try per method (needs a dev set, --dev-size); the best epoch and rate "
-        "on dev are chosen, and the test split is evaluated once, for that choice",
+        "comma-separated learning rates to try per method (needs a dev set: --dev-size or --dev-data); the best "
+        "epoch and rate on dev are chosen, and the test split is evaluated once, for that choice",
+        default=None,
+    )
+    lr_from: str | None = documented(
+        "a folder of earlier runs that chose their rate on dev (with --lr-grid, e.g. --select-only): each method "
+        "trains at the rate its run there chose, in place of --lr, so a search is made once and its choices "
+        "are then trained over several --seeds; each method needs one run there, or runs that agree",
         default=None,
     )
     search: Search = documented(
@@ -400,6 +424,8 @@ EXECUTIONS: dict[str, dict[str, Any]] = {
 }
 # Fields of TrainConfig that say how a run was executed, not what was learnt: left out of a run's identity.
 EXECUTION_FIELDS = ("execution", "eval_batch_size", "compile", *EXECUTIONS["fast"])
+# Where a run's rate came from is not its experiment: the rate itself (RunConfig.lr) is.
+NOT_PROTOCOL_FIELDS = ("lr_from",)
 
 
 @dataclass
@@ -431,12 +457,15 @@ class GridConfig:
     def validate(self) -> None:
         self.data.validate()
         self.train.validate()
-        if self.train.lr_grid is not None and self.data.dev_size is None:
-            raise UserError("--lr-grid needs a dev set to choose on: add --dev-size (or use --preset tuned)")
-        if self.select_only and self.data.dev_size is None:
-            raise UserError("--select-only needs a dev set to choose on: add --dev-size (or use --preset tuned)")
+        for option, asked in (("--lr-grid", self.train.lr_grid is not None), ("--select-only", self.select_only)):
+            if asked and not self.data.has_dev():
+                raise UserError(
+                    f"{option} needs a dev set to choose on: add --dev-size or --dev-data (or --preset tuned)"
+                )
         self.scale.validate()
         check_choices(self)
+        if self.train.lr_from is not None and self.train.lr_grid is not None:
+            raise UserError("--lr-from trains each method at the rate chosen before; --lr-grid chooses anew: give one")
         if self.train.search == "halving" and len(self.train.lr_grid or ()) < 2:
             raise UserError("--search halving chooses among the rates of --lr-grid: give it two rates or more")
         if self.train.search == "halving" and self.scale.num_processes > 1:

@@ -349,6 +349,11 @@ def header_lines(records: list[RunRecord]) -> list[str]:
         f"protocol: preset {config.preset}, {train['epochs']} epochs, batch {train['batch_size']}, AdamW, "
         f"linear schedule with {train['warmup_ratio']:.0%} warm-up",
     ]
+    files = [
+        f"{name} set {source}" for name, source in (("dev", data.dev_source), ("test", data.test_source)) if source
+    ]
+    if files:
+        lines.insert(2, f"given splits: the {' and the '.join(files)}, as shipped, not held out of {data.source}")
     if "e5-small-offline" in models:
         lines.append(f"e5-small-offline: {E5_DESCRIPTION}; {_pooler_text(records)}")
     lines += execution_lines(records)
@@ -365,6 +370,9 @@ def header_lines(records: list[RunRecord]) -> list[str]:
                 "once "
                 "per run for the chosen setting"
             )
+    sources = sorted({str(r.config.train["lr_from"]) for r in records if r.config.train.get("lr_from")})
+    if sources:
+        lines.append(f"learning rates: each method's as its runs in {', '.join(sources)} chose it on dev (--lr-from)")
     return lines
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from peftbench.config.sections import GridConfig, TrainConfig, as_dict
-from peftbench.data import SplitTexts, length_keeping, load_labeled_texts, split, token_lengths
+from peftbench.data import SplitTexts, length_keeping, load_split, token_lengths
 from peftbench.errors import UserError
 from peftbench.methods import REGISTRY, Method
 from peftbench.models import classifier
@@ -48,6 +49,7 @@ class Prepared:
     parts: SplitTexts
     tokenizer: Any
     head_note: str | None = None  # the checkpoint's head was trained for another number of labels
+    given_sha256: dict[str, str] | None = None  # --dev-data, --test-data: each file's sha256
 
     @property
     def model_mb(self) -> float:
@@ -57,7 +59,7 @@ class Prepared:
 
 def prepare(grid: GridConfig) -> Prepared:
     """Data split, tokenizer and max_length, once for every run."""
-    parts = split(load_labeled_texts(grid.data), grid.data)
+    parts = load_split(grid.data)
     model_path = classifier.resolve(grid.model)
     tokenizer = classifier.load_tokenizer(model_path)
     model_config = classifier.load_config(model_path)
@@ -72,15 +74,53 @@ def prepare(grid: GridConfig) -> Prepared:
         max_length = classifier.max_length_for(tokenizer, requested, positions)
     identity = classifier.identity(model_path)
     head_note = classifier.trained_head_note(model_config, len(parts.train.label_names))
-    return Prepared(model_path, max_length, parts.train.sha256, identity, parts, tokenizer, head_note)
+    given = parts.given or None
+    return Prepared(model_path, max_length, parts.train.sha256, identity, parts, tokenizer, head_note, given)
 
 
 def plan(grid: GridConfig, prepared: Prepared) -> list[PlannedRun]:
     """Every run of the grid, seed by seed and method by method."""
-    return [_planned(grid, prepared, name, seed) for seed in grid.run_seeds() for name in grid.methods]
+    rates = chosen_rates(grid, prepared) if grid.train.lr_from is not None else {}
+    return [_planned(grid, prepared, name, seed, rates) for seed in grid.run_seeds() for name in grid.methods]
 
 
-def _planned(grid: GridConfig, prepared: Prepared, name: str, seed: int) -> PlannedRun:
+def chosen_rates(grid: GridConfig, prepared: Prepared) -> dict[str, float]:
+    """--lr-from DIR: each method's rate as its runs in DIR chose it on dev, for this model and data."""
+    folder = Path(str(grid.train.lr_from))
+    records = ResultStore(folder, read_only=True).records(include_failed=False) if folder.is_dir() else []
+    searched = [r for r in records if r.config.train.get("lr_grid") and r.result.chosen_lr is not None]
+    if not searched:
+        raise UserError(f"--lr-from {folder}: no run there chose a learning rate on dev (a run with --lr-grid)")
+    for record in searched:
+        other = _other_experiment(record, prepared)
+        if other:
+            raise UserError(f"--lr-from {folder}: {record.run_id} chose its rate for {other}")
+    rates = {}
+    for name in grid.methods:
+        chosen = {float(r.result.chosen_lr) for r in searched if r.config.method == name and r.result.chosen_lr}
+        if not chosen:
+            raise UserError(
+                f"--lr-from {folder}: no run of {name} there chose a rate on dev; search it there first, or leave "
+                "it out of --methods"
+            )
+        if len(chosen) > 1:
+            shown = ", ".join(f"{rate:g}" for rate in sorted(chosen))
+            raise UserError(f"--lr-from {folder}: the runs of {name} there chose different rates ({shown})")
+        rates[name] = chosen.pop()
+    return rates
+
+
+def _other_experiment(record: RunRecord, prepared: Prepared) -> str | None:
+    """What makes a run's chosen rate another experiment's: another model, or other data."""
+    identity = record.config.model_identity
+    if identity is not None and identity != prepared.model_identity:
+        return f"another model ({record.config.model})"
+    if record.data.sha256 is not None and record.data.sha256 != prepared.data_sha256:
+        return f"other data ({record.data.source})"
+    return None
+
+
+def _planned(grid: GridConfig, prepared: Prepared, name: str, seed: int, rates: dict[str, float]) -> PlannedRun:
     method = REGISTRY[name]
     train = dataclasses.replace(grid.train, seed=seed)
     data = {
@@ -89,6 +129,8 @@ def _planned(grid: GridConfig, prepared: Prepared, name: str, seed: int) -> Plan
         # the length used is the experiment; that --max-length auto chose it is only shown in the report
         "max_length_requested": grid.data.max_length,
         "sha256": prepared.data_sha256,
+        # the dev or test file's bytes are as much the experiment as --data's (None: held out of --data)
+        "given_sha256": prepared.given_sha256,
     }
     config = RunConfig(
         model=grid.model,
@@ -96,7 +138,7 @@ def _planned(grid: GridConfig, prepared: Prepared, name: str, seed: int) -> Plan
         method=name,
         method_hyperparameters=method.hyperparameters,
         peft_config_class=method.peft_config_class,
-        lr=grid.train.lr if grid.train.lr is not None else method.recommended_lr,
+        lr=rates.get(name, grid.train.lr if grid.train.lr is not None else method.recommended_lr),
         preset=grid.preset,
         data=data,
         train=as_dict(train),
@@ -148,6 +190,7 @@ def data_line(prepared: Prepared, grid: GridConfig) -> str:
         cut.append(f"training cut to the first {data.max_train_samples}")
     if data.max_eval_samples is not None:
         cut.append(f"evaluation splits to the first {data.max_eval_samples} each")
+    cut += [f"{name} set from {path}" for name, path in (("dev", data.dev_data), ("test", data.test_data)) if path]
     shown = f" ({'; '.join(cut)})" if cut else ""
     train = f"train {len(parts.train.texts)}{judged} examples{shown}"
     return f"data: {parts.train.source}, {train}; max_length {prepared.max_length}"

@@ -8,7 +8,7 @@ import hashlib
 import json
 from typing import Any
 
-from peftbench.config.sections import EXECUTION_FIELDS, DataConfig, TrainConfig
+from peftbench.config.sections import EXECUTION_FIELDS, NOT_PROTOCOL_FIELDS, DataConfig, TrainConfig
 from peftbench.store.schema import RunConfig, RunRecord
 
 
@@ -17,7 +17,8 @@ def protocol(config: RunConfig, data_sha256: str | None = None, train_cls: type 
     the training protocol, the split and the data's and model's identity.
 
     How it was executed (precision, batching, kernels: config.EXECUTION_FIELDS), the preset's name, where
-    the data lies and package versions are not part of it. A field missing from an older run's config
+    the data lies (--data, --dev-data, --test-data: their bytes' sha256 are) and package versions are not
+    part of it. A field missing from an older run's config
     takes the field's default, so a field added later, with a default that does what older versions did,
     leaves older runs valid."""
     data = config.data
@@ -28,8 +29,14 @@ def protocol(config: RunConfig, data_sha256: str | None = None, train_cls: type 
         "peft_config_class": config.peft_config_class,
         "lr": config.lr,
         # where the bytes lie and how they are decoded are not the experiment: the sha256 pins the bytes
-        "data": {**_section(DataConfig, data, ("source", "encoding")), "sha256": data.get("sha256", data_sha256)},
-        "train": _migrated_train(_section(train_cls or TrainConfig, config.train, EXECUTION_FIELDS)),
+        "data": {
+            **_section(DataConfig, data, ("source", "encoding", "dev_data", "test_data")),
+            "sha256": data.get("sha256", data_sha256),
+            "given_sha256": data.get("given_sha256"),
+        },
+        "train": _migrated_train(
+            _section(train_cls or TrainConfig, config.train, (*EXECUTION_FIELDS, *NOT_PROTOCOL_FIELDS))
+        ),
         "select_only": config.select_only,  # a run that never read the test split is another kind
     }
 

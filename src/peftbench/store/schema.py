@@ -187,6 +187,8 @@ class DataSummary:
     max_length: int | None = None
     truncated_share: dict[str, float] | None = None
     text_pair: bool | None = None
+    dev_source: str | None = None  # --dev-data: the dev set came as a file of its own
+    test_source: str | None = None  # --test-data
 
 
 @dataclass(kw_only=True)
