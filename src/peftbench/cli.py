@@ -82,6 +82,8 @@ def build_parser() -> OneLineParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     parser.run_command = _add_run(commands)
     commands.add_parser("methods", help="list the registered methods with their settings")
+    models_help = "list the named offline models (--model NAME): what each is, whether it is installed here"
+    commands.add_parser("models", help=models_help)
     _add_predict(commands)
     _add_report_commands(commands)
     return parser
@@ -96,7 +98,8 @@ def _add_run(commands: Any) -> argparse.ArgumentParser:
         help="YAML or JSON file whose keys are this command's options (max_train_samples: 512, methods: "
         "[lora, full]); options typed on the command line win. Every grid writes its own as DIR/config.yaml",
     )
-    run.add_argument("--model", required=True, help="hub id or local model folder")
+    model_help = "hub id, local model folder, or a named offline model (peftbench models lists them)"
+    run.add_argument("--model", required=True, help=model_help)
     methods_help = "comma-separated method names, 'seed' for the reference's five, 'all' for every method"
     run.add_argument("--methods", default="seed", help=methods_help)
     run.add_argument("--preset", default="seed", choices=sorted(PRESETS), help="protocol to start from (default: seed)")
@@ -294,6 +297,11 @@ def _main(args: argparse.Namespace) -> int:
     try:
         if args.command == "methods":
             _print_methods()
+            return 0
+        if args.command == "models":
+            from peftbench.models.named import listing
+
+            print("\n".join(listing()))
             return 0
         if args.command == "report":
             return _report(args.dir, _constraints(args))

@@ -37,6 +37,7 @@ WHEEL_FILE = "e5-small-q4.bin"
 CONVERTER_VERSION = 1  # bump when the converted folder's content changes, so caches are rebuilt
 CACHE_ENV = "PEFTBENCH_CACHE_DIR"
 MARKER = "peftbench-conversion.json"
+CACHE_NAME = "multilingual-e5-small"  # the converted folder, under cache_root()
 QK = 32  # weights per Q4_0 block
 Q4_BLOCK = np.dtype([("scale", "<f2"), ("nibbles", "u1", QK // 2)])
 DTYPE_F32, DTYPE_Q4 = 0, 1
@@ -261,25 +262,41 @@ def same_conversion(found: dict[str, Any], expected: dict[str, Any]) -> bool:
 def ensure_converted(cache: Path | None = None) -> Path:
     """The converted folder, converting on first use; a folder from another file or converter is rebuilt. The
     file's path is recorded but not compared: the same wheel in two virtual environments (a fresh clone's .venv
-    and one's own) shares one conversion instead of replacing it under the other's running jobs."""
+    and one's own) shares one conversion instead of replacing it under the other's running jobs. Processes
+    converting at once take turns (a lock file beside the folder): the first converts, the others find its
+    folder done."""
+    from filelock import FileLock
+
     source = wheel_model_file()
-    folder = (cache or cache_root()) / "multilingual-e5-small"
+    folder = (cache or cache_root()) / CACHE_NAME
     expected = {"source": str(source), "source_sha256": _sha256(source), "converter_version": CONVERTER_VERSION}
-    marker = folder / MARKER
-    if marker.exists() and same_conversion(json.loads(marker.read_text(encoding="utf-8")), expected):
+    if _converted(folder, expected):
         return folder
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".e5-convert-", dir=folder.parent))
+        with FileLock(str(folder.parent / f".{CACHE_NAME}.lock")):
+            if not _converted(folder, expected):  # another process may have converted it while this one waited
+                _convert_into(source, folder, expected)
     except OSError as exc:
         raise UserError(
             f"cannot write the converted model under {folder.parent}: {exc.strerror}; set {CACHE_ENV}"
         ) from None
+    return folder
+
+
+def _converted(folder: Path, expected: dict[str, Any]) -> bool:
+    marker = folder / MARKER
+    return marker.exists() and same_conversion(json.loads(marker.read_text(encoding="utf-8")), expected)
+
+
+def _convert_into(source: Path, folder: Path, expected: dict[str, Any]) -> None:
+    """Convert into a staging folder beside `folder`, then put it in place: the marker appears together with
+    the complete folder, never before."""
+    staging = Path(tempfile.mkdtemp(prefix=".e5-convert-", dir=folder.parent))
     try:
         convert(source, staging)
         (staging / MARKER).write_text(json.dumps(expected, indent=2), encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)  # the marker appears together with the complete folder, never before
+        staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return folder

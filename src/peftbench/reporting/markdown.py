@@ -16,6 +16,7 @@ from peftbench.analysis.stats import (
     run_intervals,
     simultaneous_confidence,
 )
+from peftbench.models.named import NAMED
 from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
 from peftbench.records import FINISHED, Status, better_on_dev
 from peftbench.run.measure import MEASUREMENT_NOTES
@@ -354,8 +355,11 @@ def header_lines(records: list[RunRecord]) -> list[str]:
     ]
     if files:
         lines.insert(2, f"given splits: the {' and the '.join(files)}, as shipped, not held out of {data.source}")
-    if "e5-small-offline" in models:
-        lines.append(f"e5-small-offline: {E5_DESCRIPTION}; {_pooler_text(records)}")
+    for name in models:
+        if name == "e5-small-offline":
+            lines.append(f"e5-small-offline: {E5_DESCRIPTION}; {_pooler_text(records)}")
+        elif name in NAMED:
+            lines.append(f"{name}: {NAMED[name].description()}")
     lines += execution_lines(records)
     if data.test_examples:
         chosen = (
