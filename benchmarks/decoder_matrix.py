@@ -1,9 +1,10 @@
 """Which method runs on which decoder family: every method of the registry, two optimiser steps each at bf16
 (the precision whose frozen weights are cast, norm layers kept fp32), on tiny random decoders of seven families
-built from configs (tests/tiny_model.py), through the worker a grid uses. Prints a Markdown table
-(docs/running.md's) and the reason of each failure.
+built from configs (tests/tiny_model.py), through the worker a grid uses, under each execution (fast, and the
+reference's, which asks for SDPA attention: a family that refuses it falls back to eager). Prints a Markdown
+table per execution (docs/running.md's) and the reason of each failure.
 
-    python benchmarks/decoder_matrix.py [--families llama,gpt2]
+    python benchmarks/decoder_matrix.py [--families llama,gpt2] [--executions fast,reference]
 
 The same check runs in the test suite (tests/test_decoders.py), which asserts that the reference's five
 methods run on every family and that every failure names its limitation.
@@ -31,7 +32,9 @@ def main() -> int:
     parser.add_argument(
         "--families", default=",".join(DECODER_CONFIGS), help="comma-separated, of: " + ", ".join(DECODER_CONFIGS)
     )
-    families = [f for f in parser.parse_args().families.split(",") if f]
+    parser.add_argument("--executions", default="fast,reference", help="comma-separated, of: fast, reference")
+    args = parser.parse_args()
+    families = [f for f in args.families.split(",") if f]
     import peft
     import torch
     import transformers
@@ -40,9 +43,12 @@ def main() -> int:
 
     print(f"{machine()}; auto precision: {resolve_precision('auto', torch.device('cpu'))}")
     print(f"transformers {transformers.__version__}, peft {peft.__version__}, torch {torch.__version__}")
-    with tempfile.TemporaryDirectory() as scratch:
-        matrix = {family: family_matrix(family, Path(scratch) / family, list(REGISTRY)) for family in families}
-    print(as_table(matrix))
+    for execution in [e for e in args.executions.split(",") if e]:
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch)
+            matrix = {family: family_matrix(family, folder / family, list(REGISTRY), execution) for family in families}
+        print(f"\nexecution: {execution}\n")
+        print(as_table(matrix))
     return 0
 
 

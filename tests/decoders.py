@@ -28,9 +28,11 @@ def tokenized_file(model_folder: Path, out: Path) -> Path:
     return out
 
 
-def two_steps(model_folder: Path, data_file: Path, method: str, scratch: Path, precision: str = "bf16") -> WorkResponse:
+def two_steps(
+    model_folder: Path, data_file: Path, method: str, scratch: Path, precision: str = "bf16", execution: str = "fast"
+) -> WorkResponse:
     """One trial of one method in this process: its response (params, outcome) or its error."""
-    train = TrainConfig(epochs=1, batch_size=4, lr=1e-3, precision=precision)
+    train = TrainConfig(epochs=1, batch_size=4, lr=1e-3, precision=precision, execution=execution)
     request = WorkRequest(
         kind=TRIAL,
         run_id=method,
@@ -48,8 +50,8 @@ def two_steps(model_folder: Path, data_file: Path, method: str, scratch: Path, p
     return work(request)
 
 
-def family_matrix(family: str, folder: Path, methods: list[str]) -> dict[str, str]:
-    """method -> "ran" or "failed: <reason>" for one family."""
+def family_matrix(family: str, folder: Path, methods: list[str], execution: str = "fast") -> dict[str, str]:
+    """method -> "ran" or "failed: <reason>" for one family, under one execution (the reference's asks for SDPA)."""
     from accelerate.state import AcceleratorState
 
     model = write_tiny_decoder(folder / "model", family)
@@ -60,7 +62,7 @@ def family_matrix(family: str, folder: Path, methods: list[str]) -> dict[str, st
     gc.freeze()
     try:
         for method in methods:
-            response = two_steps(model, data_file, method, folder)
+            response = two_steps(model, data_file, method, folder, execution=execution)
             AcceleratorState._reset_state()  # each worker is a process of its own in a grid; here they share one
             found[method] = (
                 f"failed: {response.error}"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from decoders import family_matrix
+from decoders import family_matrix, tokenized_file, two_steps
+from synthetic_records import synthetic_record
 from tiny_model import DECODER_CONFIGS, write_tiny_decoder
 
 from peftbench.methods import GROUPS, REGISTRY
@@ -19,6 +20,7 @@ from peftbench.models.classifier import (
     load_config,
     load_tokenizer,
 )
+from peftbench.reporting.markdown import header_lines
 from peftbench.run.loop import store_frozen_weights_in
 
 FAMILIES = list(DECODER_CONFIGS)
@@ -92,3 +94,22 @@ def test_norm_layers_stay_fp32_when_frozen_weights_go_to_bf16(decoders, family):
             assert parameter.dtype == torch.float32, name
     frozen = [p for n, p in model.named_parameters() if not p.requires_grad and p.dim() == 2]
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+
+
+def test_a_family_that_refuses_the_kernel_asked_for_runs_on_eager_and_says_so(tmp_path):
+    """The reference execution asks for SDPA, which transformers refuses for Gemma-2: the run falls back to eager
+    attention, records it and says why; a family that has SDPA keeps it."""
+    used = {}
+    for family in ("gemma2", "llama"):
+        model = write_tiny_decoder(tmp_path / family / "model", family)
+        data_file = tokenized_file(model, tmp_path / family / "data.json")
+        response = two_steps(model, data_file, "lora", tmp_path / family, precision="fp32", execution="reference")
+        assert not response.failed and response.resolved is not None, response.error
+        used[family] = (response.resolved.attention_used, response.resolved.attention_note)
+    assert used["llama"] == ("sdpa", None)
+    assert used["gemma2"] == (
+        "eager",
+        "sdpa asked; Gemma2ForSequenceClassification does not support it, so eager was used",
+    )
+    record = synthetic_record("lora", 0, attention_used="eager", attention_note=used["gemma2"][1])
+    assert f"attention: {used['gemma2'][1]}" in header_lines([record])

@@ -82,3 +82,29 @@ def test_a_run_on_given_splits_says_so_and_its_identity_is_their_bytes(tiny_mode
     _write(Path(files["test"]), _rows("test", 30))  # other bytes under the same name: another experiment
     assert main(args) == 2
     assert "given_sha256" in capsys.readouterr().err
+
+
+def _saved(folder: Path, splits: dict[str, int], hidden: tuple[str, ...] = ()) -> str:
+    """A DatasetDict saved by datasets, as the hub's benchmarks come: n rows per split; hidden splits' labels -1."""
+    from datasets import ClassLabel, Dataset, DatasetDict
+
+    label = ClassLabel(names=["neg", "pos"])
+    parts = {}
+    for name, n in splits.items():
+        labels = [-1 if name in hidden else i % 2 for i in range(n)]
+        parts[name] = Dataset.from_dict({"sentence": [f"{name} {i}" for i in range(n)], "label": labels})
+        parts[name] = parts[name].cast_column("label", label)
+    DatasetDict(parts).save_to_disk(str(folder))
+    return str(folder)
+
+
+def test_a_saved_datasetdict_brings_its_own_splits_and_hidden_labels_are_left_out(tmp_path):
+    glue = _saved(tmp_path / "glue", {"train": 100, "validation": 20, "test": 30}, hidden=("test",))
+    parts = load_split(DataConfig(source=glue, text_column="sentence", test_size=0.2))
+    assert parts.eval.texts == [f"validation {i}" for i in range(20)]  # its validation split is the dev set
+    assert parts.test is not None and len(parts.test.texts) == 20 and len(parts.train.texts) == 80  # test held out
+    assert all(t.startswith("train") for t in parts.test.texts) and set(parts.given) == {"dev"}
+    labelled = _saved(tmp_path / "labelled", {"train": 100, "validation": 20, "test": 30})
+    parts = load_split(DataConfig(source=labelled, text_column="sentence", dev_size=0.1))
+    assert len(parts.train.texts) == 100 and parts.test is not None and parts.test.source.endswith("(test split)")
+    assert set(parts.given) == {"dev", "test"} and parts.train.label_names == ["neg", "pos"]

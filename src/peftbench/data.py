@@ -140,29 +140,35 @@ def _read_parquet(raw: bytes, where: str) -> pd.DataFrame:
         raise UserError(f"cannot parse {where} as Parquet: {first_line(exc)}") from None
 
 
-def _read_saved_dataset(folder: Path) -> tuple[pd.DataFrame, str]:
-    """A folder of datasets' save_to_disk: its rows (a DatasetDict's splits one after another: peftbench
-    makes its own split), class labels as their names, and the sha256 of the folder's files."""
+def _read_saved_dataset(folder: Path, split: str | None = None) -> tuple[pd.DataFrame, str]:
+    """A folder of datasets' save_to_disk: its rows (one split of a DatasetDict, or all of them one after
+    another), class labels as their names (-1, a hidden label, as missing), and the sha256 of the folder's files."""
     from datasets import ClassLabel, DatasetDict, concatenate_datasets, load_from_disk
 
     try:
         saved = load_from_disk(str(folder))
     except Exception as exc:  # noqa: BLE001 - datasets raises several kinds for a damaged folder
         raise UserError(f"cannot load {folder} as a saved datasets folder: {first_line(exc)}") from None
-    parts = list(saved.values()) if isinstance(saved, DatasetDict) else [saved]
+    if split is not None and isinstance(saved, DatasetDict):
+        parts = [saved[split]]
+    else:
+        parts = list(saved.values()) if isinstance(saved, DatasetDict) else [saved]
     table = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     frame = table.to_pandas()
     for name, feature in table.features.items():
         if isinstance(feature, ClassLabel):  # the label names the dataset carries, not bare ids
-            frame[name] = [feature.int2str(int(v)) if v is not None and v == v else None for v in frame[name]]
+            frame[name] = [
+                feature.int2str(int(v)) if v is not None and v == v and v >= 0 else None for v in frame[name]
+            ]
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
     return frame, digest.hexdigest()
 
 
-def _read_source(source: str, encoding: str = "auto") -> tuple[pd.DataFrame, str, str, str]:
-    """The raw table, a description of where it came from, the sha256 of its bytes and their encoding."""
+def _read_source(source: str, encoding: str = "auto", split: str | None = None) -> tuple[pd.DataFrame, str, str, str]:
+    """The raw table, a description of where it came from, the sha256 of its bytes and their encoding (split:
+    that split of a saved DatasetDict folder)."""
     if source.startswith(BUILTIN_PREFIX):
         raw, file_name = _read_builtin(source[len(BUILTIN_PREFIX) :])
         suffix = Path(file_name).suffix
@@ -174,8 +180,8 @@ def _read_source(source: str, encoding: str = "auto") -> tuple[pd.DataFrame, str
         if path.is_dir():
             if not any((path / name).is_file() for name in SAVED_DATASET_FILES):
                 raise UserError(f"data path {source} is a folder but not one saved by datasets' save_to_disk")
-            frame, digest = _read_saved_dataset(path)
-            return frame, source, digest, BINARY
+            frame, digest = _read_saved_dataset(path, split)
+            return frame, source if split is None else f"{source} ({split} split)", digest, BINARY
         if not path.is_file():  # a pipe or a device: read whole, it may never end (/dev/zero)
             raise UserError(f"data path {source} is neither a file nor a folder (a pipe or a device); give a file")
         if suffix not in SUPPORTED_SUFFIXES:
@@ -239,9 +245,9 @@ class _Rows:
         )
 
 
-def _read_rows(source: str, config: DataConfig) -> _Rows:
+def _read_rows(source: str, config: DataConfig, split: str | None = None) -> _Rows:
     """A file's rows with a text (and a pair, with --text-pair-column); UserError on anything unusable."""
-    frame, where, digest, encoding = _read_source(source, config.encoding)
+    frame, where, digest, encoding = _read_source(source, config.encoding, split)
     if len(frame) == 0:
         raise UserError(f"data has no rows: {where}")
     wanted = [c for c in (config.text_column, config.text_pair_column, config.label_column) if c is not None]
@@ -284,9 +290,13 @@ def load_split(config: DataConfig) -> SplitTexts:
     """The splits a grid trains and judges on: held out of --data by split(), or, for the parts given as files
     of their own (--dev-data, --test-data), those files, whose labels are numbered with --data's."""
     given = {name: path for name, path in (("dev", config.dev_data), ("test", config.test_data)) if path}
-    if not given:
-        return split(load_labeled_texts(config), config)
-    files = {"train": _read_rows(config.source, config), **{n: _read_rows(p, config) for n, p in given.items()}}
+    if given:
+        files = {"train": _read_rows(config.source, config), **{n: _read_rows(p, config) for n, p in given.items()}}
+    else:
+        files = _own_splits(config)
+        given = {name: name for name in files if name != "train"}
+        if not given:
+            return split(load_labeled_texts(config), config)
     ids, names = _label_ids([label for rows in files.values() for label in rows.labels], config.source)
     parts, start = {}, 0
     for name, rows in files.items():
@@ -301,6 +311,31 @@ def load_split(config: DataConfig) -> SplitTexts:
     split_texts = _with_given(parts, config)
     split_texts.given = {name: parts[name].sha256 for name in given}
     return split_texts
+
+
+# A saved DatasetDict's splits that stand for dev and test; a split whose labels are all hidden is not used.
+OWN_SPLITS = {"dev": "validation", "test": "test"}
+
+
+def _own_splits(config: DataConfig) -> dict[str, _Rows]:
+    """A saved DatasetDict with a train split and a labelled validation or test split: those splits, as the
+    benchmark ships them ({} for any other data: peftbench then makes its own split)."""
+    marker = Path(config.source) / "dataset_dict.json"
+    if config.source.startswith(BUILTIN_PREFIX) or not marker.is_file():
+        return {}
+    try:
+        names = set(json.loads(marker.read_text(encoding="utf-8"))["splits"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # read as a whole below, which says what is wrong with it
+    if "train" not in names:
+        return {}
+    parts = {"train": _read_rows(config.source, config, "train")}
+    for role, name in OWN_SPLITS.items():
+        if name in names:
+            rows = _read_rows(config.source, config, name)
+            if any(_label_text(v) for v in rows.labels):  # GLUE's test split: every label hidden (-1)
+                parts[role] = rows
+    return parts if len(parts) > 1 else {}
 
 
 def _with_given(parts: dict[str, LabeledTexts], config: DataConfig) -> SplitTexts:

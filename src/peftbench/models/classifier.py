@@ -156,6 +156,18 @@ def trained_head_note(config: Any, num_labels: int) -> str | None:
     )
 
 
+EAGER = "eager"
+UNSUPPORTED_KERNEL = "does not support an attention implementation"  # transformers' words when it refuses one
+
+
+def attention_of(model: Any, asked: str) -> tuple[str, str | None]:
+    """The attention kernel a loaded model uses, and, when it is not the one asked for, why."""
+    used = str(getattr(model.config, "_attn_implementation", None) or asked)
+    if used == asked:
+        return used, None
+    return used, f"{asked} asked; {type(model).__name__} does not support it, so {used} was used"
+
+
 def load_classifier(
     name: str,
     num_labels: int,
@@ -174,15 +186,23 @@ def load_classifier(
     previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    settings = dict(
+        num_labels=num_labels,
+        id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)},
+        ignore_mismatched_sizes=replace_head,
+    )
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name,
-            num_labels=num_labels,
-            id2label=dict(enumerate(label_names)),
-            label2id={n: i for i, n in enumerate(label_names)},
-            ignore_mismatched_sizes=replace_head,
-            **({"attn_implementation": attention} if attention else {}),
-        )
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, **settings, **({"attn_implementation": attention} if attention else {})
+            )
+        except ValueError as exc:
+            if attention in (None, EAGER) or UNSUPPORTED_KERNEL not in str(exc):
+                raise
+            # a family that refuses the kernel asked for (Gemma-2 and SDPA): every family has the eager one,
+            # and the run records which it used (attention_used, and why: attention_note)
+            model = AutoModelForSequenceClassification.from_pretrained(name, **settings, attn_implementation=EAGER)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
     finally:

@@ -302,6 +302,8 @@ def execution_lines(records: list[RunRecord]) -> list[str]:
         ]
     if len(devices) > 1:
         lines.append(f"runs were made on {len(devices)} different devices: time and memory compare only within one")
+    notes = sorted({r.result.attention_note for r in records if r.result.attention_note})
+    lines += [f"attention: {note}" for note in notes]
     return lines + devices
 
 

@@ -91,6 +91,7 @@ class Resolved:
 
     precision_used: str
     attention_used: str
+    attention_note: str | None = None  # the model refused the kernel asked for: which was used instead
     dropout_masks_used: str
     device: dict[str, Any]  # hardware.describe's
     processes: int

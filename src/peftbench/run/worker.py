@@ -76,6 +76,7 @@ class _Setup:
     accelerator: Any
     precision: str
     attention: str
+    attention_note: str | None = None  # set when the model refuses the kernel asked for (models.attention_of)
 
 
 def _setup(request: WorkRequest) -> _Setup:
@@ -116,6 +117,7 @@ def _build_model(setup: _Setup) -> tuple[Any, Params]:
     model = models.load_classifier(
         setup.request.model_path, len(labels), labels, setup.tokenizer.pad_token_id, setup.attention, replace_head=True
     )
+    setup.attention, setup.attention_note = models.attention_of(model, setup.attention)
     head_extra = pooler_modules(model) if setup.train.train_pooler else ()
     model = method.build(model, total_steps=planned_steps(len(setup.data.train), setup.train), head_extra=head_extra)
     total, trainable = count_parameters(model)
@@ -256,6 +258,7 @@ def work(request: WorkRequest) -> WorkResponse:
         response.resolved = Resolved(
             precision_used=setup.precision,
             attention_used=setup.attention,
+            attention_note=setup.attention_note,
             dropout_masks_used=resolve_dropout_masks(setup.train.dropout_masks, setup.accelerator.device),
             device=describe_device(setup.accelerator.device),
             processes=setup.accelerator.num_processes,

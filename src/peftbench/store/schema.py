@@ -112,6 +112,7 @@ class RunResult:
     process_peak_rss_mb: float | None = None
     precision_used: str | None = None
     attention_used: str | None = None
+    attention_note: str | None = None  # the model refused the kernel asked for, and which one it used
     dropout_masks_used: str | None = None
     processes: int | None = None
     global_batch_size: int | None = None
