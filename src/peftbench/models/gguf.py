@@ -1,0 +1,33 @@
+"""Decoders that ship as GGUF files (llama.cpp's format): turned into a standard Hugging Face folder once.
+
+transformers reads a GGUF file itself (`from_pretrained(folder, gguf_file=...)`, with the `gguf` package),
+dequantising every tensor to the dtype asked for and building the tokenizer from the file's metadata. It
+then marks the model as quantised by GGUF and refuses to save it; the weights it holds are plain fp32 by
+then, so the mark is dropped and the model saved as safetensors, which every later run loads directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peftbench.errors import UserError
+
+CONVERTER_VERSION = 1  # bump when the converted folder's content changes, so caches are rebuilt
+
+
+def convert_gguf(source: Path, folder: Path) -> None:
+    """The GGUF file `source` as a transformers folder (config, fp32 safetensors, tokenizer) in `folder`."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"reading {source.name} needs the gguf package: pip install gguf")
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are dequantised already: nothing quantised is left to refuse saving
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
