@@ -140,35 +140,47 @@ def _read_parquet(raw: bytes, where: str) -> pd.DataFrame:
         raise UserError(f"cannot parse {where} as Parquet: {first_line(exc)}") from None
 
 
-def _read_saved_dataset(folder: Path, split: str | None = None) -> tuple[pd.DataFrame, str]:
-    """A folder of datasets' save_to_disk: its rows (one split of a DatasetDict, or all of them one after
-    another), class labels as their names (-1, a hidden label, as missing), and the sha256 of the folder's files."""
-    from datasets import ClassLabel, DatasetDict, concatenate_datasets, load_from_disk
+def _saved_tables(folder: Path) -> tuple[dict[str, Any], str]:
+    """A folder of datasets' save_to_disk, loaded and hashed once: its tables (a DatasetDict's by split name, a
+    Dataset's under "") and the sha256 of the folder's files."""
+    from datasets import DatasetDict, load_from_disk
 
     try:
         saved = load_from_disk(str(folder))
     except Exception as exc:  # noqa: BLE001 - datasets raises several kinds for a damaged folder
         raise UserError(f"cannot load {folder} as a saved datasets folder: {first_line(exc)}") from None
-    if split is not None and isinstance(saved, DatasetDict):
-        parts = [saved[split]]
-    else:
-        parts = list(saved.values()) if isinstance(saved, DatasetDict) else [saved]
-    table = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    tables = dict(saved) if isinstance(saved, DatasetDict) else {"": saved}
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return tables, digest.hexdigest()
+
+
+def _frame(table: Any) -> pd.DataFrame:
+    """A datasets table's rows, class labels as their names (-1, a hidden label, as missing)."""
+    from datasets import ClassLabel
+
     frame = table.to_pandas()
     for name, feature in table.features.items():
         if isinstance(feature, ClassLabel):  # the label names the dataset carries, not bare ids
             frame[name] = [
                 feature.int2str(int(v)) if v is not None and v == v and v >= 0 else None for v in frame[name]
             ]
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return frame, digest.hexdigest()
+    return frame
 
 
-def _read_source(source: str, encoding: str = "auto", split: str | None = None) -> tuple[pd.DataFrame, str, str, str]:
-    """The raw table, a description of where it came from, the sha256 of its bytes and their encoding (split:
-    that split of a saved DatasetDict folder)."""
+def _read_saved_dataset(folder: Path) -> tuple[pd.DataFrame, str]:
+    """A folder of datasets' save_to_disk as one table (a DatasetDict's splits one after another: peftbench
+    makes its own split), and the sha256 of the folder's files."""
+    from datasets import concatenate_datasets
+
+    tables, digest = _saved_tables(folder)
+    parts = list(tables.values())
+    return _frame(concatenate_datasets(parts) if len(parts) > 1 else parts[0]), digest
+
+
+def _read_source(source: str, encoding: str = "auto") -> tuple[pd.DataFrame, str, str, str]:
+    """The raw table, a description of where it came from, the sha256 of its bytes and their encoding."""
     if source.startswith(BUILTIN_PREFIX):
         raw, file_name = _read_builtin(source[len(BUILTIN_PREFIX) :])
         suffix = Path(file_name).suffix
@@ -180,8 +192,8 @@ def _read_source(source: str, encoding: str = "auto", split: str | None = None) 
         if path.is_dir():
             if not any((path / name).is_file() for name in SAVED_DATASET_FILES):
                 raise UserError(f"data path {source} is a folder but not one saved by datasets' save_to_disk")
-            frame, digest = _read_saved_dataset(path, split)
-            return frame, source if split is None else f"{source} ({split} split)", digest, BINARY
+            frame, digest = _read_saved_dataset(path)
+            return frame, source, digest, BINARY
         if not path.is_file():  # a pipe or a device: read whole, it may never end (/dev/zero)
             raise UserError(f"data path {source} is neither a file nor a folder (a pipe or a device); give a file")
         if suffix not in SUPPORTED_SUFFIXES:
@@ -245,9 +257,13 @@ class _Rows:
         )
 
 
-def _read_rows(source: str, config: DataConfig, split: str | None = None) -> _Rows:
+def _read_rows(source: str, config: DataConfig) -> _Rows:
     """A file's rows with a text (and a pair, with --text-pair-column); UserError on anything unusable."""
-    frame, where, digest, encoding = _read_source(source, config.encoding, split)
+    return _rows_of(*_read_source(source, config.encoding), config)
+
+
+def _rows_of(frame: pd.DataFrame, where: str, digest: str, encoding: str, config: DataConfig) -> _Rows:
+    """A table's rows with a text (and a pair); UserError on anything unusable."""
     if len(frame) == 0:
         raise UserError(f"data has no rows: {where}")
     wanted = [c for c in (config.text_column, config.text_pair_column, config.label_column) if c is not None]
@@ -320,21 +336,22 @@ OWN_SPLITS = {"dev": "validation", "test": "test"}
 def _own_splits(config: DataConfig) -> dict[str, _Rows]:
     """A saved DatasetDict with a train split and a labelled validation or test split: those splits, as the
     benchmark ships them ({} for any other data: peftbench then makes its own split)."""
-    marker = Path(config.source) / "dataset_dict.json"
-    if config.source.startswith(BUILTIN_PREFIX) or not marker.is_file():
+    folder = Path(config.source)
+    if config.source.startswith(BUILTIN_PREFIX) or not (folder / "dataset_dict.json").is_file():
         return {}
-    try:
-        names = set(json.loads(marker.read_text(encoding="utf-8"))["splits"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}  # read as a whole below, which says what is wrong with it
-    if "train" not in names:
+    tables, digest = _saved_tables(folder)
+    if "train" not in tables:
         return {}
-    parts = {"train": _read_rows(config.source, config, "train")}
+
+    def rows(name: str) -> _Rows:
+        return _rows_of(_frame(tables[name]), f"{config.source} ({name} split)", digest, BINARY, config)
+
+    parts = {"train": rows("train")}
     for role, name in OWN_SPLITS.items():
-        if name in names:
-            rows = _read_rows(config.source, config, name)
-            if any(_label_text(v) for v in rows.labels):  # GLUE's test split: every label hidden (-1)
-                parts[role] = rows
+        if name in tables:
+            found = rows(name)
+            if any(_label_text(v) for v in found.labels):  # GLUE's test split: every label hidden (-1)
+                parts[role] = found
     return parts if len(parts) > 1 else {}
 
 
