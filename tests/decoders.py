@@ -60,6 +60,7 @@ def folder_matrix(model: Path, folder: Path, methods: list[str], execution: str 
     model's), each method's scratch under `folder`."""
     from accelerate.state import AcceleratorState
 
+    folder.mkdir(parents=True, exist_ok=True)
     data_file = tokenized_file(model, folder / "data.json")
     found = {}
     # Each run ends in accelerate's free_memory, a full gc.collect: in a worker process a few ms, in a test
