@@ -29,6 +29,8 @@ from peftbench.reporting.markdown import (
     trial_dev_scores,
     verdict_text,
 )
+from peftbench.reporting.per_model import COLUMNS as MODEL_COLUMNS
+from peftbench.reporting.per_model import model_costs
 from peftbench.store.schema import RunRecord
 
 FLAG_COLOURS = {
@@ -401,6 +403,18 @@ def _comparison_table(analysis: Analysis) -> list[str]:
     return parts
 
 
+def _model_cost_parts(finished: list[RunRecord], analysis: Analysis | None) -> list[str]:
+    costs = model_costs(finished, analysis, display_name)
+    if costs is None:
+        return []
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in MODEL_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in costs.rows)
+    return [
+        "<h2>Cost per model</h2><p>Lowest–highest over each model's runs (its methods and seeds).</p>",
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>',
+    ]
+
+
 def render_html(records: list[RunRecord], header_lines: list[str], found: Findings | None = None) -> str:
     finished = [r for r in records if r.status not in (Status.FAILED, Status.DRY_RUN)]
     failed = [r for r in records if r.status == Status.FAILED]
@@ -441,6 +455,7 @@ def render_html(records: list[RunRecord], header_lines: list[str], found: Findin
         parts.append("<tr>" + "".join(_cell(read(record)) for _, read in columns) + "</tr>")
     parts.append("</tbody></table></div>")
     parts += _class_parts(finished)
+    parts += _model_cost_parts(finished, analysis)
     if analysis is not None and analysis.comparisons:
         parts += _comparison_table(analysis)
     if finished:

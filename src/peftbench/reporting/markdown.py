@@ -19,6 +19,8 @@ from peftbench.analysis.stats import (
 from peftbench.models.named import NAMED
 from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
 from peftbench.records import FINISHED, Status, better_on_dev
+from peftbench.reporting.per_model import COLUMNS as MODEL_COLUMNS
+from peftbench.reporting.per_model import best_per_model_sentence, model_costs
 from peftbench.run.measure import MEASUREMENT_NOTES
 from peftbench.store.schema import DataSummary, Epoch, RunConfig, RunRecord
 
@@ -155,6 +157,21 @@ def _summary_lines(summary: Any, analysis: Analysis | None) -> list[str]:
     return lines + [""]
 
 
+def _model_cost_lines(finished: list[RunRecord], analysis: Analysis | None) -> list[str]:
+    costs = model_costs(finished, analysis, display_name)
+    if costs is None:
+        return []
+    lines = [
+        "## Cost per model",
+        "",
+        "Lowest–highest over each model's runs (its methods and seeds), measured as in the runs' table.",
+        "",
+        "| " + " | ".join(MODEL_COLUMNS) + " |",
+        "|" + "---|" * len(MODEL_COLUMNS),
+    ]
+    return lines + ["| " + " | ".join(row) + " |" for row in costs.rows] + [""]
+
+
 def _comparison_lines(analysis: Analysis) -> list[str]:
     lines = [
         "## Which differences are real",
@@ -263,6 +280,9 @@ def findings(records: list[RunRecord], constraints: Constraints | None = None) -
         return Findings(sentences=[NO_EVIDENCE[0].upper() + NO_EVIDENCE[1:] + "."] if scored else [])
     recommendation = recommend(analysis, constraints)
     lines = sentences(recommendation, analysis)
+    costs = model_costs(finished, analysis, display_name)
+    if costs is not None and costs.best:
+        lines.append(best_per_model_sentence(costs))
     if analysis.left_out:
         lines.append(f"Note: {analysis.left_out}.")
     return Findings(analysis, recommendation, lines)
@@ -404,6 +424,7 @@ def render_markdown(records: list[RunRecord], notes: str = "", found: Findings |
     summary = summary_over_seeds(finished) if len(seeds_seen) > 1 or tested else None
     if summary is not None:
         lines += _summary_lines(summary, found.analysis)
+    lines += _model_cost_lines(finished, found.analysis)
     if found.analysis is not None and found.analysis.comparisons:
         lines += _comparison_lines(found.analysis)
     lines += trial_lines(finished)
