@@ -128,3 +128,36 @@ def test_a_rate_the_search_stopped_is_not_chosen_even_when_its_dev_score_was_hig
         return TrialRun(lr, None, WorkResponse(outcome=outcome))
 
     assert choose([trial(1e-3, 0.7, None), trial(1e-2, 0.9, 1)]).lr == 1e-3
+
+
+def test_a_search_stopped_half_way_goes_on_at_its_next_rate(tiny_model, tmp_path, monkeypatch, capsys):
+    from peftbench.run.messages import TRIAL, WorkResponse
+    from peftbench.runner import protocol
+
+    real, trained, evaluate = protocol.run_request, [], loop.evaluate
+
+    def worker(request, *args, **kwargs):
+        if request.kind == TRIAL:
+            trained.append(request.lr)
+            if dying and len(trained) == 2:  # the process stopped during the second rate's trial
+                return WorkResponse.died("killed")
+        return real(request, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "run_request", worker)
+    dying = True
+    _scripted_dev(monkeypatch, [0.6] * 8)  # 3e-3 trains in full at 0.6
+    main(_search(tiny_model, tmp_path, "halving"))
+    kept = tmp_path / "unfinished" / "lora__seed123"
+    assert {p.name for p in kept.iterdir()} == {"trial0.json", "trial0.safetensors", "search0.journal"}
+    dying, trained[:] = False, []
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    # 1e-3 at 0.5 meets 3e-3's 0.6 at the first rung, as in one attempt, so it stops there: the study came back
+    _scripted_dev(monkeypatch, [0.5] + [0.7] * 8)
+    assert main(_search(tiny_model, tmp_path, "halving")) == 0
+    assert trained == [1e-3, 1e-2]  # 3e-3 was taken as it ended
+    assert "1 trial(s) of an interrupted attempt taken as they ended (lr 0.003)" in capsys.readouterr().err
+    result = _result(tmp_path)
+    trials = {t["lr"]: t for t in result["trials"]}
+    assert [trials[lr]["train_steps"] for lr in (3e-3, 1e-3, 1e-2)] == [8, 1, 8]
+    assert result["chosen_lr"] == 1e-2 and result["accuracy"] is not None
+    assert not (tmp_path / "unfinished").exists()  # gone once the record is stored

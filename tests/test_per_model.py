@@ -54,8 +54,8 @@ def test_a_comparison_of_models_names_each_models_best_method_and_its_costs(tmp_
     )
     assert main(["compare", small, big, "--out", str(tmp_path / "both")]) == 0
     report = (tmp_path / "both" / "report.md").read_text(encoding="utf-8")
-    line = "Best method of each model, best model first (test accuracy): big-model: big/lora 0.950; small-model: small/lora 0.850."
-    assert line in report
+    best = "big-model: big/lora 0.950; small-model: small/lora 0.850."
+    assert f"Best method of each model, best model first (test accuracy): {best}" in report
     assert "## Cost per model" in report
     assert "| big-model | 9,000,000 | 2 | big/lora 0.9500 | 5.00–9.00 | 3000–6000 | 2–36 | – |" in report
     assert "| small-model | 1,000,000 | 2 | small/lora 0.8500 | 1.00–2.00 | 900–1500 | 0.5–4 | – |" in report

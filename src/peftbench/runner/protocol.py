@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,16 @@ from peftbench.run.messages import FINISH, TRIAL, Finished, Kind, Params, TrialO
 from peftbench.run.worker import write_tokenized
 from peftbench.runner.planning import PlannedRun
 from peftbench.store.schema import SCHEMA_VERSION, RunRecord, read_record
+from peftbench.store.unfinished import UnfinishedTrials
+
+
+def log(message: str) -> None:
+    """A line of the grid's log: on stderr, above the progress bar over the grid when there is one."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+    sys.stderr.flush()
+
 
 MEMORY_KEYS = ("peak_memory_mb", "peak_memory_method", "process_peak_rss_mb")
 TEST_METRICS = ("eval_loss", "eval_loss_sum", "accuracy", "f1_macro")
@@ -56,7 +67,7 @@ class RunJob:
         if scratch is not None:
             folder, data_file = scratch / self.run.run_id, scratch / "data.json"
             write_tokenized(self.data, data_file)
-        record = _Protocol(self, slot, folder, data_file).record()
+        record = _Protocol(self, slot, folder, data_file, resumable=scratch is None).record()
         weights = folder / "weights" if record.result.weights_dir else None
         return RunOutcome(record, weights)
 
@@ -98,11 +109,13 @@ def choose(trials: list[TrialRun]) -> TrialRun:
 class _Protocol:
     """One run under way: its workers' requests and responses, in its scratch folder."""
 
-    def __init__(self, job: RunJob, slot: Slot, folder: Path, data_file: Path) -> None:
+    def __init__(self, job: RunJob, slot: Slot, folder: Path, data_file: Path, resumable: bool) -> None:
         self.job, self.run, self.grid, self.data = job, job.run, job.grid, job.data
         # absolute: a worker runs in a folder of its own, not in the grid's working directory
         self.slot, self.folder, self.data_file = slot, folder.resolve(), data_file.resolve()
         self.responses: list[WorkResponse] = []  # of every worker, for the run's peak memory
+        # ended trials are kept in --out where it is this machine's (a Ray task elsewhere has only scratch)
+        self.unfinished = UnfinishedTrials(self.grid.out, self.run.run_id, self.run.fingerprint) if resumable else None
 
     def record(self) -> RunRecord:
         trials = self._trials()
@@ -125,22 +138,46 @@ class _Protocol:
         """Phase 1: one worker per learning rate; the only trial of a run finishes the run in its own worker."""
         rates = self._ordered(self.run.learning_rates())
         self.folder.mkdir(parents=True, exist_ok=True)
-        trials = []
         journal = self.folder / "search.journal"
-        journal.unlink(missing_ok=True)  # a study of an earlier, interrupted attempt at this run: not this one's
-        for number, lr in enumerate(rates):
+        halving = self.run.train.search == "halving"
+        # several rates: the trials an interrupted attempt at this run ended are taken as they were
+        kept = self.unfinished if len(rates) > 1 else None
+        ended = kept.ended(rates, with_states=not self.grid.select_only) if kept else []
+        if kept is not None:
+            kept.restore_journal(len(ended), journal)
+        else:
+            journal.unlink(missing_ok=True)
+        if ended:
+            taken = ", ".join(f"{lr:g}" for lr in rates[: len(ended)])
+            log(f"{self.job.label}: {len(ended)} trial(s) of an interrupted attempt taken as they ended (lr {taken})")
+        self.responses += ended
+        trials = [TrialRun(lr, self._state_file(n, kept), r) for n, (lr, r) in enumerate(zip(rates, ended))]
+        for number in range(len(ended), len(rates)):
+            lr = rates[number]
             label = self.job.label if len(rates) == 1 else f"{self.job.label} lr {lr:g}"
-            # a trial keeps the weights it would be judged by for a later finish; a select-only run has none
-            state_file = None if self.grid.select_only else str(self.folder / f"trial{number}.safetensors")
+            state_file = self._state_file(number, kept)
             finish_in_trial = len(rates) == 1 and not self.grid.select_only
-            shared = str(journal) if self.run.train.search == "halving" else None
             request = self._request(
-                TRIAL, lr, label, finish_in_trial=finish_in_trial, state_file=state_file, search_journal=shared
+                TRIAL,
+                lr,
+                label,
+                finish_in_trial=finish_in_trial,
+                state_file=state_file,
+                search_journal=str(journal) if halving else None,
             )
             trials.append(TrialRun(lr, state_file, self._send(request, f"trial{number}")))
             if trials[-1].response.failed:
                 break  # a broken method or a dead worker: the other rates would fail alike
+            if kept is not None:
+                kept.keep(number, lr, trials[-1].response, journal if halving else None)
         return trials
+
+    def _state_file(self, number: int, kept: UnfinishedTrials | None) -> str | None:
+        """Where a trial keeps the weights it would be judged by, for a later finish (a select-only run keeps
+        none): beside the run's kept trials when there are several rates, else in the scratch folder."""
+        if self.grid.select_only:
+            return None
+        return str(kept.state_file(number) if kept else self.folder / f"trial{number}.safetensors")
 
     def _ordered(self, rates: list[float]) -> list[float]:
         """The order the rates train in. Successive halving run one rate after another stops a rate only where it

@@ -6,7 +6,6 @@ comes back. This process alone writes the store; the runs' workers get plain dat
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -32,9 +31,11 @@ from peftbench.run.worker import write_tokenized
 from peftbench.runner import planning
 from peftbench.runner.planning import PlannedRun, Prepared
 from peftbench.runner.protocol import RunJob, failed_record
+from peftbench.runner.protocol import log as _log
 from peftbench.store.provenance import provenance
 from peftbench.store.runs import ResultStore
 from peftbench.store.schema import RunRecord, RunResult
+from peftbench.store.unfinished import UnfinishedTrials
 
 WORK_PREFIX = ".work-"
 SPACE_MARGIN_MB = 50.0  # run JSONs, reports and tokenizer files beside the weights
@@ -97,11 +98,6 @@ def _refuse_links(grid: GridConfig, store: ResultStore, todo: list[PlannedRun]) 
                 f"{path} is a symbolic link: what peftbench writes there would land outside --out {grid.out}; "
                 "remove the link (or make it a folder of its own)"
             )
-
-
-def _log(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)  # above a progress bar over the grid, when there is one
-    sys.stderr.flush()
 
 
 @contextmanager
@@ -267,6 +263,8 @@ def _store_outcome(state: _Grid, run: PlannedRun, outcome: RunOutcome, finished:
     record = outcome.record
     record.provenance = provenance(record.provenance.device, run.train, state.executor.describe())
     keep(state.store, state.claims, materialise(outcome, state.work / run.run_id), record)
+    if record.status != Status.FAILED:  # a failed run is tried again, from the trials it ended
+        UnfinishedTrials(state.grid.out, run.run_id, run.fingerprint).clear()
     for problem in trackers.log_run(state.grid.report_to, record, state.grid.out):
         _log(f"peftbench: warning: {run.run_id} could not be logged to {problem} (the run is saved)")
     if state.bars and record.result.worker_died:
