@@ -54,7 +54,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
             if models:
-                matrix = {m: folder_matrix(folders[m], folder / m, list(REGISTRY), execution) for m in models}
+                matrix = {m: folder_matrix(folders[m], folder / m, list(REGISTRY), execution, True) for m in models}
             else:
                 matrix = {f: family_matrix(f, folder / f, list(REGISTRY), execution) for f in families}
         print(f"\nexecution: {execution}\n")

@@ -5,6 +5,7 @@ benchmarks/decoder_matrix.py (which prints the matrix for docs/running.md)."""
 from __future__ import annotations
 
 import gc
+import sys
 from pathlib import Path
 
 from tiny_model import write_tiny_decoder
@@ -55,9 +56,12 @@ def family_matrix(family: str, folder: Path, methods: list[str], execution: str 
     return folder_matrix(write_tiny_decoder(folder / "model", family), folder, methods, execution)
 
 
-def folder_matrix(model: Path, folder: Path, methods: list[str], execution: str = "fast") -> dict[str, str]:
+def folder_matrix(
+    model: Path, folder: Path, methods: list[str], execution: str = "fast", progress: bool = False
+) -> dict[str, str]:
     """method -> "ran" or "failed: <reason>" for the model in a transformers folder (a tiny family's, or a real
-    model's), each method's scratch under `folder`."""
+    model's), each method's scratch under `folder`; progress: a line on stderr as each method ends (a real model
+    takes minutes a method)."""
     from accelerate.state import AcceleratorState
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,6 +79,8 @@ def folder_matrix(model: Path, folder: Path, methods: list[str], execution: str 
                 if response.failed
                 else f"ran ({response.outcome.train_steps if response.outcome else 0} steps)"
             )
+            if progress:
+                print(f"{folder.name} ({execution}): {method}: {found[method][:100]}", file=sys.stderr, flush=True)
     finally:
         gc.unfreeze()
     return found
