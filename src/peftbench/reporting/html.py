@@ -30,7 +30,7 @@ from peftbench.reporting.markdown import (
     verdict_text,
 )
 from peftbench.reporting.per_model import COLUMNS as MODEL_COLUMNS
-from peftbench.reporting.per_model import model_costs
+from peftbench.reporting.per_model import ModelCosts
 from peftbench.store.schema import RunRecord
 
 FLAG_COLOURS = {
@@ -403,8 +403,7 @@ def _comparison_table(analysis: Analysis) -> list[str]:
     return parts
 
 
-def _model_cost_parts(finished: list[RunRecord], analysis: Analysis | None) -> list[str]:
-    costs = model_costs(finished, analysis, display_name)
+def _model_cost_parts(costs: ModelCosts | None) -> list[str]:
     if costs is None:
         return []
     head = "".join(f"<th>{html.escape(name)}</th>" for name in MODEL_COLUMNS)
@@ -455,7 +454,7 @@ def render_html(records: list[RunRecord], header_lines: list[str], found: Findin
         parts.append("<tr>" + "".join(_cell(read(record)) for _, read in columns) + "</tr>")
     parts.append("</tbody></table></div>")
     parts += _class_parts(finished)
-    parts += _model_cost_parts(finished, analysis)
+    parts += _model_cost_parts(found.costs)
     if analysis is not None and analysis.comparisons:
         parts += _comparison_table(analysis)
     if finished:

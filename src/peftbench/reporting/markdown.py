@@ -20,7 +20,7 @@ from peftbench.models.named import NAMED
 from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
 from peftbench.records import FINISHED, Status, better_on_dev
 from peftbench.reporting.per_model import COLUMNS as MODEL_COLUMNS
-from peftbench.reporting.per_model import best_per_model_sentence, model_costs
+from peftbench.reporting.per_model import ModelCosts, best_per_model_sentence, model_costs
 from peftbench.run.measure import MEASUREMENT_NOTES
 from peftbench.store.schema import DataSummary, Epoch, RunConfig, RunRecord
 
@@ -157,8 +157,7 @@ def _summary_lines(summary: Any, analysis: Analysis | None) -> list[str]:
     return lines + [""]
 
 
-def _model_cost_lines(finished: list[RunRecord], analysis: Analysis | None) -> list[str]:
-    costs = model_costs(finished, analysis, display_name)
+def _model_cost_lines(costs: ModelCosts | None) -> list[str]:
     if costs is None:
         return []
     lines = [
@@ -270,22 +269,23 @@ class Findings:
     analysis: Analysis | None = None
     recommendation: Recommendation | None = None
     sentences: list[str] = field(default_factory=list)
+    costs: ModelCosts | None = None  # per model, where the runs are of several (reporting.per_model)
 
 
 def findings(records: list[RunRecord], constraints: Constraints | None = None) -> Findings:
     finished = [r for r in records if r.status not in (Status.FAILED, Status.DRY_RUN)]
     analysis = analyse(finished, display_name)
+    costs = model_costs(finished, analysis, display_name)
     if analysis is None:
         scored = any(r.result.accuracy is not None for r in finished)
-        return Findings(sentences=[NO_EVIDENCE[0].upper() + NO_EVIDENCE[1:] + "."] if scored else [])
+        return Findings(sentences=[NO_EVIDENCE[0].upper() + NO_EVIDENCE[1:] + "."] if scored else [], costs=costs)
     recommendation = recommend(analysis, constraints)
     lines = sentences(recommendation, analysis)
-    costs = model_costs(finished, analysis, display_name)
     if costs is not None and costs.best:
         lines.append(best_per_model_sentence(costs))
     if analysis.left_out:
         lines.append(f"Note: {analysis.left_out}.")
-    return Findings(analysis, recommendation, lines)
+    return Findings(analysis, recommendation, lines, costs)
 
 
 def execution_name(record: RunRecord) -> str:
@@ -424,7 +424,7 @@ def render_markdown(records: list[RunRecord], notes: str = "", found: Findings |
     summary = summary_over_seeds(finished) if len(seeds_seen) > 1 or tested else None
     if summary is not None:
         lines += _summary_lines(summary, found.analysis)
-    lines += _model_cost_lines(finished, found.analysis)
+    lines += _model_cost_lines(found.costs)
     if found.analysis is not None and found.analysis.comparisons:
         lines += _comparison_lines(found.analysis)
     lines += trial_lines(finished)

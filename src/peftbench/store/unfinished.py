@@ -32,17 +32,17 @@ class UnfinishedTrials:
         """Where trial `number` saves the weights it is judged by (kept here, not in the scratch folder); the
         folder is made for its worker to write into."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        return self.folder / f"trial{number}.safetensors"
+        return self._state(number)
 
     def ended(self, rates: list[float], with_states: bool) -> list[WorkResponse]:
         """The responses of the first trials that ended under these settings and rates, in order; an earlier
         attempt with other settings, or a gap (a trial's weights missing where they are needed), ends the list."""
         found = []
         for number, lr in enumerate(rates):
-            if with_states and not (self.folder / f"trial{number}.safetensors").exists():
+            if with_states and not self._state(number).exists():
                 break
             try:
-                saved = json.loads((self.folder / f"trial{number}.json").read_text(encoding="utf-8"))
+                saved = json.loads(self._response(number).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 break
             if saved.get("fingerprint") != self.fingerprint or saved.get("lr") != lr:
@@ -57,7 +57,7 @@ class UnfinishedTrials:
         if journal is not None and journal.exists():
             shutil.copyfile(journal, self._journal(number))
         record = {"fingerprint": self.fingerprint, "lr": lr, "response": response.to_json()}
-        write_atomic(self.folder / f"trial{number}.json", json.dumps(record))
+        write_atomic(self._response(number), json.dumps(record))
 
     def restore_journal(self, trials: int, journal: Path) -> None:
         """The study as it stood after the first `trials` trials (none: a new study)."""
@@ -71,6 +71,12 @@ class UnfinishedTrials:
             self.folder.parent.rmdir()  # the last unfinished run of --out
         except OSError:
             pass
+
+    def _state(self, number: int) -> Path:
+        return self.folder / f"trial{number}.safetensors"
+
+    def _response(self, number: int) -> Path:
+        return self.folder / f"trial{number}.json"
 
     def _journal(self, number: int) -> Path:
         return self.folder / f"search{number}.journal"
