@@ -48,10 +48,11 @@ def record(folder: Path, method: str, seed: int) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def table(args: argparse.Namespace, seeds: list[int]) -> None:
+def table(args: argparse.Namespace, seeds: list[int], extra: list[str]) -> None:
     from bench_scale import machine
 
-    print(f"{machine()}; protocol: {' '.join(PROTOCOL)}; {args.method}, rates {args.lr_grid}")
+    # The extra options come after PROTOCOL on the command line, so where both name an option the extra one rules.
+    print(f"{machine()}; protocol: {' '.join(PROTOCOL + extra)}; {args.method}, rates {args.lr_grid}")
     print(
         f"{'seed':>4} {'search':8} {'chosen lr':>9} {'dev acc':>8} {'steps':>6} {'minutes':>8}  "
         "steps per rate (stopped at)"
@@ -93,11 +94,12 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true", help="print the table of what DIR holds; train nothing")
     args, extra = parser.parse_known_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    extra = [a for a in extra if a != "--"]
     if not args.table_only:
         for seed in seeds:
             for search in SEARCHES:
-                run(args, search, seed, [a for a in extra if a != "--"])
-    table(args, seeds)
+                run(args, search, seed, extra)
+    table(args, seeds, extra)
 
 
 if __name__ == "__main__":
