@@ -126,7 +126,22 @@ def test_a_constraint_re_ranks(records):
     assert [m.name for m in recommendation.excluded] == ["perfect", "nearly"]
     text = "\n".join(sentences(recommendation, analysis))
     assert "Constraint: at most 500 trainable parameters; left out: perfect, nearly." in text
-    assert "No other method is tied with it" in text  # chance is significantly worse and never beat the majority class
+    # chance never beat the majority class, so weaker was tested against nothing: no "significantly worse" claim
+    assert "It is the only method within the constraint that beat the majority class" in text
+    assert "No other method is tied with it" not in text
+
+
+def test_a_best_method_compared_with_none_is_not_called_significantly_better(records):
+    def text(kept):
+        analysis = analyse([r for r in records if r.config.method in kept], display_name)
+        return "\n".join(sentences(recommend(analysis), analysis))
+
+    assert "No other method is tied with it: each is significantly worse" in text({"perfect", "weaker"})
+    alone = text({"weaker"})
+    assert "It is the only method run, so it was compared with none." in alone and "significantly" not in alone
+    with_chance = text({"weaker", "chance"})  # chance never beat the majority class: nothing to test weaker against
+    assert "It is the only method that beat the majority class, so it was compared with none." in with_chance
+    assert "No other method is tied" not in with_chance
 
 
 def test_report_command_writes_the_recommendation_and_the_pairwise_table(records, tmp_path):

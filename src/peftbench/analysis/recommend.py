@@ -39,6 +39,7 @@ class Recommendation:
     no_verdict: list[MethodSummary] = field(default_factory=list)
     excluded: list[MethodSummary] = field(default_factory=list)  # outside the constraints
     constraints: Constraints = field(default_factory=Constraints)
+    compared: int = 0  # other methods the best was tested against (those allowed that beat the majority class)
 
 
 # what the cheapest of the best and its ties is named by -> the MethodSummary field it is judged on (lower wins)
@@ -75,7 +76,7 @@ def recommend(analysis: Analysis, constraints: Constraints | None = None) -> Rec
         measured = [m for m in [best, *tied] if getattr(m, key) is not None]
         if measured:
             cheapest[criterion] = min(measured, key=lambda m: getattr(m, key))
-    return Recommendation(best, tied, cheapest, not_better, no_verdict, excluded, constraints)
+    return Recommendation(best, tied, cheapest, not_better, no_verdict, excluded, constraints, len(candidates) - 1)
 
 
 def _missing(method: MethodSummary, who: str) -> str:
@@ -85,6 +86,14 @@ def _missing(method: MethodSummary, who: str) -> str:
     runs = f"{method.runs_missing_classes} of {method.seeds} runs"
     classes = classes_text(method.missing_classes)
     return f" {who} never predicted {classes} ({runs}): zero recall there, whatever the accuracy."
+
+
+def _alone(recommendation: Recommendation, analysis: Analysis) -> str:
+    """Where the best was tested against nothing: say why, rather than call the others significantly worse."""
+    if len(analysis.methods) == 1:
+        return "It is the only method run, so it was compared with none."
+    within = " within the constraint" if recommendation.constraints.describe() else ""
+    return f"It is the only method{within} that beat the majority class, so it was compared with none."
 
 
 def _interval(low_high: tuple[float, float]) -> str:
@@ -133,11 +142,13 @@ def sentences(recommendation: Recommendation, analysis: Analysis) -> list[str]:
                 f"Tied with it (not significantly worse: paired permutation test, Holm-corrected, α = {ALPHA}): "
                 f"{shown}."
             )
-        else:
+        elif recommendation.compared:
             lines.append(
                 "No other method is tied with it: each is significantly worse (paired permutation test, "
                 f"Holm-corrected, α = {ALPHA})."
             )
+        else:
+            lines.append(_alone(recommendation, analysis))
         missing = [m for m in recommendation.tied if m.runs_missing_classes]
         if missing:
             lines.append(" ".join(_missing(m, m.name).strip() for m in missing))
