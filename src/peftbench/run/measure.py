@@ -13,8 +13,10 @@ MEASUREMENT_NOTES = {
     "total_params": "parameters of the model as deployed, each counted once: tied weights once, and not the "
     "frozen copy of the classifier head that peft keeps next to the trained one (modules_to_save)",
     "trainable_params": "parameters with requires_grad after the method is applied",
-    "train_time_s": "wall-clock time of the training steps of all epochs, evaluation excluded",
-    "eval_time_s": "wall-clock time of all evaluations (one after each epoch)",
+    "train_time_s": "wall-clock time of the training steps of all epochs, evaluation excluded, summed over every "
+    "learning rate the run tried (what the run cost, whichever rate was chosen)",
+    "eval_time_s": "wall-clock time of all dev evaluations (after each epoch, and every N steps with --eval-every N), "
+    "summed over every learning rate tried",
     "total_time_s": "train_time_s + eval_time_s (the reference's 'train time' included evaluation)",
     "train_it_per_s": "optimiser steps per second, the first step of the run (allocation, lazy init) left out",
     "eval_it_per_s": "evaluation batches per second over all evaluations",
