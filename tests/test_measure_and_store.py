@@ -1,11 +1,17 @@
 import dataclasses
+import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 from peftbench.config.sections import TrainConfig, as_dict
 from peftbench.files import write_atomic
 from peftbench.models import classifier as models
+from peftbench.reporting.markdown import execution_lines
 from peftbench.run.measure import PeakMemory
 from peftbench.store.identity import fingerprint, protocol_differences
 from peftbench.store.provenance import git_state
@@ -22,6 +28,52 @@ def test_peak_memory_sees_a_temporary_allocation_and_resets():
     meter.start()
     if "VmHWM" in meter.method:  # resettable here: the earlier peak no longer counts
         assert meter.peak_mb() < 30
+
+
+# On one core: spin for 1.5 s, then sleep 1.5 s while a process that is not (yet) a waited child spins there.
+_SHARED_CORE = """
+import os, subprocess, sys, time
+from peftbench.run.measure import CpuLoad
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+def measured(work):
+    load = CpuLoad()
+    load.start()
+    work()
+    return load.busy_elsewhere()
+def spin():
+    end = time.perf_counter() + 1.5
+    while time.perf_counter() < end:
+        pass
+quiet = measured(spin)
+burn = "import time\\nend = time.perf_counter() + 3\\nwhile time.perf_counter() < end: pass"
+burner = subprocess.Popen([sys.executable, "-c", burn])
+time.sleep(0.3)  # the interpreter starting
+busy = measured(lambda: time.sleep(1.5))
+burner.kill()
+print(quiet, busy)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pins a core (Linux)")
+def test_cpu_load_counts_other_processes_on_its_cores_and_not_its_own_work():
+    shown = subprocess.run([sys.executable, "-c", _SHARED_CORE], capture_output=True, text=True, check=True).stdout
+    quiet, busy = map(float, shown.split())
+    # its own spinning is not "elsewhere"; another process spinning on its core while it sleeps is, nearly all
+    # of it (margins for whatever else this machine runs on that core meanwhile)
+    assert quiet < 0.3 and busy > 0.6 and busy > quiet + 0.3, (quiet, busy)
+
+
+def test_a_report_says_when_other_processes_shared_a_runs_cpu():
+    template = json.loads((Path(__file__).parent / "fixtures" / "schema1" / "lora__seed123.json").read_text())
+
+    def record(share):
+        return read_record({**template, "result": {**template["result"], "cpu_busy_elsewhere": share}})
+
+    assert not any("shared CPU" in line for line in execution_lines([record(0.03), record(None)]))
+    lines = execution_lines([record(0.03), record(0.52), record(0.21)])
+    assert "shared CPU: other processes used 20% or more of the CPU cores of 2 of 3 runs (up to 52%)" in "\n".join(
+        lines
+    )
 
 
 def test_atomic_write_replaces_whole_files_only(tmp_path):

@@ -63,6 +63,7 @@ def test_each_run_reports_its_own_peak_memory_under_a_bar_over_the_grid(tiny_mod
         assert first["peak_memory_mb"] > 0 and (
             "VmHWM" in first["peak_memory_method"] or "cuda" in first["peak_memory_method"]
         )
+        assert 0.0 <= first["cpu_busy_elsewhere"] <= 1.0  # each worker measured who else used its cores
         assert abs(first["peak_memory_mb"] - second["peak_memory_mb"]) <= 0.1 * first["peak_memory_mb"], (
             first["peak_memory_mb"],
             second["peak_memory_mb"],

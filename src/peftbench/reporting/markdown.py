@@ -21,7 +21,7 @@ from peftbench.models.offline import DESCRIPTION as E5_DESCRIPTION
 from peftbench.records import FINISHED, Status, better_on_dev
 from peftbench.reporting.per_model import COLUMNS as MODEL_COLUMNS
 from peftbench.reporting.per_model import ModelCosts, best_per_model_sentence, model_costs
-from peftbench.run.measure import MEASUREMENT_NOTES
+from peftbench.run.measure import BUSY_ELSEWHERE, MEASUREMENT_NOTES
 from peftbench.store.schema import DataSummary, Epoch, RunConfig, RunRecord
 
 
@@ -41,6 +41,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("train speed (it/s)", "train_it_per_s", ".2f"),
     ("eval speed (it/s)", "eval_it_per_s", ".2f"),
     ("train samples/s", "train_samples_per_s", ".1f"),
+    ("CPU busy elsewhere (share of its cores)", "cpu_busy_elsewhere", ".2f"),
     ("train time (min, eval excluded)", "train_time_min", ".4f"),
     ("total time (min, eval included)", "total_time_min", ".4f"),
     ("eval loss (sum over batches)", "eval_loss_sum", ".4f"),
@@ -324,7 +325,20 @@ def execution_lines(records: list[RunRecord]) -> list[str]:
         lines.append(f"runs were made on {len(devices)} different devices: time and memory compare only within one")
     notes = sorted({r.result.attention_note for r in records if r.result.attention_note})
     lines += [f"attention: {note}" for note in notes]
-    return lines + devices
+    return lines + devices + _shared_cpu_lines(records)
+
+
+def _shared_cpu_lines(records: list[RunRecord]) -> list[str]:
+    """A line when other processes took a share of some run's CPU cores: its speeds are not the method's."""
+    shares = [r.result.cpu_busy_elsewhere for r in records if r.result.cpu_busy_elsewhere is not None]
+    busy = [share for share in shares if share >= BUSY_ELSEWHERE]
+    if not busy:
+        return []
+    return [
+        f"shared CPU: other processes used {BUSY_ELSEWHERE:.0%} or more of the CPU cores of {len(busy)} of "
+        f"{len(shares)} runs (up to {max(busy):.0%}): their times and speeds read high, compare them with care "
+        "(one training per set of cores: `taskset -c 0 peftbench run ...`)"
+    ]
 
 
 def _pooler_text(records: list[RunRecord]) -> str:

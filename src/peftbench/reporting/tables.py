@@ -25,6 +25,7 @@ CSV_COLUMNS = [
     "train_it_per_s",
     "eval_it_per_s",
     "train_samples_per_s",
+    "cpu_busy_elsewhere",  # other processes' share of the run's CPU cores (run.measure.CpuLoad)
     "train_time_min",
     "eval_loss",
     "eval_loss_sum",

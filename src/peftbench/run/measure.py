@@ -1,11 +1,14 @@
-"""Measurements of a run: parameter counts, peak memory and wall-clock timing, each with how it was taken."""
+"""Measurements of a run: parameter counts, peak memory, wall-clock timing and whether other processes shared
+its CPU cores, each with how it was taken."""
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from typing import Any
 
+import psutil
 import torch
 
 # Written into every run JSON so a reader knows what each figure means.
@@ -25,7 +28,13 @@ MEASUREMENT_NOTES = {
     "eval_loss_sum": "sum over evaluation batches of each batch's mean loss, as the reference printed it",
     "f1_macro": "unweighted mean of per-class F1 (scikit-learn)",
     "majority_accuracy": "accuracy of always predicting the eval set's most frequent class",
+    "cpu_busy_elsewhere": "share of the time of the CPU cores a run's worker may use (its affinity) that other "
+    "processes used while it worked, the highest over the run's workers; at 0.2 or more its times and speeds read "
+    "high",
 }
+# From this share of the cores taken by other processes on, a run's times are flagged in its report. On a
+# 2-core EPYC a LoRA worker measured 0.03 on a core of its own (taskset), 0.50 beside a second training.
+BUSY_ELSEWHERE = 0.2
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
@@ -91,6 +100,61 @@ class PeakMemory:
         if self.device.type != "cuda":
             figures["process_peak_rss_mb"] = _proc_status_mb("VmHWM")
         return figures
+
+
+class CpuLoad:
+    """How much of the CPU cores this process may run on went to other processes while it worked.
+
+    Two trainings on one CPU each start a thread per core and stall each other's thread barriers: on a 2-core
+    EPYC a LoRA worker trained 4.1 samples/s beside another one against 29.2 alone. A report cannot tell that
+    from the speeds, so each worker measures it: the busy time of its allowed cores (psutil, from /proc/stat on
+    Linux) less its own CPU time, over wall time × cores; time a hypervisor gave other machines (steal) counts
+    as busy too. None where it cannot be told: several processes of one run (the others would count as
+    strangers) or a system psutil cannot read."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float] | None = None
+        self._cpus: list[int] = []
+
+    def start(self) -> None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return
+        try:
+            process = psutil.Process()
+            self._cpus = process.cpu_affinity() if hasattr(process, "cpu_affinity") else []
+            self._cpus = self._cpus or list(range(psutil.cpu_count() or 1))
+            self._start = (self._busy_s(), _own_cpu_s(process), now())
+        except (psutil.Error, OSError, IndexError):
+            self._start = None
+
+    def busy_elsewhere(self) -> float | None:
+        if self._start is None:
+            return None
+        busy, own, started = self._start
+        try:
+            other = (self._busy_s() - busy) - (_own_cpu_s(psutil.Process()) - own)
+        except (psutil.Error, OSError, IndexError):
+            return None
+        wall = (now() - started) * len(self._cpus)
+        return min(1.0, max(0.0, other / wall)) if wall > 0 else None
+
+    def report(self) -> dict[str, Any]:
+        return {"cpu_busy_elsewhere": self.busy_elsewhere()}
+
+    def _busy_s(self) -> float:
+        per_cpu = psutil.cpu_times(percpu=True)
+        return sum(_busy(per_cpu[i]) for i in self._cpus)
+
+
+def _busy(times: Any) -> float:
+    """A core's time not idle; guest time is already inside user time on Linux, so it is not added twice."""
+    idle = sum(getattr(times, name, 0.0) for name in ("idle", "iowait", "guest", "guest_nice"))
+    return sum(times) - idle
+
+
+def _own_cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _proc_status_mb(field: str) -> float | None:

@@ -146,6 +146,7 @@ class WorkResponse(_Message):
     peak_memory_mb: float | None = None
     peak_memory_method: str | None = None
     process_peak_rss_mb: float | None = None
+    cpu_busy_elsewhere: float | None = None  # share of its cores' time other processes took (run.measure.CpuLoad)
 
     @property
     def failed(self) -> bool:

@@ -49,7 +49,7 @@ from peftbench.run.loop import (
     store_frozen_weights_in,
     train_and_evaluate,
 )
-from peftbench.run.measure import PeakMemory, count_parameters, now
+from peftbench.run.measure import CpuLoad, PeakMemory, count_parameters, now
 from peftbench.run.messages import TRIAL, Finished, Params, Resolved, TrialOutcome, WorkRequest, WorkResponse
 from peftbench.run.search import HalvingTrial
 
@@ -250,8 +250,9 @@ def work(request: WorkRequest) -> WorkResponse:
         from transformers.utils.logging import disable_progress_bar
 
         disable_progress_bar()
-    memory = PeakMemory(device)
+    memory, load = PeakMemory(device), CpuLoad()
     memory.start()
+    load.start()
     try:
         setup = _setup(request)
         response = _trial(setup) if request.kind == TRIAL else _finish_only(setup)
@@ -267,7 +268,7 @@ def work(request: WorkRequest) -> WorkResponse:
         )
     except (Exception, UserError) as exc:  # one broken method must not stop the grid: keep the error and go on
         response = WorkResponse(error=f"{type(exc).__name__}: {first_line(exc)}", traceback=traceback.format_exc())
-    return dataclasses.replace(response, **memory.report())
+    return dataclasses.replace(response, **memory.report(), **load.report())
 
 
 def main(argv: list[str] | None = None) -> int:

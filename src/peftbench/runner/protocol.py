@@ -232,12 +232,15 @@ class _Protocol:
         return response
 
     def _measured(self) -> dict[str, Any]:
-        """A run's peak memory is the highest of its workers'."""
+        """A run's peak memory is the highest of its workers', and so is the share of the CPU that others took."""
+        figures: dict[str, Any] = {}
         measured = [r for r in self.responses if r.peak_memory_mb is not None]
-        if not measured:
-            return {}
-        peak = max(measured, key=lambda r: r.peak_memory_mb or 0.0)
-        figures = {k: getattr(peak, k) for k in MEMORY_KEYS}
+        if measured:
+            peak = max(measured, key=lambda r: r.peak_memory_mb or 0.0)
+            figures = {k: getattr(peak, k) for k in MEMORY_KEYS}
+        shares = [r.cpu_busy_elsewhere for r in self.responses if r.cpu_busy_elsewhere is not None]
+        if shares:
+            figures["cpu_busy_elsewhere"] = max(shares)
         return {k: v for k, v in figures.items() if v is not None}
 
     def _device(self) -> dict[str, Any]:

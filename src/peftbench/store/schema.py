@@ -79,6 +79,7 @@ class RunResult:
     train_it_per_s: float | None = None
     eval_it_per_s: float | None = None
     train_samples_per_s: float | None = None
+    cpu_busy_elsewhere: float | None = None  # other processes' share of the cores, highest over the run's workers
     # the chosen trial's evaluations and steps ([step, loss, lr]); every trial, with an lr grid
     epochs: list[Epoch] | None = None
     train_log: list[list[float]] | None = None
