@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from processes import processes
 
-from peftbench import cli
+from peftbench import cli, hardware
 
 QUICK = [
     "--max-train-samples",
@@ -79,6 +79,10 @@ def test_two_local_workers_write_what_one_writes(tiny_model, one_worker, tmp_pat
     two = _runs(tmp_path / "two")
     _same_results(one_worker, two)
     assert {r["provenance"]["execution"]["concurrent_runs"] for r in two.values()} == {2}
+    cores = len(hardware.allowed_cpus())
+    if cores >= 2:  # each worker keeps to half the cores, with as many threads
+        devices = [r["provenance"]["device"] for r in two.values()]
+        assert {(d["allowed_cores"], d["torch_threads"]) for d in devices} == {(cores // 2, cores // 2)}, devices
     assert not list((tmp_path / "two" / "claims").glob("*.json"))  # every claim released
 
 

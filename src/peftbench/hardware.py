@@ -8,6 +8,25 @@ from typing import Any
 
 import torch
 
+# The CPU cores a worker keeps to (comma-separated), set by the executor that divides a machine between workers.
+CPUS_ENV = "PEFTBENCH_CPUS"
+
+
+def allowed_cpus() -> list[int]:
+    """The CPU cores this process may run on (its affinity: `taskset`, a container's or a scheduler's limit);
+    every core where the system does not say."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def keep_to_given_cpus() -> None:
+    """Keep this process, and the threads it starts from now on, to the cores its executor gave it (CPUS_ENV),
+    so that workers side by side neither fight over cores nor count each other as strangers (run.measure)."""
+    given = os.environ.get(CPUS_ENV)
+    if given and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(cpu) for cpu in given.split(",")})
+
 
 def likely_device(requested: str = "auto") -> torch.device:
     """The device a worker trains on: `auto` → the GPU when there is one (precision must be resolved before
@@ -110,4 +129,10 @@ def device_description(device: torch.device) -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"type": "cpu", "name": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    return {
+        "type": "cpu",
+        "name": cpu,
+        "cores": os.cpu_count(),
+        "allowed_cores": len(allowed_cpus()),  # those it may run on: taskset, a container, --workers N
+        "torch_threads": torch.get_num_threads(),
+    }

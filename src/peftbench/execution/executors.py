@@ -89,12 +89,13 @@ def build(scale: ScaleConfig, out: Path) -> Executor:
     if scale.inline:
         return LocalExecutor([Slot()], scale, inline=True)
     count = scale.workers if isinstance(scale.workers, int) else max(1, gpus // scale.num_processes)
-    return LocalExecutor(local_slots(count, device.type, scale.num_processes, len(os.sched_getaffinity(0))), scale)
+    return LocalExecutor(local_slots(count, device.type, scale.num_processes, hardware.allowed_cpus()), scale)
 
 
-def local_slots(workers: int, device_type: str, gpus_per_run: int, cpu_count: int) -> list[Slot]:
+def local_slots(workers: int, device_type: str, gpus_per_run: int, cpus: list[int]) -> list[Slot]:
     """One slot per concurrent run. On GPUs each gets its own (visible) GPUs; on CPUs the cores are divided,
-    so that N runs at once do not each start one thread per core and fight over them."""
+    so that N runs at once do not each start one thread per core and fight over them: each gets its share of
+    threads and, where there are cores enough, cores of its own."""
     if device_type == "cuda":
         visible = _visible_gpus()
         needed = workers * gpus_per_run
@@ -103,16 +104,21 @@ def local_slots(workers: int, device_type: str, gpus_per_run: int, cpu_count: in
                 f"{workers} worker(s) × {gpus_per_run} process(es) need {needed} GPUs; {len(visible)} visible"
             )
         return [_gpus(visible[i * gpus_per_run : (i + 1) * gpus_per_run]) for i in range(workers)]
-    return [_threads(cpu_count // (workers * gpus_per_run)) for _ in range(workers)]
+    share = len(cpus) // (workers * gpus_per_run)  # threads of each process
+    if workers == 1 or share < 1:  # one run keeps what it was given; more runs than cores share them all
+        return [_threads(max(share, 1)) for _ in range(workers)]
+    cores = share * gpus_per_run  # a run's processes keep to its cores together
+    return [_threads(share, cpus[i * cores : (i + 1) * cores]) for i in range(workers)]
 
 
 def _gpus(visible: list[str]) -> Slot:
     return Slot({"CUDA_VISIBLE_DEVICES": ",".join(visible)})
 
 
-def _threads(count: float) -> Slot:
+def _threads(count: float, cpus: list[int] | None = None) -> Slot:
     threads = str(max(1, int(count)))
-    return Slot({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    pinned = {hardware.CPUS_ENV: ",".join(map(str, cpus))} if cpus else {}
+    return Slot({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **pinned})
 
 
 def _visible_gpus() -> list[str]:

@@ -27,6 +27,7 @@ from peftbench.data import TokenizedData
 from peftbench.errors import UserError, first_line
 from peftbench.hardware import describe as describe_device
 from peftbench.hardware import (
+    keep_to_given_cpus,
     length_multiple,
     likely_device,
     resolve_attention,
@@ -273,6 +274,7 @@ def work(request: WorkRequest) -> WorkResponse:
 
 def main(argv: list[str] | None = None) -> int:
     request_path, response_path = argv or sys.argv[1:]
+    keep_to_given_cpus()  # before torch starts its threads, which take this thread's cores
     try:
         with stop_signals():
             response = work(WorkRequest.from_json(Path(request_path).read_text(encoding="utf-8")))

@@ -211,6 +211,7 @@ class Device:
     name: str | None = None
     count: int | None = None
     cores: int | None = None
+    allowed_cores: int | None = None  # the cores its worker could run on (its affinity)
     torch_threads: int | None = None
     flags: list[str] | None = None
     auto: AutoResolved | None = None
