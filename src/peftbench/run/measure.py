@@ -11,6 +11,8 @@ from typing import Any
 import psutil
 import torch
 
+from peftbench.hardware import allowed_cpus
+
 # Written into every run JSON so a reader knows what each figure means.
 MEASUREMENT_NOTES = {
     "total_params": "parameters of the model as deployed, each counted once: tied weights once, and not the "
@@ -115,24 +117,23 @@ class CpuLoad:
     def __init__(self) -> None:
         self._start: tuple[float, float, float] | None = None
         self._cpus: list[int] = []
+        self._process: psutil.Process | None = None
 
     def start(self) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             return
         try:
-            process = psutil.Process()
-            self._cpus = process.cpu_affinity() if hasattr(process, "cpu_affinity") else []
-            self._cpus = self._cpus or list(range(psutil.cpu_count() or 1))
-            self._start = (self._busy_s(), _own_cpu_s(process), now())
+            self._process, self._cpus = psutil.Process(), allowed_cpus()
+            self._start = (self._busy_s(), _own_cpu_s(self._process), now())
         except (psutil.Error, OSError, IndexError):
             self._start = None
 
     def busy_elsewhere(self) -> float | None:
-        if self._start is None:
+        if self._start is None or self._process is None:
             return None
         busy, own, started = self._start
         try:
-            other = (self._busy_s() - busy) - (_own_cpu_s(psutil.Process()) - own)
+            other = (self._busy_s() - busy) - (_own_cpu_s(self._process) - own)
         except (psutil.Error, OSError, IndexError):
             return None
         wall = (now() - started) * len(self._cpus)
