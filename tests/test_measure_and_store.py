@@ -30,11 +30,14 @@ def test_peak_memory_sees_a_temporary_allocation_and_resets():
         assert meter.peak_mb() < 30
 
 
-# On one core: spin for 1.5 s, then sleep 1.5 s while a process that is not (yet) a waited child spins there.
+# On one core (the least busy of those allowed: a job pinned to another keeps out of the way): spin for 1.5 s,
+# then sleep 1.5 s while a process that is not (yet) a waited child spins there.
 _SHARED_CORE = """
 import os, subprocess, sys, time
+import psutil
 from peftbench.run.measure import CpuLoad
-os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+percent = psutil.cpu_percent(interval=0.5, percpu=True)
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0), key=lambda cpu: percent[cpu])})
 def measured(work):
     load = CpuLoad()
     load.start()
