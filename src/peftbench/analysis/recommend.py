@@ -41,6 +41,11 @@ class Recommendation:
     constraints: Constraints = field(default_factory=Constraints)
     compared: int = 0  # other methods the best was tested against (those allowed that beat the majority class)
 
+    @property
+    def within(self) -> str:
+        """The words " within the constraint" where the user gave one: the verdicts hold among the methods allowed."""
+        return " within the constraint" if self.constraints.describe() else ""
+
 
 # what the cheapest of the best and its ties is named by -> the MethodSummary field it is judged on (lower wins)
 CRITERIA = {
@@ -92,8 +97,7 @@ def _alone(recommendation: Recommendation, analysis: Analysis) -> str:
     """Where the best was tested against nothing: say why, rather than call the others significantly worse."""
     if len(analysis.methods) == 1:
         return "It is the only method run, so it was compared with none."
-    within = " within the constraint" if recommendation.constraints.describe() else ""
-    return f"It is the only method{within} that beat the majority class, so it was compared with none."
+    return f"It is the only method{recommendation.within} that beat the majority class, so it was compared with none."
 
 
 def _interval(low_high: tuple[float, float]) -> str:
@@ -122,13 +126,12 @@ def sentences(recommendation: Recommendation, analysis: Analysis) -> list[str]:
         lines.append(f"Constraint: {recommendation.constraints.describe()}; left out: {left}.")
     best = recommendation.best
     if best is None:
-        within = " within the constraint" if recommendation.constraints.describe() else ""
         learnt = (
             "No method learnt within the budget"
             if recommendation.no_verdict and not recommendation.not_better_than_majority
             else "No method beat the majority class"
         )
-        lines.append(f"{learnt}{within}.")
+        lines.append(f"{learnt}{recommendation.within}.")
     else:
         seeds = f"mean of {best.seeds} seeds" if best.seeds > 1 else "one seed"
         lines.append(
