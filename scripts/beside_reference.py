@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from peftbench.analysis.stats import MethodSummary, analyse
-from peftbench.reporting.markdown import chosen_lr, display_name
+from peftbench.reporting.markdown import display_name, summary_over_seeds
 from peftbench.store.runs import ResultStore
 
 # The reference post's test accuracies, as published (hfl/chinese-roberta-wwm-ext, lr 3e-4 for every method,
@@ -37,10 +37,7 @@ def table(folder: Path) -> list[str]:
     analysis = analyse(records, display_name)
     if analysis is None:
         raise SystemExit(f"{folder}: no finished runs with predictions")
-    rates = {
-        name: ", ".join(f"{lr:g}" for lr in sorted({chosen_lr(r) for r in records if display_name(r) == name}))
-        for name in {display_name(r) for r in records}
-    }
+    rates = summary_over_seeds(records)["chosen_lrs"]  # the report's "lr" column, per method
     ordered = sorted(analysis.methods, key=lambda m: (m.name not in REFERENCE, -m.accuracy_mean))
     lines = [
         "| method | reference post | peftbench accuracy mean ± std | 95% interval | seeds | lr (chosen on dev) |",
