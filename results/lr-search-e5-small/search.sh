@@ -3,17 +3,22 @@
 # folder (each finished run is skipped when this runs again; a run stopped half-way is retrained):
 #   git worktree add /work/wt-a0c5be7 a0c5be7 && mkdir -p /work/refbudget
 #   nohup setsid bash results/lr-search-e5-small/search.sh > /work/refbudget/search.log 2>&1 < /dev/null &
+# ORDER=reverse takes the methods from the last: a second instance on another core shares the scratch folder with
+# the first (each method's run is claimed, so neither trains what the other holds or finished); the order changes
+# no result, each method's search being independent of the others.
 WORKTREE=${WORKTREE:-/work/wt-a0c5be7}
 SCRATCH=${SCRATCH:-/work/refbudget/search}
 PEFTBENCH=${PEFTBENCH:-/work/main/.venv/bin/peftbench}
 export PYTHONPATH=$WORKTREE/src
+ORDER=${ORDER:-forward}
+if [ "$ORDER" = reverse ]; then order() { tac; }; else order() { cat; }; fi
 while read -r method grid; do
   [ -z "$method" ] && continue
   echo "=== $(date -u +%FT%TZ) $method $grid"
   "$PEFTBENCH" run --model e5-small-offline --preset tuned --seeds 0 --eval-every 49 --search halving --select-only \
       --no-progress --out "$SCRATCH" --methods "$method" --lr-grid "$grid"; rc=$?
   echo "=== $(date -u +%FT%TZ) $method done rc=$rc"
-done <<'GRIDS'
+done < <(order <<'GRIDS'
 full 1e-5,3e-5,1e-4,3e-4,1e-3
 lora 3e-4,1e-3,3e-3,1e-2,3e-2
 prompt-tuning 3e-3,1e-2,3e-2,1e-1,3e-1
@@ -35,3 +40,4 @@ boft 3e-5,1e-4,3e-4,1e-3,3e-3
 hra 1e-4,3e-4,1e-3,3e-3,1e-2
 miss 1e-4,3e-4,1e-3,3e-3,1e-2
 GRIDS
+)
