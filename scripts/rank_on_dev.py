@@ -30,9 +30,11 @@ def _key(record: RunRecord) -> tuple[float, float]:
 def ranking(folder: Path, exclude: set[str]) -> list[RunRecord]:
     records = ResultStore(folder, read_only=True).records(include_failed=False)
     kept = [r for r in records if r.method not in exclude and r.result.status in TRAINED]
+    if not kept:
+        raise ValueError(f"{folder}: no trained run to rank in {folder / 'runs'}")
     seeds = {r.method for r in kept if sum(o.method == r.method for o in kept) > 1}
     if seeds:
-        raise SystemExit(f"{folder}: more than one run of {', '.join(sorted(seeds))}: rank a one-seed search")
+        raise ValueError(f"{folder}: more than one run of {', '.join(sorted(seeds))}: rank a one-seed search")
     return sorted(kept, key=_key)
 
 
@@ -51,7 +53,10 @@ def main() -> None:
     parser.add_argument("--exclude", default=REFERENCE_FIVE, help="methods left out (default: the reference's five)")
     parser.add_argument("--top", type=int, default=5, help="how many to pick (default 5)")
     args = parser.parse_args()
-    ranked = ranking(args.folder, set(filter(None, args.exclude.split(","))))
+    try:
+        ranked = ranking(args.folder, set(filter(None, args.exclude.split(","))))
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")  # one line and exit 2, as peftbench's own commands
     print("| rank | method | dev accuracy | dev loss | lr chosen | step chosen |")
     print("|---|---|---|---|---|---|")
     for rank, record in enumerate(ranked, start=1):

@@ -50,3 +50,10 @@ def test_failed_runs_are_out_and_exclude_can_be_emptied(tmp_path):
     _write(tmp_path, "lora", 0.95, 0.10, accuracy=0.95)
     _write(tmp_path, "oft", 0.99, 0.01, accuracy=0.99, status="failed")
     assert _run(tmp_path, "--exclude", "")[-1] == "lora"
+
+
+def test_a_folder_without_runs_is_one_line_and_exit_2(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "absent")], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "no trained run to rank" in out.stderr
+    assert out.stdout == ""
