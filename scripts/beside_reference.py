@@ -36,7 +36,7 @@ def table(folder: Path) -> list[str]:
     records = ResultStore(folder, read_only=True).records(include_failed=False)
     analysis = analyse(records, display_name)
     if analysis is None:
-        raise SystemExit(f"{folder}: no finished runs with predictions")
+        raise ValueError(f"{folder}: no finished runs with predictions")
     rates = summary_over_seeds(records)["chosen_lrs"]  # the report's "lr" column, per method
     ordered = sorted(analysis.methods, key=lambda m: (m.name not in REFERENCE, -m.accuracy_mean))
     lines = [
@@ -51,7 +51,11 @@ def table(folder: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a peftbench results folder (its runs/ are read, never written)")
-    print("\n".join(table(parser.parse_args().folder)))
+    try:
+        lines = table(parser.parse_args().folder)
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")  # one line and exit 2, as peftbench's own commands
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

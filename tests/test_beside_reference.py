@@ -41,3 +41,9 @@ def test_table_sets_reference_beside_mean_interval_and_rate(tmp_path):
     assert rows[0].endswith("| 2 | 0.003 |")
     assert rows[1].startswith("| ia3 | – | 0.9800 ± 0.0000 | [")
     assert "Majority class of the test split: 0.7500." in out.stdout
+
+
+def test_a_folder_without_runs_is_one_line_and_exit_2(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "absent")], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "no finished runs" in out.stderr
