@@ -10,21 +10,22 @@ the ranking as a Markdown table and, last, the `--top` methods as one comma-sepa
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
-from peftbench.records import Status
+from peftbench.methods.registry import SEED_METHODS
+from peftbench.records import Status, dev_order
 from peftbench.store.runs import ResultStore
 from peftbench.store.schema import RunRecord
 
 TRAINED = (Status.OK, Status.COLLAPSED)  # a diverged or failed run has no chosen rate to rank
-# The reference post's five methods: by default the ones a ranking picks others beside.
-REFERENCE_FIVE = "full,lora,prompt-tuning,prefix-tuning,p-tuning"
 
 
-def _key(record: RunRecord) -> tuple[float, float]:
+def _on_dev(record: RunRecord) -> tuple[float, float]:
+    """The run's chosen evaluation on dev, ordered by the rule that chose it (records.better_on_dev)."""
     result = record.result
     loss = result.dev_loss if result.dev_loss is not None else float("inf")
-    return (-(result.dev_accuracy or 0.0), loss)
+    return dev_order({"accuracy": result.dev_accuracy or 0.0, "eval_loss": loss})
 
 
 def ranking(folder: Path, exclude: set[str]) -> list[RunRecord]:
@@ -32,10 +33,10 @@ def ranking(folder: Path, exclude: set[str]) -> list[RunRecord]:
     kept = [r for r in records if r.method not in exclude and r.result.status in TRAINED]
     if not kept:
         raise ValueError(f"{folder}: no trained run to rank in {folder / 'runs'}")
-    seeds = {r.method for r in kept if sum(o.method == r.method for o in kept) > 1}
+    seeds = [method for method, runs in Counter(r.method for r in kept).items() if runs > 1]
     if seeds:
         raise ValueError(f"{folder}: more than one run of {', '.join(sorted(seeds))}: rank a one-seed search")
-    return sorted(kept, key=_key)
+    return sorted(kept, key=_on_dev, reverse=True)
 
 
 def _row(rank: int, record: RunRecord) -> str:
@@ -50,7 +51,9 @@ def _row(rank: int, record: RunRecord) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a peftbench results folder (its runs/ are read, never written)")
-    parser.add_argument("--exclude", default=REFERENCE_FIVE, help="methods left out (default: the reference's five)")
+    parser.add_argument(
+        "--exclude", default=",".join(SEED_METHODS), help="methods left out (default: the reference's five)"
+    )
     parser.add_argument("--top", type=int, default=5, help="how many to pick (default 5)")
     args = parser.parse_args()
     try:

@@ -64,10 +64,11 @@ def better_on_dev(candidate: Evaluation, best: Evaluation | None) -> bool:
     loss (the more confident of two equally right states)."""
     if best is None:
         return True
-    return _dev_order(candidate) > _dev_order(best)
+    return dev_order(candidate) > dev_order(best)
 
 
-def _dev_order(evaluation: Evaluation) -> tuple[float, float]:
+def dev_order(evaluation: Evaluation) -> tuple[float, float]:
+    """better_on_dev's rule as a sort key: the larger, the better on dev."""
     if isinstance(evaluation, Mapping):
         return evaluation["accuracy"], -evaluation["eval_loss"]
     return evaluation.accuracy, -evaluation.eval_loss
