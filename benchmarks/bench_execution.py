@@ -34,6 +34,7 @@ EXECUTION_OPTIONS = {
     "fast-ungrouped": ["--execution", "fast", "--group-by-length", "off"],
     "fast-torch-dropout": ["--execution", "fast", "--dropout-masks", "torch"],
     "fast-bulk-dropout": ["--execution", "fast", "--dropout-masks", "bulk"],
+    "fast-unsplit": ["--execution", "fast", "--split-by-length", "off"],
 }
 # Folders of earlier executions, shown with --table-only when DIR holds them (same protocol, older code).
 EXECUTION_OPTIONS_SHOWN_ONLY = ("fast-length-only",)

@@ -54,7 +54,13 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__fil
 
 from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
-from peftbench.hardware import length_multiple, resolve_attention, resolve_dropout_masks, resolve_precision  # noqa: E402
+from peftbench.hardware import (  # noqa: E402
+    length_multiple,
+    resolve_attention,
+    resolve_dropout_masks,
+    resolve_precision,
+    resolve_split_by_length,
+)
 from peftbench.methods import REGISTRY  # noqa: E402
 from peftbench.models import classifier as models  # noqa: E402
 from peftbench.run.dropout import bulk_masks  # noqa: E402
@@ -63,6 +69,7 @@ from peftbench.run.loop import (  # noqa: E402
     build_loaders,
     build_optimizer,
     compiled,
+    split_by_length,
     store_frozen_weights_in,
     train_step,
 )
@@ -90,6 +97,7 @@ class Built:
     eval_loader: DataLoader
     step: Any  # callable(batch) -> None
     context: Any  # callable() -> context manager for evaluation forward passes
+    computed: Any = None  # callable(batch) -> the tokens a step computes, padding included; unset: the batch's
 
 
 @dataclass
@@ -139,7 +147,7 @@ def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_s
         {
             "samples_per_s": sum(len(b["labels"]) for b in timed) / elapsed,
             "real_tokens_per_s": sum(int(b["attention_mask"].sum()) for b in timed) / elapsed,
-            "padded_tokens_per_s": sum(b["input_ids"].numel() for b in timed) / elapsed,
+            "padded_tokens_per_s": sum((built.computed or _tokens)(b) for b in timed) / elapsed,
             "peak_memory_mb": meter.peak_mb(),
             "eval_samples_per_s": sum(len(b["input_ids"]) for b in eval_batches) / eval_elapsed,
         }
@@ -148,6 +156,10 @@ def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_s
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def _tokens(batch: dict[str, Any]) -> int:
+    return batch["input_ids"].numel()
 
 
 class _StepClock:
@@ -209,6 +221,8 @@ def _memory_in_own_process(letter: str, args: argparse.Namespace, samples: int) 
         args.precision,
         "--dropout-masks",
         args.dropout_masks,
+        "--split-by-length",
+        args.split_by_length,
         "--memory-of",
         letter,
     ]
@@ -236,6 +250,12 @@ def main() -> None:
         default="auto",
         choices=["auto", "torch", "bulk"],
         help="of the peftbench loop: how its dropout masks are drawn (peftbench run's --dropout-masks)",
+    )
+    parser.add_argument(
+        "--split-by-length",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="of the peftbench loop: each batch computed in two parts of similar lengths (peftbench run's option)",
     )
     parser.add_argument(
         "--compile",
@@ -281,11 +301,13 @@ def main() -> None:
         batch_size=args.batch_size,
         precision=args.precision,
         dropout_masks=args.dropout_masks,
+        split_by_length=args.split_by_length,
         compile=args.compile == "on",
     )
     precision = resolve_precision(config.precision, device)
     attention = resolve_attention(config.attention, device)
     dropout_masks = resolve_dropout_masks(config.dropout_masks, device)
+    split_steps = resolve_split_by_length(config.split_by_length, device) == "on"
     from accelerate.utils import DataLoaderConfiguration
 
     # as the worker: non-blocking copies from pinned memory on a GPU
@@ -332,9 +354,12 @@ def main() -> None:
 
         def step(batch: dict[str, Any]) -> None:
             with bulk_masks(dropout_masks == "bulk"):
-                train_step(model, batch, optimizer, scheduler, accelerator)
+                train_step(model, batch, optimizer, scheduler, accelerator, split=split_steps)
 
-        return Built(model, train_loader, eval_loader, step, accelerator.autocast)
+        def computed(batch: dict[str, Any]) -> int:
+            return sum(_tokens(part) for part in split_by_length(batch)) if split_steps else _tokens(batch)
+
+        return Built(model, train_loader, eval_loader, step, accelerator.autocast, computed)
 
     trainer_precision = resolve_precision("auto", device)  # bf16 where native: what a user who knows would set
 
@@ -447,7 +472,7 @@ def main() -> None:
     )
     print(
         f"peftbench loop: precision {precision}, attention {attention}, dropout masks {dropout_masks}, "
-        f"length-grouped batches {config.group_by_length}"
+        f"length-grouped batches {config.group_by_length}, split by length {'on' if split_steps else 'off'}"
     )
     print(
         f"{samples} timed training examples per round (batches drawn from an epoch over all {len(train)}), "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench.hardware import resolve_dropout_masks
+from peftbench.hardware import resolve_dropout_masks, resolve_split_by_length
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 
@@ -44,6 +44,7 @@ def test_benchmark_prints_three_variants_and_two_speedups(tiny_model):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert (
         f"dropout masks {resolve_dropout_masks('auto', device)}" in done.stdout
+        and f"split by length {resolve_split_by_length('auto', device)}" in done.stdout
         and "batches drawn from an epoch over all 6212" in done.stdout
     )
     # each speedup is the ratio of two rows' samples/s, not a number of its own

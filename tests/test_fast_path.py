@@ -131,6 +131,8 @@ def test_fast_path_reaches_the_loss_of_the_reference_path(tiny_model, tmp_path):
     assert reference["precision_used"] == "fp32" and reference["dropout_masks_used"] == "torch"
     assert fast["precision_used"] == resolve_precision("auto", device)
     assert fast["dropout_masks_used"] == resolve_dropout_masks("auto", device)
+    assert reference["split_by_length_used"] == "off"
+    assert fast["split_by_length_used"] == ("off" if device.type == "cuda" else "on")
     for result in (fast, reference):
         assert result["epochs"][-1]["train_loss"] < result["epochs"][0]["train_loss"] - 0.02, result["epochs"]
     assert abs(fast["eval_loss"] - reference["eval_loss"]) < 0.05, (fast["eval_loss"], reference["eval_loss"])
@@ -210,3 +212,25 @@ def test_batches_on_a_gpu_come_in_multiples_of_16_tokens_from_pinned_memory(exam
     assert Collator(tokenizer, False)(train[:8])["input_ids"].shape[1] == max(len(e["input_ids"]) for e in train[:8])
     loaders = build_loaders(train, eval_, collator, TrainConfig(batch_size=8), pin_memory=True)
     assert all(loader.pin_memory for loader in loaders)
+
+
+def test_the_loop_splits_batches_by_length_as_asked(tiny_model, tmp_path, monkeypatch):
+    from peftbench.run import loop
+
+    splits = []
+
+    def counted(batch):
+        parts = split_by_length(batch)
+        splits.append(len(parts))
+        return parts
+
+    split_by_length = loop.split_by_length
+    monkeypatch.setattr(loop, "split_by_length", counted)
+    for choice in ("off", "on"):
+        out = tmp_path / choice
+        args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--out", str(out)]
+        assert main(args + QUICK + ["--split-by-length", choice, "--workers", "inline"]) == 0
+        result = json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
+        assert result["split_by_length_used"] == choice
+        assert bool(splits) == (choice == "on"), splits
+    assert 2 in splits  # the tiny data's batches hold reviews of far apart lengths: some were split

@@ -84,6 +84,14 @@ def resolve_dropout_masks(requested: str | None, device: torch.device) -> str:
     return "torch"
 
 
+def resolve_split_by_length(requested: str | None, device: torch.device) -> str:
+    """`auto` → on for CPUs (a step's time grows with the tokens computed, padding included: measured in
+    benchmarks/bench_train.py), off for GPUs (launch-bound at these sizes: one pass, padded to a multiple of 16)."""
+    if requested is not None and requested != "auto":  # unset (None) is auto
+        return requested
+    return "off" if device.type == "cuda" else "on"
+
+
 CPU_FLAGS_SHOWN = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # the ones `auto` and speed hinge on
 
 
@@ -115,6 +123,7 @@ def describe(device: torch.device) -> dict:
         "precision_why": _precision_reason(device),
         "attention": resolve_attention("auto", device),
         "dropout_masks": resolve_dropout_masks("auto", device),
+        "split_by_length": resolve_split_by_length("auto", device),
     }
     return described
 

@@ -25,6 +25,7 @@ Execution = Literal["fast", "reference"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Attention = Literal["auto", "sdpa", "eager"]
 DropoutMasks = Literal["auto", "torch", "bulk"]
+SplitByLength = Literal["auto", "on", "off"]
 Search = Literal["grid", "halving"]
 Tracker = Literal["tensorboard", "mlflow", "trackio"]
 INLINE = "inline"
@@ -274,6 +275,14 @@ class TrainConfig:
         "benchmarks/results/dropout-e5-small). Unset: from --execution",
         default=None,
     )
+    split_by_length: SplitByLength | None = documented(
+        "compute each training batch in two parts of similar lengths (its examples sorted by length, cut where the "
+        "fewest padded tokens are computed; the parts' gradients added before the one optimiser step): the same "
+        "batch and the same update, with a tenth of the padding that batches keeping class shares need; auto: on "
+        "on CPUs, where every padded token costs its share of a step, off on GPUs, where a second pass costs kernel "
+        "launches. Unset: from --execution",
+        default=None,
+    )
     frozen_weights_bf16: bool | None = documented(
         "under bf16, store the frozen weights of a PEFT method in bf16 (trainable ones stay fp32): half the "
         "memory and no cast per step. Unset: from --execution",
@@ -410,6 +419,7 @@ EXECUTIONS: dict[str, dict[str, Any]] = {
         "group_by_length": True,
         "attention": "auto",
         "dropout_masks": "auto",
+        "split_by_length": "auto",
         "frozen_weights_bf16": True,
         "eval_by_length": True,
     },
@@ -418,6 +428,7 @@ EXECUTIONS: dict[str, dict[str, Any]] = {
         "group_by_length": False,
         "attention": "sdpa",
         "dropout_masks": "torch",
+        "split_by_length": "off",
         "frozen_weights_bf16": False,
         "eval_by_length": False,
     },

@@ -93,6 +93,7 @@ class Resolved:
     attention_used: str
     attention_note: str | None = None  # the model refused the kernel asked for: which was used instead
     dropout_masks_used: str
+    split_by_length_used: str
     device: dict[str, Any]  # hardware.describe's
     processes: int
     global_batch_size: int

@@ -33,6 +33,7 @@ from peftbench.hardware import (
     resolve_attention,
     resolve_dropout_masks,
     resolve_precision,
+    resolve_split_by_length,
 )
 from peftbench.interrupts import stop_signals
 from peftbench.methods import REGISTRY, pooler_modules
@@ -262,6 +263,7 @@ def work(request: WorkRequest) -> WorkResponse:
             attention_used=setup.attention,
             attention_note=setup.attention_note,
             dropout_masks_used=resolve_dropout_masks(setup.train.dropout_masks, setup.accelerator.device),
+            split_by_length_used=resolve_split_by_length(setup.train.split_by_length, setup.accelerator.device),
             device=describe_device(setup.accelerator.device),
             processes=setup.accelerator.num_processes,
             global_batch_size=setup.train.batch_size,

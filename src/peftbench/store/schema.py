@@ -115,6 +115,7 @@ class RunResult:
     attention_used: str | None = None
     attention_note: str | None = None  # the model refused the kernel asked for, and which one it used
     dropout_masks_used: str | None = None
+    split_by_length_used: str | None = None
     processes: int | None = None
     global_batch_size: int | None = None
     per_process_batch_size: int | None = None
@@ -201,6 +202,7 @@ class AutoResolved:
     precision_why: str
     attention: str | None = None
     dropout_masks: str | None = None
+    split_by_length: str | None = None
 
 
 @dataclass(kw_only=True)
