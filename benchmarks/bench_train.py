@@ -90,6 +90,11 @@ def matmul_peak_flops(dtype: torch.dtype, device: torch.device, size: int, repea
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
+def _tokens(batch: dict[str, Any]) -> int:
+    """The tokens a batch computes in one pass, padding included."""
+    return batch["input_ids"].numel()
+
+
 @dataclass
 class Built:
     model: Any
@@ -97,7 +102,7 @@ class Built:
     eval_loader: DataLoader
     step: Any  # callable(batch) -> None
     context: Any  # callable() -> context manager for evaluation forward passes
-    computed: Any = None  # callable(batch) -> the tokens a step computes, padding included; unset: the batch's
+    computed: Any = _tokens  # callable(batch) -> the tokens a step computes, padding included
 
 
 @dataclass
@@ -147,7 +152,7 @@ def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_s
         {
             "samples_per_s": sum(len(b["labels"]) for b in timed) / elapsed,
             "real_tokens_per_s": sum(int(b["attention_mask"].sum()) for b in timed) / elapsed,
-            "padded_tokens_per_s": sum((built.computed or _tokens)(b) for b in timed) / elapsed,
+            "padded_tokens_per_s": sum(built.computed(b) for b in timed) / elapsed,
             "peak_memory_mb": meter.peak_mb(),
             "eval_samples_per_s": sum(len(b["input_ids"]) for b in eval_batches) / eval_elapsed,
         }
@@ -156,10 +161,6 @@ def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_s
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _tokens(batch: dict[str, Any]) -> int:
-    return batch["input_ids"].numel()
 
 
 class _StepClock:
@@ -192,7 +193,7 @@ def run_trainer_round(variant: Variant, device: torch.device, warmup_steps: int,
         {
             "samples_per_s": sum(len(b["labels"]) for b in timed) / elapsed,
             "real_tokens_per_s": sum(int(b["attention_mask"].sum()) for b in timed) / elapsed,
-            "padded_tokens_per_s": sum(b["input_ids"].numel() for b in timed) / elapsed,
+            "padded_tokens_per_s": sum(_tokens(b) for b in timed) / elapsed,
             "peak_memory_mb": meter.peak_mb(),
             "eval_samples_per_s": evaluated["eval_samples_per_second"],
         }

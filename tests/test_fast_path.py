@@ -139,27 +139,18 @@ def test_fast_path_reaches_the_loss_of_the_reference_path(tiny_model, tmp_path):
     assert abs(fast["accuracy"] - reference["accuracy"]) < 0.06
 
 
+def _lora_run(tiny_model, out, *options: str) -> dict:
+    """One quick epoch of LoRA on the tiny model in this process, with `options`; the run record's result."""
+    args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--out", str(out)]
+    assert main(args + QUICK + [*options, "--workers", "inline"]) == 0
+    return json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
+
+
 def test_eval_loss_sum_does_not_depend_on_the_evaluation_batch(tiny_model, tmp_path):
     sums = []
     for eval_batch in ("8", "128"):
-        out = tmp_path / eval_batch
-        args = [
-            "run",
-            "--model",
-            str(tiny_model),
-            "--methods",
-            "lora",
-            "--epochs",
-            "1",
-            "--eval-batch-size",
-            eval_batch,
-            "--out",
-            str(out),
-        ]
-        assert main(args + QUICK + ["--precision", "fp32", "--workers", "inline"]) == 0
-        sums.append(
-            json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]["eval_loss_sum"]
-        )
+        result = _lora_run(tiny_model, tmp_path / eval_batch, "--eval-batch-size", eval_batch, "--precision", "fp32")
+        sums.append(result["eval_loss_sum"])
     assert sums[0] == pytest.approx(sums[1], rel=1e-4)
 
 
@@ -175,10 +166,7 @@ def test_the_loop_draws_its_dropout_masks_as_asked(tiny_model, tmp_path, monkeyp
     bulk_dropout = dropout.bulk_dropout
     monkeypatch.setattr(dropout, "bulk_dropout", counted)
     for masks in ("torch", "bulk"):
-        out = tmp_path / masks
-        args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--out", str(out)]
-        assert main(args + QUICK + ["--dropout-masks", masks, "--workers", "inline"]) == 0
-        result = json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
+        result = _lora_run(tiny_model, tmp_path / masks, "--dropout-masks", masks)
         assert result["dropout_masks_used"] == masks
         assert (calls["bulk"] > 0) == (masks == "bulk"), calls
 
@@ -194,8 +182,7 @@ def test_compile_goes_through_torch_compile_for_training_and_evaluation(tiny_mod
 
     monkeypatch.setattr(loop.torch, "compile", recorded)
     for flag in ("off", "on"):
-        args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--out", str(tmp_path / flag)]
-        assert main(args + QUICK + ["--compile", flag, "--workers", "inline"]) == 0
+        _lora_run(tiny_model, tmp_path / flag, "--compile", flag)
         assert len(compiled) == (flag == "on")
     assert compiled == [{"mode": None, "dynamic": False}]  # on a GPU: mode reduce-overhead (CUDA graphs)
 
@@ -227,10 +214,7 @@ def test_the_loop_splits_batches_by_length_as_asked(tiny_model, tmp_path, monkey
     split_by_length = loop.split_by_length
     monkeypatch.setattr(loop, "split_by_length", counted)
     for choice in ("off", "on"):
-        out = tmp_path / choice
-        args = ["run", "--model", str(tiny_model), "--methods", "lora", "--epochs", "1", "--out", str(out)]
-        assert main(args + QUICK + ["--split-by-length", choice, "--workers", "inline"]) == 0
-        result = json.loads((out / "runs" / "lora__seed123.json").read_text(encoding="utf-8"))["result"]
+        result = _lora_run(tiny_model, tmp_path / choice, "--split-by-length", choice)
         assert result["split_by_length_used"] == choice
         assert bool(splits) == (choice == "on"), splits
     assert 2 in splits  # the tiny data's batches hold reviews of far apart lengths: some were split

@@ -28,8 +28,10 @@ def _padded(lengths: list[int], left: bool = False) -> dict[str, torch.Tensor]:
     width = max(lengths)
     mask = torch.zeros(len(lengths), width, dtype=torch.long)
     for row, length in enumerate(lengths):
-        mask[row, width - length :] = 1 if left else mask[row, width - length :]
-        mask[row, :length] = mask[row, :length] if left else 1
+        if left:
+            mask[row, width - length :] = 1
+        else:
+            mask[row, :length] = 1
     rows = torch.arange(len(lengths)).unsqueeze(1)
     ids = (100 * rows + torch.arange(width) + 1) * mask  # 0 is padding; id // 100 is the row
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.arange(len(lengths)) % 2}
