@@ -35,7 +35,13 @@ EXECUTION_OPTIONS = {
     "fast-torch-dropout": ["--execution", "fast", "--dropout-masks", "torch"],
     "fast-bulk-dropout": ["--execution", "fast", "--dropout-masks", "bulk"],
     "fast-unsplit": ["--execution", "fast", "--split-by-length", "off"],
+    # one part of dropout changed in the run's own process by benchmarks/dropout_probe.py (see its docstring)
+    "fast-probe-none": ["--execution", "fast", "--dropout-masks", "torch"],
+    "fast-probe-torch-reseeded": ["--execution", "fast", "--dropout-masks", "torch"],
+    "fast-probe-bulk-attention": ["--execution", "fast", "--dropout-masks", "bulk"],
+    "fast-probe-bulk-hidden": ["--execution", "fast", "--dropout-masks", "bulk"],
 }
+PROBE = "fast-probe-"
 # Folders of earlier executions, shown with --table-only when DIR holds them (same protocol, older code).
 EXECUTION_OPTIONS_SHOWN_ONLY = ("fast-length-only",)
 PROTOCOL = ["--preset", "tuned", "--max-train-samples", "3072", "--max-eval-samples", "512", "--epochs", "1"]
@@ -51,10 +57,13 @@ def cpu_line() -> str:
 
 
 def run(args: argparse.Namespace, execution: str, seed: int, extra: list[str]) -> None:
+    if execution.startswith(PROBE):
+        entry = [str(Path(__file__).with_name("dropout_probe.py")), execution.removeprefix(PROBE)]
+    else:
+        entry = ["-m", "peftbench.cli"]
     command = [
         sys.executable,
-        "-m",
-        "peftbench.cli",
+        *entry,
         "run",
         "--model",
         args.model,
