@@ -50,10 +50,15 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+def _given(requested: str | None) -> str | None:
+    """A setting the user chose, or None where it is left to `auto` (unset is auto too)."""
+    return None if requested in (None, "auto") else requested
+
+
 def resolve_precision(requested: str | None, device: torch.device) -> str:
     """`auto` → bf16 where native, fp16 on GPUs without bf16 (with loss scaling), fp32 elsewhere."""
-    if requested is not None and requested != "auto":  # unset (None) is auto
-        return requested
+    if given := _given(requested):
+        return given
     if native_bf16(device):
         return "bf16"
     return "fp16" if device.type == "cuda" else "fp32"
@@ -62,9 +67,7 @@ def resolve_precision(requested: str | None, device: torch.device) -> str:
 def resolve_attention(requested: str | None, device: torch.device) -> str:
     """`auto` → eager on CPUs (measured here: a LoRA step of e5-small at 64×86 tokens in bf16 takes 2.1 s
     with eager attention, 2.9 s with SDPA, whose CPU backward dominates), sdpa on GPUs."""
-    if requested is not None and requested != "auto":  # unset (None) is auto
-        return requested
-    return "sdpa" if device.type == "cuda" else "eager"
+    return _given(requested) or ("sdpa" if device.type == "cuda" else "eager")
 
 
 def length_multiple(device: torch.device) -> int | None:
@@ -79,17 +82,13 @@ def resolve_dropout_masks(requested: str | None, device: torch.device) -> str:
     LoRA as accurate on dev over 3 paired seeds, but prompt tuning 0.019 lower over 12 (11 of 12 lower, paired
     t-test p 0.003, benchmarks/results/dropout-e5-small; with torch's bf16 scale too, dropout-scale-e5-small):
     a loss, so they stay opt-in."""
-    if requested is not None and requested != "auto":  # unset (None) is auto
-        return requested
-    return "torch"
+    return _given(requested) or "torch"
 
 
 def resolve_split_by_length(requested: str | None, device: torch.device) -> str:
     """`auto` → on for CPUs (a step's time grows with the tokens computed, padding included: measured in
     benchmarks/bench_train.py), off for GPUs (launch-bound at these sizes: one pass, padded to a multiple of 16)."""
-    if requested is not None and requested != "auto":  # unset (None) is auto
-        return requested
-    return "off" if device.type == "cuda" else "on"
+    return _given(requested) or ("off" if device.type == "cuda" else "on")
 
 
 CPU_FLAGS_SHOWN = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # the ones `auto` and speed hinge on
