@@ -9,10 +9,12 @@ the full protocol's (2.55, 0.84) on the same CPU and commit. Fewer --samples or 
 
 The variants train the same model, method, batch size, max_length and number of examples, in one process,
 interleaved (a, b, c, a, b, c, ...) so that drift of the machine cancels out; warm-up steps are left out.
-All three run the same positions (a seeded random choice) of one epoch's batches over the whole training
-split, each variant's epoch made by its own sampler. Printed per variant: training samples/s, real
-(non-padding) tokens/s, achieved model FLOP/s as a fraction of a matrix-product peak measured here, peak
-memory growth during the timed steps, evaluation samples/s.
+Each variant makes one epoch's batches over the whole training split with its own sampler and times those
+that stand for that epoch (at evenly spaced ranks of the tokens they compute: representative_positions), so
+that its samples/s stands for its epoch's. Printed per variant: training samples/s, real (non-padding)
+tokens/s, the real tokens of a timed example (tok/ex; the epoch's mean is printed above the table), achieved
+model FLOP/s as a fraction of a matrix-product peak measured here, peak memory growth during the timed
+steps, evaluation samples/s.
 Also per variant: the padding share of the tokens computed, the model FLOPs per sample as computed (padding
 included), the samples/s the measured peak would allow at those FLOPs ("at peak"), and the fraction reached.
 The last lines are `speedup: X.XX`, (b)/(a) in training samples/s, and `speedup_vs_trainer: X.XX`, (b)/(c).
@@ -113,9 +115,19 @@ class Variant:
     rounds: list[dict[str, float]] = field(default_factory=list)
 
 
-def chosen_positions(batches: int, steps: int) -> list[int]:
-    """The positions among an epoch's batches that every variant runs, warm-up first: one seeded choice."""
-    return torch.randperm(batches, generator=torch.Generator().manual_seed(0))[:steps].tolist()
+def representative_positions(costs: list[int], warmup_steps: int, timed_steps: int) -> list[int]:
+    """Positions among an epoch's batches to run, warm-up first. The timed ones stand for the epoch: the batches
+    at evenly spaced ranks of their cost (tokens computed), the 5th, 15th, ..., 95th percentile for 10, in a
+    seeded shuffled order; the warm-up ones a seeded random choice of the others. Each variant's sampler puts
+    batches of other lengths at a given position, so the same positions for every variant timed batches of
+    other lengths (at b960f2e, (b) 61.6 and (c) 57.0 real tokens a review) and a samples/s that was not the
+    epoch's; batches taken by rank give each variant its own epoch's mix of lengths."""
+    generator = torch.Generator().manual_seed(0)
+    ranked = sorted(range(len(costs)), key=lambda i: (costs[i], i))
+    timed = [ranked[int((k + 0.5) * len(ranked) / timed_steps)] for k in range(timed_steps)]
+    rest = sorted(set(range(len(costs))) - set(timed))
+    warmup = [rest[i] for i in torch.randperm(len(rest), generator=generator)[:warmup_steps].tolist()]
+    return warmup + [timed[i] for i in torch.randperm(timed_steps, generator=generator).tolist()]
 
 
 def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_steps: int) -> None:
@@ -125,9 +137,10 @@ def run_round(variant: Variant, device: torch.device, warmup_steps: int, timed_s
     built.model.train()
     # One epoch's batches over the whole training split, as a real run would see them (length grouping
     # drawn from a pool of a few hundred examples only would pad far more than it does in a run), of which
-    # a seeded random choice is run: the same positions for both variants. Collation stays out of timing.
+    # those that stand for the epoch are run. Collation stays out of timing.
     epoch = list(built.loader)
-    batches = [epoch[i] for i in chosen_positions(len(epoch), warmup_steps + timed_steps)]
+    positions = representative_positions([built.computed(b) for b in epoch], warmup_steps, timed_steps)
+    batches = [epoch[i] for i in positions]
     del epoch
     for batch in batches[:warmup_steps]:
         built.step(batch)
@@ -366,15 +379,15 @@ def main() -> None:
 
     def trainer_epoch_examples(steps: int) -> list[int]:
         """The examples of the batches that the Trainer's group_by_length sampler makes of an epoch over the whole
-        split, at the positions (a) and (b) run, in the order they are run."""
+        split, those that stand for the epoch (representative_positions), in the order they are run."""
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
         lengths = [len(e["input_ids"]) for e in train]
         order = list(LengthGroupedSampler(args.batch_size, lengths=lengths, generator=torch.Generator().manual_seed(0)))
-        batches = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
-        chosen = chosen_positions(len(batches), steps)
-        # a short last batch goes last, so that reading the examples in order makes the same batches again
-        chosen.sort(key=lambda position: len(batches[position]) < args.batch_size)
+        # full batches only: the Trainer reads the chosen examples in order, so a short batch would shift the rest
+        batches = [order[i : i + args.batch_size] for i in range(0, len(order) - args.batch_size + 1, args.batch_size)]
+        padded = [len(batch) * max(lengths[i] for i in batch) for batch in batches]  # padded to its longest
+        chosen = representative_positions(padded, warmup_steps, steps - warmup_steps)
         return [i for position in chosen for i in batches[position]]
 
     def build_trainer(steps: int) -> tuple[Any, _StepClock, list[dict[str, Any]]]:
@@ -477,7 +490,9 @@ def main() -> None:
     )
     print(
         f"{samples} timed training examples per round (batches drawn from an epoch over all {len(train)}), "
-        f"batch {args.batch_size}, {rounds} round(s) per variant, {warmup_steps} warm-up step(s)"
+        f"batch {args.batch_size}, {rounds} round(s) per variant, {warmup_steps} warm-up step(s); the timed batches "
+        f"stand for the epoch (its 5th-95th percentiles of tokens computed); the epoch's reviews hold "
+        f"{statistics.mean(len(e['input_ids']) for e in train):.1f} real tokens each"
     )
     print("measured matmul peak: " + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items()))
     for _ in range(rounds):
@@ -486,7 +501,7 @@ def main() -> None:
 
     print(
         f"{'variant':20} {'samples/s':>10} {'real tok/s':>11} {'pad %':>6} {'GFLOP/sample':>13} {'at peak':>8} "
-        f"{'%peak':>7} {'peak MB':>8} {'eval samples/s':>15} precision"
+        f"{'%peak':>7} {'peak MB':>8} {'eval samples/s':>15} {'tok/ex':>6} precision"
     )
     summary = {}
     for letter, variant in variants.items():
@@ -502,7 +517,8 @@ def main() -> None:
             f"{variant.name:20} {median['samples_per_s']:10.2f} {median['real_tokens_per_s']:11.0f} "
             f"{100 * padding:5.1f}% {flops_per_sample / 1e9:13.2f} {peaks[variant.precision] / flops_per_sample:8.1f} "
             f"{100 * achieved / peaks[variant.precision]:6.1f}% {median['peak_memory_mb']:8.0f} "
-            f"{median['eval_samples_per_s']:15.1f} {variant.precision}"
+            f"{median['eval_samples_per_s']:15.1f} {median['real_tokens_per_s'] / median['samples_per_s']:6.1f} "
+            f"{variant.precision}"
         )
     b = summary.get("b")
     for name, other in (("b/a", summary.get("a")), ("b/c", summary.get("c"))):

@@ -1,6 +1,7 @@
 """benchmarks/bench_train.py runs end to end on the tiny model and ends with its `speedup:` and
 `speedup_vs_trainer:` lines."""
 
+import importlib.util
 import json
 import os
 import re
@@ -82,3 +83,17 @@ def test_options_benchmark_times_three_dropout_masks_of_the_models_hidden_size(t
     assert [name for name, _ in times] == ["torch dropout", "uniform draw", "bulk masks"] and all(
         float(ms) > 0 for _, ms in times
     ), done.stdout
+
+
+def test_timed_batches_stand_for_the_epoch():
+    """bench_train times each variant's batches at evenly spaced ranks of their cost, not at fixed positions."""
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_train", bench)  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    costs = [(7 * i) % 100 for i in range(100)]  # a permutation of 0..99: cost k sits at one position
+    positions = bench.representative_positions(costs, warmup_steps=3, timed_steps=10)
+    timed = positions[3:]
+    assert sorted(costs[i] for i in timed) == list(range(5, 100, 10))
+    assert len(set(positions)) == 13
+    assert positions == bench.representative_positions(costs, warmup_steps=3, timed_steps=10)  # seeded
