@@ -181,7 +181,8 @@ class _StepClock:
     fetched and collated) to on_step_end, so collation stays out of timing as it does for (a) and (b)."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.durations, self.began = device, [], 0.0
+        self.device, self.began = device, 0.0
+        self.durations: list[float] = []
 
     def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
         synchronize(self.device)
