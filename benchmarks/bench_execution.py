@@ -14,6 +14,8 @@ prints it in its log lines; the table leaves it out).
 
 `fast-fp32` is the fast execution with bf16 turned off: what `--execution fast` resolves to on a CPU
 without native bf16 (AVX2 only), so one machine shows both paths a user's machine may take.
+The `fast-probe-*` executions run through benchmarks/dropout_probe.py, which changes one part of dropout in
+the run's own process (its docstring says which).
 """
 
 from __future__ import annotations
