@@ -309,6 +309,7 @@ def main() -> None:
     timed_steps = math.ceil(samples / args.batch_size)
     train = tokenize(tokenizer, parts.train, args.max_length)
     eval_ = tokenize(tokenizer, parts.eval, args.max_length)
+    lengths = [len(e["input_ids"]) for e in train]  # real tokens of each training review
     collator = models.Collator(tokenizer, models.is_decoder(model_config))
     method = REGISTRY[args.method]
     labels = parts.train.label_names
@@ -383,7 +384,6 @@ def main() -> None:
         split, those that stand for the epoch (representative_positions), in the order they are run."""
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        lengths = [len(e["input_ids"]) for e in train]
         order = list(LengthGroupedSampler(args.batch_size, lengths=lengths, generator=torch.Generator().manual_seed(0)))
         # full batches only: the Trainer reads the chosen examples in order, so a short batch would shift the rest
         batches = [order[i : i + args.batch_size] for i in range(0, len(order) - args.batch_size + 1, args.batch_size)]
@@ -493,7 +493,7 @@ def main() -> None:
         f"{samples} timed training examples per round (batches drawn from an epoch over all {len(train)}), "
         f"batch {args.batch_size}, {rounds} round(s) per variant, {warmup_steps} warm-up step(s); the timed batches "
         f"stand for the epoch (its 5th-95th percentiles of tokens computed); the epoch's reviews hold "
-        f"{statistics.mean(len(e['input_ids']) for e in train):.1f} real tokens each"
+        f"{statistics.mean(lengths):.1f} real tokens each"
     )
     print("measured matmul peak: " + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items()))
     for _ in range(rounds):

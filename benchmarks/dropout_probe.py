@@ -29,25 +29,34 @@ import torch
 
 import peftbench.run.dropout as dropout
 import peftbench.run.loop as loop
+import peftbench.run.worker as worker
+from peftbench.run.messages import WorkRequest, WorkResponse
 
 RESEED = 1_000_003  # added to the run's seed: another stream of torch's generator for the dropout draws
 ATTENTION_DIMS = 4  # attention probabilities are (batch, heads, queries, keys); every other dropout input less
 
 
 def reseed_at_first_step() -> None:
-    """Reseed torch's generator once, as the first training step begins (the head and data are drawn by then)."""
-    masks = loop.bulk_masks
-    reseeded = False
+    """Reseed torch's generator as each run's first training step begins (its head and data are drawn by then);
+    several methods or seeds in one call are several runs of this process."""
+    masks, work = loop.bulk_masks, worker.work
+    pending = False
+
+    def each_run(request: WorkRequest) -> WorkResponse:
+        nonlocal pending
+        pending = True
+        return work(request)
 
     @contextmanager
     def reseeding(enabled: bool = True) -> Iterator[None]:
-        nonlocal reseeded
-        if not reseeded:
-            torch.manual_seed(torch.initial_seed() + RESEED)
-            reseeded = True
+        nonlocal pending
+        if pending:
+            torch.manual_seed(torch.initial_seed() + RESEED)  # initial_seed: the run's seed, set by its worker
+            pending = False
         with masks(enabled):
             yield
 
+    worker.work = each_run  # an in-process run looks work up here when it starts
     loop.bulk_masks = reseeding
 
 
