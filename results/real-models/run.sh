@@ -10,7 +10,9 @@ DATA=${DATA:-/work/shared/data}
 PEFTBENCH=${PEFTBENCH:-/work/main/.venv/bin/peftbench}
 PARTS=${PARTS:-smollm2-sst2 e5-small m3e-small gemma3}
 export PYTHONPATH=$WORKTREE/src
-COMMON=(--preset demo --seeds 0 --eval-every 16 --search halving --no-progress)
+# fp32 on every machine: the runs of this folder may come from CPUs with and without native bf16 (sessions
+# change machines), and one folder holds one precision
+COMMON=(--preset demo --precision fp32 --seeds 0 --eval-every 16 --search halving --no-progress)
 SST2=(--data "$DATA/sst2_train.tsv" --test-data "$DATA/sst2_dev.tsv" --text-column sentence --dev-size 0.02
       --max-eval-samples 872)
 grid() {
