@@ -85,6 +85,20 @@ def test_options_benchmark_times_three_dropout_masks_of_the_models_hidden_size(t
     ), done.stdout
 
 
+def test_profile_weighs_the_step_against_the_matmul_peak(tiny_model):
+    profile = BENCH.with_name("profile_step.py")
+    command = [sys.executable, str(profile), "--model", str(tiny_model), "--steps", "1", "--batch-size", "8"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    share = re.search(
+        r"matrix products [\d.]+ s \(([\d.]+)%\), ([\d.]+) GFLOP at \d+ GFLOP/s = ([\d.]+)% of", done.stdout
+    )
+    assert share and 0 < float(share[1]) < 100 and float(share[2]) > 0 and float(share[3]) > 0, done.stdout
+    assert re.search(r"with the matrix products at the peak: [\d.]+ s per step \(the step [\d.]+x", done.stdout)
+
+
 def test_timed_batches_stand_for_the_epoch():
     """bench_train times each variant's batches at evenly spaced ranks of their cost, not at fixed positions."""
     spec = importlib.util.spec_from_file_location("bench_train", BENCH)
