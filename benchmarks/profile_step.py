@@ -86,7 +86,10 @@ def main() -> int:
     )
     averages = profile.key_averages()
     print(averages.table(sort_by="self_cpu_time_total", row_limit=args.rows))
-    peak = matmul_peak_flops(torch.bfloat16 if precision == "bf16" else torch.float32, device, 1536)
+    # the best of several short products: one alone reads 25% low or more on a shared 2-core machine
+    peak = max(
+        matmul_peak_flops(torch.bfloat16 if precision == "bf16" else torch.float32, device, 1536, 10) for _ in range(6)
+    )
     print(against_peak(averages, peak, args.steps))
     return 0
 
@@ -105,7 +108,7 @@ def against_peak(averages: list, peak: float, steps: int) -> str:
     rest_us = total_us - matmul_us
     return "\n".join(
         [
-            f"measured matmul peak (1536x1536 product): {peak / 1e9:.0f} GFLOP/s",
+            f"measured matmul peak (best of 6 rounds of 10 products 1536x1536): {peak / 1e9:.0f} GFLOP/s",
             f"per step: {total_us / steps / 1e6:.3f} s profiled; matrix products {matmul_us / steps / 1e6:.3f} s "
             f"({100 * matmul_us / total_us:.1f}%), {flops / steps / 1e9:.1f} GFLOP at "
             f"{flops / matmul_us / 1e3:.0f} GFLOP/s = {100 * flops / matmul_us * 1e6 / peak:.1f}% of the peak; "
