@@ -322,7 +322,7 @@ def main() -> None:
     )
     precision = resolve_precision(config.precision, device)
     attention = resolve_attention(config.attention, device)
-    dropout_masks = resolve_dropout_masks(config.dropout_masks, device)
+    dropout_masks = resolve_dropout_masks(config.dropout_masks, device, precision)
     split_steps = resolve_split_by_length(config.split_by_length, device) == "on"
     from accelerate.utils import DataLoaderConfiguration
 

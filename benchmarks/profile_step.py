@@ -74,7 +74,7 @@ def main() -> int:
     for _ in range(2):
         train_step(model, next(batches), optimizer, scheduler, accelerator)
     profiled = [next(batches) for _ in range(args.steps)]
-    dropout_masks = resolve_dropout_masks(args.dropout_masks, device)
+    dropout_masks = resolve_dropout_masks(args.dropout_masks, device, precision)
     split_steps = resolve_split_by_length(args.split_by_length, device) == "on"
     activities = [torch.profiler.ProfilerActivity.CPU]
     with bulk_masks(dropout_masks == "bulk"), torch.profiler.profile(activities=activities, with_flops=True) as profile:

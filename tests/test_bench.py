@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench.hardware import resolve_dropout_masks, resolve_split_by_length
+from peftbench.hardware import resolve_dropout_masks, resolve_precision, resolve_split_by_length
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 
@@ -44,7 +44,7 @@ def test_benchmark_prints_three_variants_and_two_speedups(tiny_model):
     assert all(any(line.startswith(name) for line in lines) for name in names), lines
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert (
-        f"dropout masks {resolve_dropout_masks('auto', device)}" in done.stdout
+        f"dropout masks {resolve_dropout_masks('auto', device, resolve_precision('auto', device))}" in done.stdout
         and f"split by length {resolve_split_by_length('auto', device)}" in done.stdout
         and "batches drawn from an epoch over all 6212" in done.stdout
     )

@@ -130,7 +130,7 @@ def test_fast_path_reaches_the_loss_of_the_reference_path(tiny_model, tmp_path):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert reference["precision_used"] == "fp32" and reference["dropout_masks_used"] == "torch"
     assert fast["precision_used"] == resolve_precision("auto", device)
-    assert fast["dropout_masks_used"] == resolve_dropout_masks("auto", device)
+    assert fast["dropout_masks_used"] == resolve_dropout_masks("auto", device, fast["precision_used"])
     assert reference["split_by_length_used"] == "off"
     assert fast["split_by_length_used"] == ("off" if device.type == "cuda" else "on")
     for result in (fast, reference):
@@ -169,6 +169,25 @@ def test_the_loop_draws_its_dropout_masks_as_asked(tiny_model, tmp_path, monkeyp
         result = _lora_run(tiny_model, tmp_path / masks, "--dropout-masks", masks)
         assert result["dropout_masks_used"] == masks
         assert (calls["bulk"] > 0) == (masks == "bulk"), calls
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_auto_dropout_masks_in_the_loop_are_those_the_run_records(tiny_model, tmp_path, monkeypatch, precision):
+    # auto: bulk where a CPU computes in fp32, torch's own in bf16 and on GPUs; the loop must draw what it records
+    from peftbench.run import dropout
+
+    calls = {"bulk": 0}
+
+    def counted(*args, **kwargs):
+        calls["bulk"] += 1
+        return bulk_dropout(*args, **kwargs)
+
+    bulk_dropout = dropout.bulk_dropout
+    monkeypatch.setattr(dropout, "bulk_dropout", counted)
+    result = _lora_run(tiny_model, tmp_path, "--execution", "fast", "--precision", precision)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    expected = resolve_dropout_masks("auto", device, precision)
+    assert result["dropout_masks_used"] == expected and (calls["bulk"] > 0) == (expected == "bulk"), calls
 
 
 def test_compile_goes_through_torch_compile_for_training_and_evaluation(tiny_model, tmp_path, monkeypatch):

@@ -77,13 +77,16 @@ def length_multiple(device: torch.device) -> int | None:
     return 16 if device.type == "cuda" else None
 
 
-def resolve_dropout_masks(requested: str | None, device: torch.device) -> str:
-    """`auto` → torch's own dropout everywhere. Bulk masks (peftbench.run.dropout, `--dropout-masks bulk`) made
-    LoRA as accurate on dev over 3 paired seeds, but prompt tuning 0.019 lower over 12 (11 of 12 lower, paired
-    t-test p 0.003, benchmarks/results/dropout-e5-small; with torch's bf16 scale too, dropout-scale-e5-small):
-    a loss, so they stay opt-in. That was bf16; in fp32 six paired prompt-tuning seeds showed no cost (−0.0065,
-    3 of 6 lower, dropout-stream-e5-small), where the rule for making them fp32's default is written down."""
-    return _given(requested) or "torch"
+def resolve_dropout_masks(requested: str | None, device: torch.device, precision: str) -> str:
+    """`auto` → bulk masks (peftbench.run.dropout) where a CPU computes in fp32, torch's own dropout elsewhere.
+    In fp32 (AVX2-only EPYC) they cost nothing measurable on dev over paired seeds: prompt tuning −0.0049 over
+    12 (6 of 12 lower, t-test p 0.49), LoRA +0.0046 over 6 (p 0.25; benchmarks/results/dropout-stream-e5-small,
+    by the rule written there before the runs), and the LoRA step is about 7% quicker on that CPU. In bf16 they
+    cost prompt tuning 0.019 over 12 paired seeds (11 of 12 lower, p 0.003, dropout-e5-small; with torch's bf16
+    scale too, dropout-scale-e5-small), cause not found: so not in bf16 or fp16. On GPUs torch's masks are fast."""
+    if given := _given(requested):
+        return given
+    return "bulk" if device.type == "cpu" and precision == "fp32" else "torch"
 
 
 def resolve_split_by_length(requested: str | None, device: torch.device) -> str:
@@ -122,7 +125,7 @@ def describe(device: torch.device) -> dict:
         "precision": resolve_precision("auto", device),
         "precision_why": _precision_reason(device),
         "attention": resolve_attention("auto", device),
-        "dropout_masks": resolve_dropout_masks("auto", device),
+        "dropout_masks": resolve_dropout_masks("auto", device, resolve_precision("auto", device)),
         "split_by_length": resolve_split_by_length("auto", device),
     }
     return described

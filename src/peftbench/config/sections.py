@@ -269,10 +269,11 @@ class TrainConfig:
         default=None,
     )
     dropout_masks: DropoutMasks | None = documented(
-        "how dropout masks are drawn: auto or torch (torch's own), or bulk (on CPUs, drawn in bulk from numpy's "
-        "PCG64 and kept as one byte per element for backward; torch's own on GPUs): faster on CPUs, but opt-in, "
-        "since over 12 paired seeds prompt tuning reached 2 points lower dev accuracy with them (p 0.003; "
-        "benchmarks/results/dropout-e5-small). Unset: from --execution",
+        "how dropout masks are drawn: torch (torch's own), bulk (on CPUs, drawn in bulk from numpy's PCG64 and "
+        "kept as one byte per element for backward; torch's own on GPUs), or auto: bulk where a CPU computes in "
+        "fp32 (no dev cost over 12 paired seeds there, benchmarks/results/dropout-stream-e5-small), torch's own "
+        "elsewhere (in bf16 prompt tuning reached 2 points lower dev accuracy with bulk masks, p 0.003; "
+        "dropout-e5-small). Unset: from --execution",
         default=None,
     )
     split_by_length: SplitByLength | None = documented(

@@ -19,9 +19,10 @@ type, since its mask is a tensor of that type (p = 0.1 in bf16: 1.109375, not 1.
 of torch's shrinks its output by 0.16% on average). Bulk masks then differ from torch's dropout only in their
 random draws. That was the one systematic difference found, but not the cause of what bulk masks cost prompt
 tuning (two points of dev accuracy over 12 paired seeds, benchmarks/results/dropout-e5-small): with torch's
-scale they cost the same (benchmarks/results/dropout-scale-e5-small). They stay opt-in. In fp32 neither they
-nor torch's own masks drawn from another stream of its generator cost prompt tuning anything over six paired
-seeds (benchmarks/results/dropout-stream-e5-small): so far the cost shows in bf16 only, its cause unknown.
+scale they cost the same (benchmarks/results/dropout-scale-e5-small). In fp32 they cost nothing measurable
+(prompt tuning −0.005 over 12 paired seeds, p 0.49; LoRA +0.005 over 6; benchmarks/results/dropout-stream-e5-small,
+where torch's own masks from another stream of its generator did no better): so `auto` draws bulk masks where a
+CPU computes in fp32 (hardware.resolve_dropout_masks) and torch's in bf16, where the cause is still unknown.
 
 Tensors on other devices (a GPU has a fused dropout kernel), in-place calls, integer tensors and a p
 that rounds to 0 or 1 at the lanes' resolution go to torch's own dropout.

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from peftbench.config.sections import TrainConfig, steps_per_epoch
-from peftbench.hardware import resolve_dropout_masks, resolve_split_by_length
+from peftbench.hardware import resolve_dropout_masks, resolve_precision, resolve_split_by_length
 from peftbench.models.classifier import is_norm
 from peftbench.records import COLLAPSE_SHARE, Status, better_on_dev
 from peftbench.run.dropout import bulk_masks
@@ -373,7 +373,8 @@ class _Training:
         self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = prepared
         self.forward_model = compiled(self.model, config, accelerator.device)  # the same parameters
         self.trial, self.config, self.accelerator = trial, config, accelerator
-        self.bulk_masks = resolve_dropout_masks(config.dropout_masks, accelerator.device) == "bulk"
+        precision = resolve_precision(config.precision, accelerator.device)  # as the worker resolved it
+        self.bulk_masks = resolve_dropout_masks(config.dropout_masks, accelerator.device, precision) == "bulk"
         self.split = resolve_split_by_length(config.split_by_length, accelerator.device) == "on"
         self.outcome, self.clock = TrainOutcome(status=Status.OK), _Clock()
 

@@ -262,7 +262,9 @@ def work(request: WorkRequest) -> WorkResponse:
             precision_used=setup.precision,
             attention_used=setup.attention,
             attention_note=setup.attention_note,
-            dropout_masks_used=resolve_dropout_masks(setup.train.dropout_masks, setup.accelerator.device),
+            dropout_masks_used=resolve_dropout_masks(
+                setup.train.dropout_masks, setup.accelerator.device, setup.precision
+            ),
             split_by_length_used=resolve_split_by_length(setup.train.split_by_length, setup.accelerator.device),
             device=describe_device(setup.accelerator.device),
             processes=setup.accelerator.num_processes,
