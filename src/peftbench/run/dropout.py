@@ -61,12 +61,18 @@ class _MaskedScale(torch.autograd.Function):
     def forward(ctx: Any, input: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return torch.mul(input, keep).mul_(scale)
+        return _apply(input, keep, scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (keep,) = ctx.saved_tensors
-        return torch.mul(grad, keep).mul_(ctx.scale), None, None
+        return _apply(grad, keep, ctx.scale), None, None
+
+
+def _apply(values: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    # `where` reads the one-byte mask as it is; multiplying by the bool mask first copied it into a tensor of
+    # the values' type (a copy per dropout, forward and backward). The values are those of values * keep * scale.
+    return torch.where(keep, values, 0).mul_(scale)
 
 
 def bulk_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
