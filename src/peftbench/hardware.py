@@ -81,9 +81,10 @@ def resolve_dropout_masks(requested: str | None, device: torch.device, precision
     """`auto` → bulk masks (peftbench.run.dropout) where a CPU computes in fp32, torch's own dropout elsewhere.
     In fp32 (AVX2-only EPYC) they cost nothing measurable on dev over paired seeds: prompt tuning −0.0049 over
     12 (6 of 12 lower, t-test p 0.49), LoRA +0.0046 over 6 (p 0.25; benchmarks/results/dropout-stream-e5-small,
-    by the rule written there before the runs), and the LoRA step is about 7% quicker on that CPU. In bf16 they
-    cost prompt tuning 0.019 over 12 paired seeds (11 of 12 lower, p 0.003, dropout-e5-small; with torch's bf16
-    scale too, dropout-scale-e5-small), cause not found: so not in bf16 or fp16. On GPUs torch's masks are fast."""
+    by the rule written there before the runs), and there they take LoRA from 1.02 to 1.28-1.37 of the Trainer's
+    samples/s (benchmarks/bench_train.py, with f9a5983's `where`). In bf16 they cost prompt tuning 0.019 over 12
+    paired seeds (11 of 12 lower, p 0.003, dropout-e5-small; with torch's bf16 scale too, dropout-scale-e5-small),
+    cause not found: so not in bf16 or fp16. On GPUs torch's masks are fast."""
     if given := _given(requested):
         return given
     return "bulk" if device.type == "cpu" and precision == "fp32" else "torch"
