@@ -154,40 +154,36 @@ def test_eval_loss_sum_does_not_depend_on_the_evaluation_batch(tiny_model, tmp_p
     assert sums[0] == pytest.approx(sums[1], rel=1e-4)
 
 
-def test_the_loop_draws_its_dropout_masks_as_asked(tiny_model, tmp_path, monkeypatch):
+@pytest.fixture
+def bulk_calls(monkeypatch) -> dict[str, int]:
+    """How many times bulk_dropout is called from here on (it still draws its masks)."""
     from peftbench.run import dropout
 
     calls = {"bulk": 0}
+    bulk_dropout = dropout.bulk_dropout
 
     def counted(*args, **kwargs):
         calls["bulk"] += 1
         return bulk_dropout(*args, **kwargs)
 
-    bulk_dropout = dropout.bulk_dropout
     monkeypatch.setattr(dropout, "bulk_dropout", counted)
+    return calls
+
+
+def test_the_loop_draws_its_dropout_masks_as_asked(tiny_model, tmp_path, bulk_calls):
     for masks in ("torch", "bulk"):
         result = _lora_run(tiny_model, tmp_path / masks, "--dropout-masks", masks)
         assert result["dropout_masks_used"] == masks
-        assert (calls["bulk"] > 0) == (masks == "bulk"), calls
+        assert (bulk_calls["bulk"] > 0) == (masks == "bulk"), bulk_calls
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_auto_dropout_masks_in_the_loop_are_those_the_run_records(tiny_model, tmp_path, monkeypatch, precision):
+def test_auto_dropout_masks_in_the_loop_are_those_the_run_records(tiny_model, tmp_path, bulk_calls, precision):
     # auto: bulk where a CPU computes in fp32, torch's own in bf16 and on GPUs; the loop must draw what it records
-    from peftbench.run import dropout
-
-    calls = {"bulk": 0}
-
-    def counted(*args, **kwargs):
-        calls["bulk"] += 1
-        return bulk_dropout(*args, **kwargs)
-
-    bulk_dropout = dropout.bulk_dropout
-    monkeypatch.setattr(dropout, "bulk_dropout", counted)
     result = _lora_run(tiny_model, tmp_path, "--execution", "fast", "--precision", precision)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     expected = resolve_dropout_masks("auto", device, precision)
-    assert result["dropout_masks_used"] == expected and (calls["bulk"] > 0) == (expected == "bulk"), calls
+    assert result["dropout_masks_used"] == expected and (bulk_calls["bulk"] > 0) == (expected == "bulk"), bulk_calls
 
 
 def test_compile_goes_through_torch_compile_for_training_and_evaluation(tiny_model, tmp_path, monkeypatch):
