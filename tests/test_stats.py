@@ -1,13 +1,14 @@
 """Intervals, pairwise verdicts and the recommendation, on runs whose predictions are known in advance."""
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from peftbench.analysis.recommend import Constraints, recommend, sentences
+from peftbench.analysis.recommend import Constraints, _cost, recommend, sentences
 from peftbench.analysis.stats import analyse, macro_f1, run_intervals
 from peftbench.cli import main
 from peftbench.reporting.markdown import display_name
@@ -114,6 +115,8 @@ def test_recommendation_names_the_best_its_ties_the_cheapest_and_the_failures(re
         and "weaker" not in text.split("Tied with it")[1].split("\n")[0]
     )
     assert "fewest trainable parameters: nearly (800" in text
+    everything = dataclasses.replace(recommendation.best, trainable_pct=100.0)  # full fine-tuning's share
+    assert _cost("fewest trainable parameters", everything).endswith(", 100% of the model")  # not "1e+02%"
     assert recommendation.cheapest["cheapest at inference"].name == "perfect"
     assert "cheapest at inference: perfect (2 ms an example at batch 1)" in text
     assert "Not better than the majority class (0.667): chance (2 of 2 seeds)." in text

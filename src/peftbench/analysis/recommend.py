@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from peftbench.analysis.classes import classes_text
 from peftbench.analysis.stats import ALPHA, Analysis, MethodSummary
 
@@ -106,7 +108,9 @@ def _interval(low_high: tuple[float, float]) -> str:
 
 def _cost(criterion: str, method: MethodSummary) -> str:
     if criterion == "fewest trainable parameters":
-        return f"{method.trainable_params:,.0f}, {method.trainable_pct:.2g}% of the model"
+        # two significant digits without an exponent: full fine-tuning is "100%", not "1e+02%"
+        share = np.format_float_positional(method.trainable_pct, precision=2, fractional=False, trim="-")
+        return f"{method.trainable_params:,.0f}, {share}% of the model"
     if criterion == "smallest adapter":
         return f"{method.adapter_size_mb:.3g} MB"
     if criterion == "lowest peak memory":
