@@ -29,7 +29,8 @@ search() {  # part model out-folder methods data-options...
     echo "=== $(date -u +%FT%TZ) $model $method $(grid "$method")"
     "$PEFTBENCH" run --model "$model" "${COMMON[@]}" --out "$SCRATCH/$out" --methods "$method" \
         --lr-grid "$(grid "$method")" "$@"
-    echo "=== $(date -u +%FT%TZ) $model $method done rc=$?"
+    local rc=$?  # taken at once: the $(date) below would reset $?
+    echo "=== $(date -u +%FT%TZ) $model $method done rc=$rc"
   done
 }
 DECODER_METHODS="lora full prompt-tuning prefix-tuning p-tuning"

@@ -19,4 +19,5 @@ cd "$WORKTREE" || exit 2  # --lr-from reads the search's run files as that commi
 echo "=== $(date -u +%FT%TZ) $METHODS"
 "$PEFTBENCH" run --model e5-small-offline --preset tuned --eval-every 49 --seeds 0,1,2 --methods "$METHODS" \
     --lr-from "$LR_FROM" --no-progress --out "$OUT"
-echo "=== $(date -u +%FT%TZ) done rc=$?"
+rc=$?  # taken at once: the $(date) below would reset $?
+echo "=== $(date -u +%FT%TZ) done rc=$rc"
