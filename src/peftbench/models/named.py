@@ -215,6 +215,8 @@ def listing() -> list[str]:
         cache = converted_folder(model)
         if cache is not None:
             state += ", converted" if (cache / "config.json").is_file() else ", not converted yet (on first use)"
+        elif installed:
+            state += ", used as shipped (no conversion)"
         lines += [
             f"{model.name}: {model.original}",
             f"    {model.architecture}; {model.parameters} parameters; vocabulary {model.vocabulary:,}",
