@@ -111,3 +111,17 @@ def test_timed_batches_stand_for_the_epoch():
     assert sorted(costs[i] for i in timed) == list(range(5, 100, 10))
     assert len(set(positions)) == 13
     assert positions == bench.representative_positions(costs, warmup_steps=3, timed_steps=10)  # seeded
+
+
+def test_prefix_probe_weighs_a_fresh_prefix_against_the_models_own_keys_and_values(tmp_path):
+    from tiny_model import write_tiny_decoder
+
+    folder = write_tiny_decoder(tmp_path / "llama", "llama")
+    command = [sys.executable, str(BENCH.with_name("prefix_init.py")), "--models", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    keys = re.search(r"own keys per head: mean ([\d.]+) over layers .*own values: mean ([\d.]+)", done.stdout)
+    prefix = re.search(r"fresh prefix: keys ([\d.]+), values ([\d.]+) per head", done.stdout)
+    cosine = re.search(r"with the fresh prefix vs without: cosine mean (-?[\d.]+)", done.stdout)
+    assert keys and prefix and cosine, done.stdout
+    assert all(float(x) > 0 for x in (*keys.groups(), *prefix.groups())) and -1 <= float(cosine[1]) < 0.999

@@ -109,7 +109,8 @@ def _interval(low_high: tuple[float, float]) -> str:
 def _cost(criterion: str, method: MethodSummary) -> str:
     if criterion == "fewest trainable parameters":
         # two significant digits without an exponent: full fine-tuning is "100%", not "1e+02%"
-        share = np.format_float_positional(method.trainable_pct, precision=2, fractional=False, trim="-")
+        pct = method.trainable_pct
+        share = "?" if pct is None else np.format_float_positional(pct, precision=2, fractional=False, trim="-")
         return f"{method.trainable_params:,.0f}, {share}% of the model"
     if criterion == "smallest adapter":
         return f"{method.adapter_size_mb:.3g} MB"
