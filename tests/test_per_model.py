@@ -10,6 +10,7 @@ import numpy as np
 from synthetic_records import synthetic_record
 
 from peftbench.cli import main
+from peftbench.reporting.per_model import _row
 
 REFERENCES = (np.arange(200) % 3 == 0).astype(int)
 
@@ -72,3 +73,8 @@ def test_a_report_of_one_model_has_no_per_model_answer(tmp_path):
     report = (tmp_path / "small" / "report.md").read_text(encoding="utf-8")
     assert "Best method of each model" not in report and "Cost per model" not in report
     assert "Cost per model" not in (tmp_path / "small" / "report.html").read_text(encoding="utf-8")
+
+
+def test_adapter_sizes_spread_over_four_orders_of_magnitude_without_an_exponent():
+    runs = [_run("m", "prompt-tuning", 10, 1.0, 500, 0.0539), _run("m", "full", 10, 9.0, 7000, 1020.0)]
+    assert _row("m", runs, ["prompt-tuning", "full"], None)[6] == "0.0539–1020"  # not "1.02e+03"

@@ -117,6 +117,7 @@ def test_recommendation_names_the_best_its_ties_the_cheapest_and_the_failures(re
     assert "fewest trainable parameters: nearly (800" in text
     everything = dataclasses.replace(recommendation.best, trainable_pct=100.0)  # full fine-tuning's share
     assert _cost("fewest trainable parameters", everything).endswith(", 100% of the model")  # not "1e+02%"
+    assert _cost("smallest adapter", dataclasses.replace(everything, adapter_size_mb=1020.0)) == "1020 MB"
     assert recommendation.cheapest["cheapest at inference"].name == "perfect"
     assert "cheapest at inference: perfect (2 ms an example at batch 1)" in text
     assert "Not better than the majority class (0.667): chance (2 of 2 seeds)." in text

@@ -106,18 +106,23 @@ def _interval(low_high: tuple[float, float]) -> str:
     return f"[{low_high[0]:.3f}, {low_high[1]:.3f}]"
 
 
+def significant(value: float | None, digits: int = 3) -> str:
+    """`value` to `digits` significant digits, never with an exponent: a full fine-tuning's share is "100"
+    and its adapter "1020" MB, where format's "g" writes "1e+02" and "1.02e+03"; "?" where unmeasured."""
+    if value is None:
+        return "?"
+    return np.format_float_positional(value, precision=digits, fractional=False, trim="-")
+
+
 def _cost(criterion: str, method: MethodSummary) -> str:
     if criterion == "fewest trainable parameters":
-        # two significant digits without an exponent: full fine-tuning is "100%", not "1e+02%"
-        pct = method.trainable_pct
-        share = "?" if pct is None else np.format_float_positional(pct, precision=2, fractional=False, trim="-")
-        return f"{method.trainable_params:,.0f}, {share}% of the model"
+        return f"{method.trainable_params:,.0f}, {significant(method.trainable_pct, 2)}% of the model"
     if criterion == "smallest adapter":
-        return f"{method.adapter_size_mb:.3g} MB"
+        return f"{significant(method.adapter_size_mb)} MB"
     if criterion == "lowest peak memory":
         return f"{method.peak_memory_mb:,.0f} MB"
     if criterion == "cheapest at inference":
-        return f"{method.inference_ms_per_example:.3g} ms an example at batch 1"
+        return f"{significant(method.inference_ms_per_example)} ms an example at batch 1"
     return f"{method.train_time_min:.2f} min a run"
 
 

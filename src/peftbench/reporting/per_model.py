@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from peftbench.analysis.recommend import significant
 from peftbench.analysis.stats import Analysis, MethodSummary
 from peftbench.store.schema import RunRecord
 
@@ -58,19 +59,19 @@ def _row(model: str, runs: list[RunRecord], names: list[str], best: MethodSummar
         f"{min(totals):,}" if totals else "–",
         str(len(names)),
         f"{best.name} {best.accuracy_mean:.4f}" if best else "–",
-        _spread([r.train_time_min for r in results], ".2f"),
-        _spread([r.peak_memory_mb for r in results], ".0f"),
-        _spread([r.adapter_size_mb for r in results], ".3g"),
-        _spread([r.inference_ms_per_example for r in results], ".2f"),
+        _spread([r.train_time_min for r in results], lambda v: f"{v:.2f}"),
+        _spread([r.peak_memory_mb for r in results], lambda v: f"{v:.0f}"),
+        _spread([r.adapter_size_mb for r in results], significant),  # 0.05 MB adapters beside 1 GB full copies
+        _spread([r.inference_ms_per_example for r in results], lambda v: f"{v:.2f}"),
     ]
 
 
-def _spread(values: list[float | None], pattern: str) -> str:
+def _spread(values: list[float | None], show: Callable[[float], str]) -> str:
     """Lowest–highest over a model's runs (its methods and seeds)."""
     measured = [v for v in values if v is not None]
     if not measured:
         return "–"
-    low, high = format(min(measured), pattern), format(max(measured), pattern)
+    low, high = show(min(measured)), show(max(measured))
     return low if low == high else f"{low}–{high}"
 
 
