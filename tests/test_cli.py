@@ -335,3 +335,15 @@ def test_loss_that_is_not_finite_from_the_start_is_diverged(tiny_model, tmp_path
     assert result["status"] == "diverged" and result["epochs"] == [] and "accuracy" not in result
     assert result["train_steps"] == 1  # stopped at the first read of the loss
     assert "diverged" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_chosen_where_the_cpu_would_emulate_it_is_said_before_training(
+    tiny_model, tmp_path, monkeypatch, capsys, native
+):
+    from peftbench import hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: native)
+    args = ["run", "--model", tiny_model, "--methods", "bitfit", "--out", tmp_path, "--device", "cpu"]
+    assert run_cli(*args, "--precision", "bf16", "--dry-run", *QUICK) == 0
+    assert ("bf16 is emulated here" in capsys.readouterr().err) == (not native)

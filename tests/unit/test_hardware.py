@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from peftbench import hardware
 from peftbench.hardware import (
     native_bf16,
     resolve_attention,
@@ -53,3 +54,22 @@ def test_auto_dropout_masks_are_bulk_only_for_fp32_on_a_cpu(device, precision, a
 def test_chosen_dropout_masks_are_kept(chosen):
     assert resolve_dropout_masks(chosen, CPU, "fp32") == chosen
     assert resolve_dropout_masks(chosen, CPU, "bf16") == chosen
+
+
+@pytest.mark.parametrize(
+    ("native", "precision", "device", "said"),
+    [
+        (False, "bf16", "auto", True),
+        (False, "bf16", "cpu", True),
+        (True, "bf16", "cpu", False),
+        (False, "fp32", "cpu", False),
+        (False, "auto", "cpu", False),
+        (False, "bf16", "cuda", False),
+    ],
+)
+def test_bf16_chosen_where_a_cpu_would_emulate_it_is_said(monkeypatch, native, precision, device, said):
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: native)
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    note = hardware.emulated_bf16_note(precision, device)
+    assert (note is not None) == said
+    assert note is None or "emulated" in note

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from peftbench import hardware
 from peftbench.config import files as config_files
 from peftbench.config.sections import GridConfig
 from peftbench.data import TokenizedData, tokenize_split
@@ -75,6 +76,8 @@ def run_grid(grid: GridConfig, progress: bool = True) -> GridSummary:
     _log(planning.data_line(prepared, grid))
     if prepared.head_note:
         _log(f"peftbench: note: {prepared.head_note}")
+    if slow := hardware.emulated_bf16_note(grid.train.precision, grid.scale.device):
+        _log(f"peftbench: note: {slow}")
     skipped = len(planned) - len(todo)
     if skipped:
         _log(f"{skipped} run(s) already finished in {grid.out}: skipped")
