@@ -345,5 +345,5 @@ def test_bf16_chosen_where_the_cpu_would_emulate_it_is_said_before_training(
 
     monkeypatch.setattr(hardware, "native_bf16", lambda device: native)
     args = ["run", "--model", tiny_model, "--methods", "bitfit", "--out", tmp_path, "--device", "cpu"]
-    assert run_cli(*args, "--precision", "bf16", "--dry-run", *QUICK) == 0
+    assert run_cli(*args, "--precision", "bf16", "--dry-run", "--workers", "inline", *QUICK) == 0
     assert ("bf16 is emulated here" in capsys.readouterr().err) == (not native)
