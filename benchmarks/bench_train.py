@@ -58,6 +58,7 @@ from peftbench.config.sections import DataConfig, TrainConfig  # noqa: E402
 from peftbench.data import load_labeled_texts, split, tokenize  # noqa: E402
 from peftbench.hardware import (  # noqa: E402
     length_multiple,
+    native_bf16,
     resolve_attention,
     resolve_dropout_masks,
     resolve_precision,
@@ -90,6 +91,39 @@ def matmul_peak_flops(dtype: torch.dtype, device: torch.device, size: int, repea
         a @ b
     synchronize(device)
     return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def measured_peaks(precisions: set[str], device: torch.device, size: int) -> dict[str, float | None]:
+    """The matmul peak of each precision a variant runs at. bf16 on a CPU without AVX512-BF16/AMX has none worth
+    the name: it is emulated, and the probe's square product takes a slower path than the model's linear layers
+    (1 GFLOP/s against the loop's 3.5 on the AVX2-only EPYC: 348% of "peak",
+    benchmarks/results/bench_train-lora-avx2-bf16-emulated.txt), so None, and a minute of probing saved."""
+    dtypes = {
+        "fp32": torch.float32,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16 if device.type == "cuda" else torch.float32,
+    }
+    return {
+        name: None
+        if name == "bf16" and device.type == "cpu" and not native_bf16(device)
+        else matmul_peak_flops(dtypes[name], device, size)
+        for name in sorted(precisions)
+    }
+
+
+def peak_cells(peak: float | None, flops_per_sample: float, achieved: float) -> str:
+    """The table's "at peak" (samples/s at the measured peak) and "%peak" cells; dashes where there is no peak."""
+    if peak is None:
+        return f"{'-':>8} {'-':>7}"
+    return f"{peak / flops_per_sample:8.1f} {100 * achieved / peak:6.1f}%"
+
+
+def peak_line(peaks: dict[str, float | None]) -> str:
+    shown = (
+        f"{name} {peak / 1e9:.0f} GFLOP/s" if peak is not None else f"{name} emulated (no AVX512-BF16 or AMX): none"
+        for name, peak in peaks.items()
+    )
+    return "measured matmul peak: " + ", ".join(shown)
 
 
 def _tokens(batch: dict[str, Any]) -> int:
@@ -467,17 +501,7 @@ def main() -> None:
     # gradients only where weights are trained (full fine-tuning). Attention scores are left out.
     flops_per_token = (6 if trainable > total // 2 else 4) * (total - embedding_params)
     peak_size = 4096 if device.type == "cuda" else 1536
-    # only the precisions a variant runs at: bf16 on a CPU without AVX512-BF16/AMX is emulated, and a product
-    # of this size then takes a minute
-    dtypes = {
-        "fp32": torch.float32,
-        "bf16": torch.bfloat16,
-        "fp16": torch.float16 if device.type == "cuda" else torch.float32,
-    }
-    peaks = {
-        name: matmul_peak_flops(dtypes[name], device, peak_size)
-        for name in sorted({v.precision for v in variants.values()})
-    }
+    peaks = measured_peaks({v.precision for v in variants.values()}, device, peak_size)  # those the variants run at
 
     from bench_scale import machine
 
@@ -495,7 +519,7 @@ def main() -> None:
         f"stand for the epoch (its 5th-95th percentiles of tokens computed); the epoch's reviews hold "
         f"{statistics.mean(lengths):.1f} real tokens each"
     )
-    print("measured matmul peak: " + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items()))
+    print(peak_line(peaks))
     for _ in range(rounds):
         for letter, variant in variants.items():  # interleaved, so drift of the machine hits all alike
             rounders[letter](variant, device, warmup_steps, timed_steps)
@@ -516,8 +540,8 @@ def main() -> None:
         padding = 1 - median["real_tokens_per_s"] / median["padded_tokens_per_s"]
         print(
             f"{variant.name:20} {median['samples_per_s']:10.2f} {median['real_tokens_per_s']:11.0f} "
-            f"{100 * padding:5.1f}% {flops_per_sample / 1e9:13.2f} {peaks[variant.precision] / flops_per_sample:8.1f} "
-            f"{100 * achieved / peaks[variant.precision]:6.1f}% {median['peak_memory_mb']:8.0f} "
+            f"{100 * padding:5.1f}% {flops_per_sample / 1e9:13.2f} "
+            f"{peak_cells(peaks[variant.precision], flops_per_sample, achieved)} {median['peak_memory_mb']:8.0f} "
             f"{median['eval_samples_per_s']:15.1f} {median['real_tokens_per_s'] / median['samples_per_s']:6.1f} "
             f"{variant.precision}"
         )

@@ -125,3 +125,19 @@ def test_prefix_probe_weighs_a_fresh_prefix_against_the_models_own_keys_and_valu
     cosine = re.search(r"with the fresh prefix vs without: cosine mean (-?[\d.]+)", done.stdout)
     assert keys and prefix and cosine, done.stdout
     assert all(float(x) > 0 for x in (*keys.groups(), *prefix.groups())) and -1 <= float(cosine[1]) < 0.999
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_emulated_on_a_cpu_gets_no_peak_and_no_share_of_one(monkeypatch, native):
+    """An emulated bf16 product is slower than the model's own linears (348% of "peak" was printed): no peak."""
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_train", bench)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "native_bf16", lambda device: native)
+    peaks = bench.measured_peaks({"bf16", "fp32"}, torch.device("cpu"), 64)
+    assert peaks["fp32"] > 0 and (peaks["bf16"] is None) == (not native)
+    assert ("emulated" in bench.peak_line(peaks)) == (not native)
+    cells = bench.peak_cells(peaks["bf16"], flops_per_sample=1e9, achieved=1e9)
+    assert cells.split() == (["-", "-"] if not native else cells.split()) and len(cells) == 16
+    assert bench.peak_cells(2e9, flops_per_sample=1e9, achieved=1e9).split() == ["2.0", "50.0%"]
