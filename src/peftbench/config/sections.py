@@ -256,7 +256,7 @@ class TrainConfig:
     precision: Precision | None = documented(
         "auto: bf16 mixed precision where the hardware computes bf16 natively (CPUs with AVX512-BF16 or AMX, "
         "Ampere+ GPUs), fp16 on older GPUs, else fp32; or fp32 (the reference's), bf16, fp16 (bf16 on a CPU without "
-        "native bf16 is emulated, about 20x slower: said before training). Unset: from --execution",
+        "native bf16 is emulated, many times slower: said before training). Unset: from --execution",
         default=None,
     )
     group_by_length: bool | None = documented(
