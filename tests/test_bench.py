@@ -99,12 +99,18 @@ def test_profile_weighs_the_step_against_the_matmul_peak(tiny_model):
     assert re.search(r"with the matrix products at the peak: [\d.]+ s per step \(the step [\d.]+x", done.stdout)
 
 
-def test_timed_batches_stand_for_the_epoch():
-    """bench_train times each variant's batches at evenly spaced ranks of their cost, not at fixed positions."""
+def _bench_train():
+    """benchmarks/bench_train.py as a module, for its helpers."""
     spec = importlib.util.spec_from_file_location("bench_train", BENCH)
     bench = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("bench_train", bench)  # its dataclasses look their module up there
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_timed_batches_stand_for_the_epoch():
+    """bench_train times each variant's batches at evenly spaced ranks of their cost, not at fixed positions."""
+    bench = _bench_train()
     costs = [(7 * i) % 100 for i in range(100)]  # a permutation of 0..99: cost k sits at one position
     positions = bench.representative_positions(costs, warmup_steps=3, timed_steps=10)
     timed = positions[3:]
@@ -130,14 +136,11 @@ def test_prefix_probe_weighs_a_fresh_prefix_against_the_models_own_keys_and_valu
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_emulated_on_a_cpu_gets_no_peak_and_no_share_of_one(monkeypatch, native):
     """An emulated bf16 product is slower than the model's own linears (348% of "peak" was printed): no peak."""
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_train", bench)
-    spec.loader.exec_module(bench)
+    bench = _bench_train()
     monkeypatch.setattr(bench, "native_bf16", lambda device: native)
     peaks = bench.measured_peaks({"bf16", "fp32"}, torch.device("cpu"), 64)
     assert peaks["fp32"] > 0 and (peaks["bf16"] is None) == (not native)
     assert ("emulated" in bench.peak_line(peaks)) == (not native)
     cells = bench.peak_cells(peaks["bf16"], flops_per_sample=1e9, achieved=1e9)
-    assert cells.split() == (["-", "-"] if not native else cells.split()) and len(cells) == 16
+    assert (cells.split() == ["-", "-"]) == (not native) and len(cells) == 16
     assert bench.peak_cells(2e9, flops_per_sample=1e9, achieved=1e9).split() == ["2.0", "50.0%"]

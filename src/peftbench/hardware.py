@@ -67,10 +67,11 @@ def resolve_precision(requested: str | None, device: torch.device) -> str:
 def emulated_bf16_note(precision: str | None, requested_device: str) -> str | None:
     """Said before training when bf16 is chosen where the CPU would emulate it: on a 2-core AVX2-only EPYC
     bench_train's LoRA step of e5-small ran 0.55 samples/s in bf16 against 12.10 in fp32
-    (benchmarks/results/bench_train-lora-avx2-bf16-emulated.txt), so a grid there would take ~20x as long."""
-    if precision != "bf16" or requested_device == "cuda" or likely_device(requested_device).type != "cpu":
+    (benchmarks/results/bench_train-lora-avx2-bf16-emulated.txt): 22x as long."""
+    if precision != "bf16" or requested_device == "cuda":  # a GPU's bf16 is resolved on the GPU
         return None
-    if native_bf16(torch.device("cpu")):
+    device = likely_device(requested_device)
+    if device.type != "cpu" or native_bf16(device):
         return None
     return (
         "--precision bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated here, many times slower than fp32 "
