@@ -19,5 +19,10 @@ def processes() -> dict[int, tuple[int, str]]:
 
 
 def worker_children(parent: int) -> list[int]:
-    """The peftbench worker processes started by `parent`."""
-    return [pid for pid, (ppid, command) in processes().items() if ppid == parent and "peftbench.run.worker" in command]
+    """The peftbench worker processes started for `parent`: its children running peftbench.run.worker (cold
+    start), and the children of its warm processes, which fork its workers (warm start, execution/warm.py)."""
+    table = processes()
+    children = [pid for pid, (ppid, _) in table.items() if ppid == parent]
+    cold = [pid for pid in children if "peftbench.run.worker" in table[pid][1]]
+    warm = {pid for pid in children if "peftbench.execution.warm" in table[pid][1]}
+    return cold + [pid for pid, (ppid, _) in table.items() if ppid in warm]

@@ -370,6 +370,13 @@ class ScaleConfig:
         default=1,
     )
     device: Device = documented("cpu, cuda or auto (the GPU when there is one)", default="auto")
+    warm_start: bool = documented(
+        "start each worker process forked from one that has already imported torch, transformers and peft "
+        "(still a process of its own per run: its own memory, a crash costs that run alone); off: "
+        "each a fresh interpreter, 5-9 s of imports a worker on a 2-core CPU. Linux; data-parallel ranks start "
+        "fresh either way",
+        default=True,
+    )
     shard: Shard | None = documented(
         "I/N: run only the I-th of N deterministic parts of the grid (one per job of a scheduler's array); "
         "shards may share one --out, and `peftbench report DIR` merges them. Unset: the whole grid",

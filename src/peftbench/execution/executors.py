@@ -37,9 +37,12 @@ SHARED_MARK = ".peftbench-out"  # a file the grid process leaves in --out; a Ray
 
 @dataclass
 class Slot:
-    """What one concurrent run may use: environment for its worker processes (GPUs, CPU threads)."""
+    """What one concurrent run may use: environment for its worker processes (GPUs, CPU threads), and whether
+    they start warm (--warm-start: the local executor's; a Ray task starts its workers cold, in a Ray worker
+    process that Ray itself keeps and reuses)."""
 
     env: dict[str, str] = field(default_factory=dict)
+    warm_start: bool = False
 
 
 @dataclass
@@ -140,6 +143,7 @@ class LocalExecutor:
         self.scale = scale
         self._slots: queue.SimpleQueue[Slot] = queue.SimpleQueue()
         for slot in slots:
+            slot.warm_start = scale.warm_start
             self._slots.put(slot)
         self._pool = None if inline else ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="peftbench-run")
 

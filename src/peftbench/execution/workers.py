@@ -1,7 +1,9 @@
-"""Where a worker request runs: in a child process of its own (the default), in several child processes that
-train one run data-parallel (`--num-processes N`, launched with torchrun, which is what `accelerate launch`
-runs on several GPUs; accelerate inside the worker reads the ranks it sets), or in this process
-(`--workers inline`, for a debugger; its peak memory then includes what earlier runs left behind)."""
+"""Where a worker request runs: in a child process of its own (the default), forked from a warm process that
+has already imported the heavy libraries (execution/warm.py; `--warm-start off`: a fresh interpreter), in
+several child processes that train one run data-parallel (`--num-processes N`, launched with torchrun, which
+is what `accelerate launch` runs on several GPUs; accelerate inside the worker reads the ranks it sets; each
+rank a fresh interpreter), or in this process (`--workers inline`, for a debugger; its peak memory then
+includes what earlier runs left behind)."""
 
 from __future__ import annotations
 
@@ -14,23 +16,32 @@ from pathlib import Path
 from typing import Any
 
 import peftbench
+from peftbench.execution import warm
 from peftbench.run.messages import WorkRequest, WorkResponse
 
 STOP_GRACE_S = 10  # after Ctrl-C, how long a worker may take to stop before it is killed
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-_live: set[subprocess.Popen] = set()  # worker processes under way, so that a cancelled grid can stop them
+_live: set[subprocess.Popen | warm.WarmChild] = (
+    set()
+)  # worker processes under way, so that a cancelled grid can stop them
 _live_guard = threading.Lock()
 
 
 def run_request(
-    request: WorkRequest, folder: Path, inline: bool = False, env: dict[str, str] | None = None, processes: int = 1
+    request: WorkRequest,
+    folder: Path,
+    inline: bool = False,
+    env: dict[str, str] | None = None,
+    processes: int = 1,
+    warm_start: bool = True,
 ) -> WorkResponse:
     """The worker's response; a worker that dies comes back as a response that says why, and never raises.
-    env: extra environment of the worker (its GPUs, its CPU threads); processes: data-parallel processes."""
+    env: extra environment of the worker (its GPUs, its CPU threads); processes: data-parallel processes;
+    warm_start: fork it from a warm process where one can serve it (one process, Linux)."""
     if inline:
         return _in_this_process(request)
-    return _in_child_process(request, folder, env or {}, processes)
+    return _in_child_process(request, folder, env or {}, processes, warm_start)
 
 
 def stop_all_workers() -> None:
@@ -80,6 +91,14 @@ def _parent_death_signal() -> Any:
 _DIE_WITH_PARENT = _parent_death_signal()
 
 
+def die_with_parent(parent: int) -> None:
+    """In a forked worker: be killed when the process that forked it ends, and end now if it already has."""
+    if _DIE_WITH_PARENT is not None:
+        _DIE_WITH_PARENT()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _command(request_path: Path, response_path: Path, processes: int) -> list[str]:
     worker = ["-m", "peftbench.run.worker", str(request_path), str(response_path)]
     if processes == 1:
@@ -89,19 +108,18 @@ def _command(request_path: Path, response_path: Path, processes: int) -> list[st
     return [sys.executable, *launcher, sys.executable, *worker]
 
 
-def _in_child_process(request: WorkRequest, folder: Path, env: dict[str, str], processes: int) -> WorkResponse:
+def _in_child_process(
+    request: WorkRequest, folder: Path, env: dict[str, str], processes: int, warm_start: bool
+) -> WorkResponse:
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     request_path, response_path = folder / "request.json", folder / "response.json"
     request_path.write_text(request.to_json(), encoding="utf-8")
     response_path.unlink(missing_ok=True)
-    # A process group of its own: a terminal's Ctrl-C reaches the grid process alone, which stops its workers
-    # (a worker hit while still importing would print a traceback), and _stop reaches torchrun's ranks too.
-    command = _command(request_path, response_path, processes)
-    # Its working directory is its own folder: a json.py or torch.py where the user typed the command never runs.
-    child = subprocess.Popen(
-        command, cwd=folder, env=child_environment(env), preexec_fn=_DIE_WITH_PARENT, start_new_session=True
-    )
+    full_env = child_environment(env)
+    # each data-parallel rank is torchrun's to start
+    process = warm.take(full_env) if warm_start and processes == 1 and warm.available() else None
+    child, started = _started(process, request_path, response_path, folder, full_env, processes)
     with _live_guard:
         _live.add(child)
     try:
@@ -112,6 +130,38 @@ def _in_child_process(request: WorkRequest, folder: Path, env: dict[str, str], p
     finally:
         with _live_guard:
             _live.discard(child)
+        if process is not None:
+            warm.give_back(process)
+    response = _response(code, response_path)
+    response.worker_start = started
+    return response
+
+
+def _started(
+    process: warm.WarmProcess | None,
+    request_path: Path,
+    response_path: Path,
+    folder: Path,
+    env: dict[str, str],
+    processes: int,
+) -> tuple[subprocess.Popen | warm.WarmChild, str]:
+    """The worker process: forked by the warm process when there is one that can, else a fresh interpreter;
+    and how it started ("warm", or "cold" with why where warm start was asked for)."""
+    why = ""
+    if process is not None:
+        forked = process.start(warm.Order([str(request_path), str(response_path)], str(folder), env))
+        if isinstance(forked, warm.WarmChild):
+            return forked, "warm"
+        why = f": {forked}"
+    # A process group of its own: a terminal's Ctrl-C reaches the grid process alone, which stops its workers
+    # (a worker hit while still importing would print a traceback), and _stop reaches torchrun's ranks too.
+    # Its working directory is its own folder: a json.py or torch.py where the user typed the command never runs.
+    command = _command(request_path, response_path, processes)
+    child = subprocess.Popen(command, cwd=folder, env=env, preexec_fn=_DIE_WITH_PARENT, start_new_session=True)
+    return child, f"cold{why}"
+
+
+def _response(code: int, response_path: Path) -> WorkResponse:
     if code == 0 and response_path.exists():
         return WorkResponse.from_json(response_path.read_text(encoding="utf-8"))
     if code < 0:
@@ -119,7 +169,7 @@ def _in_child_process(request: WorkRequest, folder: Path, env: dict[str, str], p
     return WorkResponse.died(f"worker process exited with code {code} before writing its result")
 
 
-def _stop(child: subprocess.Popen) -> None:
+def _stop(child: subprocess.Popen | warm.WarmChild) -> None:
     if child.poll() is not None:
         return
     _signal_group(child, signal.SIGTERM)
@@ -130,8 +180,17 @@ def _stop(child: subprocess.Popen) -> None:
         child.wait()
 
 
-def _signal_group(child: subprocess.Popen, signum: int) -> None:
+def _signal_group(child: subprocess.Popen | warm.WarmChild, signum: int) -> None:
+    signal_group(child.pid, signum)
+
+
+def signal_group(pid: int, signum: int) -> None:
+    """Signal the worker and, under --num-processes, every rank torchrun started: its process group; a forked
+    worker that has not yet made its own group, alone."""
     try:
-        os.killpg(child.pid, signum)  # the worker and, under --num-processes, every rank torchrun started
+        os.killpg(pid, signum)
     except ProcessLookupError:
-        pass  # gone meanwhile
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass  # gone meanwhile

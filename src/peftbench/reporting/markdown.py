@@ -325,7 +325,26 @@ def execution_lines(records: list[RunRecord]) -> list[str]:
         lines.append(f"runs were made on {len(devices)} different devices: time and memory compare only within one")
     notes = sorted({r.result.attention_note for r in records if r.result.attention_note})
     lines += [f"attention: {note}" for note in notes]
-    return lines + devices + _shared_cpu_lines(records)
+    return lines + _worker_start_lines(records) + devices + _shared_cpu_lines(records)
+
+
+WARM = "warm start (each worker process forked from one that had already imported torch, transformers and peft)"
+
+
+def _worker_start_lines(records: list[RunRecord]) -> list[str]:
+    """How the runs' worker processes started (--warm-start); runs in the grid process (inline) say nothing."""
+    counts: dict[str, int] = {}
+    for start in (r.result.worker_start for r in records if r.result.worker_start):
+        counts[start] = counts.get(start, 0) + 1
+    if not counts:
+        return []
+    named = {
+        start: WARM if start == "warm" else f"{start.replace('cold', 'cold start', 1)} (a fresh interpreter)"
+        for start in counts
+    }
+    if len(counts) == 1:
+        return [f"workers: {named[next(iter(counts))]}"]
+    return ["workers: " + "; ".join(f"{named[start]} ×{n}" for start, n in sorted(counts.items()))]
 
 
 def _shared_cpu_lines(records: list[RunRecord]) -> list[str]:

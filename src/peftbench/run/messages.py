@@ -144,6 +144,7 @@ class WorkResponse(_Message):
     error: str | None = None  # "Type: first line of the message"
     traceback: str = ""
     worker_died: bool = False  # killed, or exited before it answered
+    worker_start: str | None = None  # set by the grid: "warm" (forked, execution/warm.py), or "cold" and why
     peak_memory_mb: float | None = None
     peak_memory_method: str | None = None
     process_peak_rss_mb: float | None = None

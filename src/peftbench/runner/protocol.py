@@ -227,7 +227,9 @@ class _Protocol:
         # tqdm reads its defaults from TQDM_* variables: the worker's bars go under the grid's bar, not over it
         # (a run in this process finds the grid's bar itself)
         env = {**self.slot.env, "TQDM_POSITION": "1"} if self.job.bars else self.slot.env
-        response = run_request(request, self.folder / name, scale.inline, env, scale.num_processes)
+        response = run_request(
+            request, self.folder / name, scale.inline, env, scale.num_processes, self.slot.warm_start
+        )
         self.responses.append(response)
         return response
 
@@ -241,6 +243,9 @@ class _Protocol:
         shares = [r.cpu_busy_elsewhere for r in self.responses if r.cpu_busy_elsewhere is not None]
         if shares:
             figures["cpu_busy_elsewhere"] = max(shares)
+        starts = [r.worker_start for r in self.responses if r.worker_start is not None]
+        if starts:  # warm when every worker of the run was; else the first cold one, with why
+            figures["worker_start"] = next((s for s in starts if s != "warm"), "warm")
         return {k: v for k, v in figures.items() if v is not None}
 
     def _device(self) -> dict[str, Any]:

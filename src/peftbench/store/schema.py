@@ -117,6 +117,7 @@ class RunResult:
     dropout_masks_used: str | None = None
     split_by_length_used: str | None = None
     processes: int | None = None
+    worker_start: str | None = None  # "warm" (forked from a process that had imported the libraries), or "cold"
     global_batch_size: int | None = None
     per_process_batch_size: int | None = None
 
