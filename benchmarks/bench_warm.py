@@ -11,7 +11,14 @@ of the machine cancels out:
 Printed: the machine, what `auto` resolved to, each time, the cost of one run more in a grid
 ((grid − one run) / (runs − 1)), and the ratio the targets are about: `ratio <variant>: X.XX`, the grid's
 wall time over that of the --runs cold imports (below 1: the grid costs less than its workers' imports did).
-`--variants cold` alone measures a peftbench without warm start (before it existed: no option is passed).
+`--variants before` measures a peftbench without warm start (before it existed: no option is passed).
+
+    python benchmarks/bench_warm.py --memory [--model e5-small-offline] [--method lora] [--seeds 0,1,2]
+
+instead trains one method over --seeds with warm start and with `--warm-start off` (one grid each, the
+--memory-slice of the demo preset) and prints each run's peak memory (growth of its worker's resident set
+over its start, run/measure.py) and its worker's whole peak resident set, warm beside cold, then mean ± std
+over the seeds: warm start must not change what a run's memory reads.
 """
 
 from __future__ import annotations
@@ -52,13 +59,52 @@ def grid(model: Path, out: Path, methods: list[str], flags: list[str]) -> float:
     return timed([*command, "--methods", ",".join(methods), "--epochs", "1", "--no-progress", *SLICE, *flags])
 
 
+MEMORY_SLICE = ["--preset", "demo", "--epochs", "1", "--max-train-samples", "128", "--no-progress"]
+
+
+def memory(model: str, method: str, seeds: str) -> None:
+    import json
+    import statistics
+
+    figures: dict[str, list[tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-warm-memory-") as scratch:
+        for variant in ("warm", "cold"):
+            out = Path(scratch) / variant
+            command = [sys.executable, "-m", "peftbench.cli", "run", "--model", model, "--out", str(out)]
+            timed([*command, "--methods", method, "--seeds", seeds, *MEMORY_SLICE, *FLAGS[variant]])
+            if variant == "warm":
+                print(resolved(out), flush=True)
+            records = sorted((out / "runs").glob("*.json"))
+            results = [json.loads(path.read_text(encoding="utf-8"))["result"] for path in records]
+            assert all(r["worker_start"] == variant for r in results), [r["worker_start"] for r in results]
+            figures[variant] = [(r["peak_memory_mb"], r["process_peak_rss_mb"]) for r in results]
+            names = [path.stem for path in records]
+    print(f"{method} on {model}, {' '.join(MEMORY_SLICE[:-1])}; MB, warm / cold:")
+    for name, hot, cold in zip(names, figures["warm"], figures["cold"]):
+        print(
+            f"  {name}: peak_memory_mb {hot[0]:.1f} / {cold[0]:.1f}; process_peak_rss_mb {hot[1]:.1f} / {cold[1]:.1f}"
+        )
+    for index, key in enumerate(("peak_memory_mb", "process_peak_rss_mb")):
+        shown = []
+        for variant in ("warm", "cold"):
+            values = [f[index] for f in figures[variant]]
+            shown.append(f"{variant} {statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
+        print(f"{key} mean ± std over {len(names)} seeds: {'; '.join(shown)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a local model folder (default: the tests' tiny random BERT)")
     parser.add_argument("--runs", type=int, default=6, help="runs in the grid, and cold imports to compare with")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
     parser.add_argument("--variants", default="warm,cold", help="warm, cold (--warm-start off), or both")
+    parser.add_argument("--memory", action="store_true", help="peak memory warm against cold instead of times")
+    parser.add_argument("--method", default="lora", help="with --memory: the method trained")
+    parser.add_argument("--seeds", default="0,1,2", help="with --memory: its seeds")
     args = parser.parse_args()
+    if args.memory:
+        print(machine(), flush=True)
+        return memory(str(args.model or "e5-small-offline"), args.method, args.seeds)
     variants = args.variants.split(",")
     methods = METHODS[: args.runs]
     times: dict[str, list[float]] = {"imports": [], **{f"{v} 1 run": [] for v in variants}}

@@ -75,11 +75,28 @@ def test_the_preloaded_libraries_leave_the_warm_process_safe_to_fork():
         "import torch; torch.set_num_threads(2); torch.ones(2**22).sum()\n"
         "print(warm.fork_unsafe())\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "OMP_NUM_THREADS": "2", **warm.WARM_ONLY}  # as a warm process of a 2-thread slot starts
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     before, after = done.stdout.splitlines()
     assert before == "None"
     assert after.startswith("threads besides its own:"), after
+
+
+def test_a_warm_worker_gets_the_blas_threads_a_cold_one_would():
+    """The warm process loads OpenBLAS (numpy's, scipy's) with one thread, so that it holds no idle pool when
+    it forks; the worker sets the count its own environment asks for."""
+    probe = (
+        "import os, numpy, threadpoolctl\n"
+        "from peftbench.execution import warm\n"
+        "os.environ.clear(); os.environ.update(OMP_NUM_THREADS='2')  # the worker's own environment\n"
+        "warm._blas_threads_as_cold()\n"
+        "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'}))\n"
+    )
+    env = {**os.environ, **warm.WARM_ONLY}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[2]"
 
 
 def test_a_grid_killed_with_sigkill_leaves_no_process_behind(tiny_model, tmp_path):

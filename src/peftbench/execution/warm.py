@@ -55,6 +55,10 @@ OUTPUTS = (1, 2)  # stdout, stderr: sent with each order, so that a worker write
 NAME = "peftbench-worker"
 MAX_IDLE = 4  # warm processes kept idle at most (each holds the imported libraries, ~0.5 GB)
 ALLOWED_THREADS = ("jemalloc_bg_thd",)  # threads whose library makes fork safe itself
+# numpy's and scipy's OpenBLAS start a pool of threads (one per core beyond the first) as soon as they are
+# loaded; the warm process loads them with none, and each worker gets the count a cold one would take from
+# its environment (_blas_threads_as_cold). torch computes with MKL and OpenMP, whose pools start on first use.
+WARM_ONLY = {"OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -125,7 +129,7 @@ class WarmProcess:
         command = [sys.executable, "-m", "peftbench.execution.warm", str(theirs.fileno())]
         with theirs:
             self.popen = subprocess.Popen(
-                command, env=env, cwd=root, pass_fds=(theirs.fileno(),), start_new_session=True
+                command, env={**env, **WARM_ONLY}, cwd=root, pass_fds=(theirs.fileno(),), start_new_session=True
             )
         self.channel = Connection(ours.detach())
         self.reading = threading.Lock()  # one reader of the channel at a time
@@ -261,6 +265,19 @@ def _map_again(runs: list[tuple[int, int]]) -> None:
             return  # a kernel before 5.14: the run's peak then includes the library code it maps again
 
 
+def _blas_threads_as_cold() -> None:
+    """OpenBLAS's thread count as a cold worker's OpenBLAS takes it when loaded: OPENBLAS_NUM_THREADS, else
+    GOTO_NUM_THREADS, else OMP_NUM_THREADS, else one per core it may run on (its cores are set later, as a cold
+    worker's are set after its OpenBLAS has loaded)."""
+    from threadpoolctl import threadpool_limits
+
+    given = next((os.environ[name] for name in BLAS_THREADS_ENV if os.environ.get(name, "").isdigit()), None)
+    threadpool_limits(int(given) if given else len(os.sched_getaffinity(0)), user_api="blas")
+
+
+BLAS_THREADS_ENV = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
 def _become_worker(order: Order, channel: int, outputs: list[int], mapped: list[tuple[int, int]]) -> None:
     """In the forked child: a process of its own, as a cold worker would be, then the worker itself."""
     os.close(channel)  # the warm process's alone: the grid's end must see it close when the warm process dies
@@ -275,6 +292,7 @@ def _become_worker(order: Order, channel: int, outputs: list[int], mapped: list[
     os.chdir(order.cwd)
     os.environ.clear()
     os.environ.update(order.env)
+    _blas_threads_as_cold()
     from peftbench.run import worker
 
     sys.exit(worker.main(order.argv))
