@@ -15,10 +15,11 @@ wall time over that of the --runs cold imports (below 1: the grid costs less tha
 
     python benchmarks/bench_warm.py --memory [--model e5-small-offline] [--method lora] [--seeds 0,1,2]
 
-instead trains one method over --seeds with warm start and with `--warm-start off` (one grid each, the
---memory-slice of the demo preset) and prints each run's peak memory (growth of its worker's resident set
-over its start, run/measure.py) and its worker's whole peak resident set, warm beside cold, then mean ± std
-over the seeds: warm start must not change what a run's memory reads.
+instead trains one method at each of --seeds with warm start, then with `--warm-start off` (a grid each, the
+demo preset cut to 128 training examples and one epoch) and prints each run's peak memory (growth of its
+worker's resident set over its start, run/measure.py), its worker's whole peak resident set and its training
+samples/s, then mean ± std over the seeds, warm beside cold: warm start must change neither what a run's
+memory reads nor how fast it trains.
 """
 
 from __future__ import annotations
@@ -60,36 +61,35 @@ def grid(model: Path, out: Path, methods: list[str], flags: list[str]) -> float:
 
 
 MEMORY_SLICE = ["--preset", "demo", "--epochs", "1", "--max-train-samples", "128", "--no-progress"]
+SAME_RUN = ("peak_memory_mb", "process_peak_rss_mb", "train_samples_per_s")
 
 
 def memory(model: str, method: str, seeds: str) -> None:
+    """Each seed warm then cold, one grid each, adjacent in time so that drift of the machine cancels out."""
     import json
     import statistics
 
-    figures: dict[str, list[tuple[float, float]]] = {}
+    figures: dict[str, list[dict]] = {"warm": [], "cold": []}
     with tempfile.TemporaryDirectory(prefix="bench-warm-memory-") as scratch:
-        for variant in ("warm", "cold"):
-            out = Path(scratch) / variant
-            command = [sys.executable, "-m", "peftbench.cli", "run", "--model", model, "--out", str(out)]
-            timed([*command, "--methods", method, "--seeds", seeds, *MEMORY_SLICE, *FLAGS[variant]])
-            if variant == "warm":
-                print(resolved(out), flush=True)
-            records = sorted((out / "runs").glob("*.json"))
-            results = [json.loads(path.read_text(encoding="utf-8"))["result"] for path in records]
-            assert all(r["worker_start"] == variant for r in results), [r["worker_start"] for r in results]
-            figures[variant] = [(r["peak_memory_mb"], r["process_peak_rss_mb"]) for r in results]
-            names = [path.stem for path in records]
-    print(f"{method} on {model}, {' '.join(MEMORY_SLICE[:-1])}; MB, warm / cold:")
-    for name, hot, cold in zip(names, figures["warm"], figures["cold"]):
-        print(
-            f"  {name}: peak_memory_mb {hot[0]:.1f} / {cold[0]:.1f}; process_peak_rss_mb {hot[1]:.1f} / {cold[1]:.1f}"
-        )
-    for index, key in enumerate(("peak_memory_mb", "process_peak_rss_mb")):
+        for seed in seeds.split(","):
+            for variant in ("warm", "cold"):
+                out = Path(scratch) / f"{variant}-{seed}"
+                command = [sys.executable, "-m", "peftbench.cli", "run", "--model", model, "--out", str(out)]
+                timed([*command, "--methods", method, "--seeds", seed, *MEMORY_SLICE, *FLAGS[variant]])
+                if not figures["warm"] and variant == "warm":
+                    print(resolved(out), flush=True)
+                result = json.loads(next((out / "runs").glob("*.json")).read_text(encoding="utf-8"))["result"]
+                assert result["worker_start"] == variant, result["worker_start"]
+                figures[variant].append({"seed": seed, **{key: result[key] for key in SAME_RUN}})
+                print(f"seed {seed} {variant}: " + ", ".join(f"{k} {result[k]:.1f}" for k in SAME_RUN), flush=True)
+    print(f"{method} on {model}, {' '.join(MEMORY_SLICE[:-1])}, seeds {seeds}; warm / cold:")
+    for key in SAME_RUN:
         shown = []
         for variant in ("warm", "cold"):
-            values = [f[index] for f in figures[variant]]
-            shown.append(f"{variant} {statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
-        print(f"{key} mean ± std over {len(names)} seeds: {'; '.join(shown)}")
+            values = [f[key] for f in figures[variant]]
+            shown.append(f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
+        ratio = statistics.mean(f[key] for f in figures["warm"]) / statistics.mean(f[key] for f in figures["cold"])
+        print(f"  {key} mean ± std: {' / '.join(shown)}; ratio warm/cold {ratio:.3f}")
 
 
 def main() -> None:

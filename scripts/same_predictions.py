@@ -23,7 +23,9 @@ def main() -> int:
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
     args = parser.parse_args()
-    runs = [{r.run_id: r for r in ResultStore(folder, read_only=True).records()} for folder in (args.first, args.second)]
+    runs = [
+        {r.run_id: r for r in ResultStore(folder, read_only=True).records()} for folder in (args.first, args.second)
+    ]
     common = sorted(set(runs[0]) & set(runs[1]))
     if not common:
         print(f"no run id in both {args.first} and {args.second}", file=sys.stderr)

@@ -130,3 +130,25 @@ def _living(pids: list[int]) -> list[int]:
         if state not in ("Z", "X"):
             living.append(pid)
     return living
+
+
+def test_a_grid_stopped_while_its_warm_process_imports_stops_that_worker_once_it_starts(tiny_model, tmp_path):
+    """Ctrl-C while the first run's warm process is still importing (seconds): the worker it then forks is
+    stopped at once, instead of training its whole run while the grid waits for it to exit."""
+    command = [sys.executable, "-m", "peftbench.cli", "run", "--model", str(tiny_model), "--out", str(tmp_path)]
+    command += ["--methods", "lora", "--epochs", "5000", "--no-progress", *QUICK]
+    grid = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline, importing = time.monotonic() + 120, False
+    while not importing and time.monotonic() < deadline and grid.poll() is None:
+        table = processes()
+        importing = any(p == grid.pid and "peftbench.execution.warm" in c for p, c in table.values())
+        time.sleep(0.02)
+    assert importing and not worker_children(grid.pid), "no warm process seen before its first worker"
+    os.killpg(grid.pid, signal.SIGINT)
+    try:
+        out, err = grid.communicate(timeout=90)  # its 5,000 epochs would take many minutes
+    finally:
+        if grid.poll() is None:  # a failure: leave nothing training
+            os.killpg(grid.pid, signal.SIGKILL)
+    assert grid.returncode == 130, err[-2000:]
+    assert not list((tmp_path / "runs").glob("*.json"))

@@ -43,7 +43,13 @@ class Workers:
         self.requests: list[WorkRequest] = []
 
     def __call__(
-        self, request: WorkRequest, folder: Path, inline: bool, env: dict[str, str], processes: int
+        self,
+        request: WorkRequest,
+        folder: Path,
+        inline: bool,
+        env: dict[str, str],
+        processes: int,
+        warm_start: bool = True,
     ) -> WorkResponse:
         self.requests.append(request)
         params = Params(total_params=100, trainable_params=10, trainable_pct=10.0)

@@ -59,6 +59,7 @@ ALLOWED_THREADS = ("jemalloc_bg_thd",)  # threads whose library makes fork safe 
 # loaded; the warm process loads them with none, and each worker gets the count a cold one would take from
 # its environment (_blas_threads_as_cold). torch computes with MKL and OpenMP, whose pools start on first use.
 WARM_ONLY = {"OPENBLAS_NUM_THREADS": "1"}
+BLAS_THREADS_ENV = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")  # what OpenBLAS reads, in order
 
 
 @dataclass
@@ -275,20 +276,17 @@ def _blas_threads_as_cold() -> None:
     threadpool_limits(int(given) if given else len(os.sched_getaffinity(0)), user_api="blas")
 
 
-BLAS_THREADS_ENV = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
-
-
 def _become_worker(order: Order, channel: int, outputs: list[int], mapped: list[tuple[int, int]]) -> None:
     """In the forked child: a process of its own, as a cold worker would be, then the worker itself."""
+    os.setsid()  # a session of its own: the grid's stop (and only it) reaches it and what it starts
+    from peftbench.execution.workers import die_with_parent
+
+    die_with_parent(os.getppid())
     os.close(channel)  # the warm process's alone: the grid's end must see it close when the warm process dies
     for fd, received in zip(OUTPUTS, outputs):
         os.dup2(received, fd)  # the grid's stdout and stderr as they are now
         os.close(received)
     _map_again(mapped)
-    os.setsid()  # a session of its own: the grid's stop (and only it) reaches it and what it starts
-    from peftbench.execution.workers import die_with_parent
-
-    die_with_parent(os.getppid())
     os.chdir(order.cwd)
     os.environ.clear()
     os.environ.update(order.env)
@@ -312,6 +310,8 @@ def _serve(channel: Connection) -> None:
             return  # the grid process closed its end, or died
         unsafe = fork_unsafe()
         if unsafe:
+            for fd in outputs:
+                os.close(fd)
             channel.send(("cold", f"not forked: {unsafe}"))
             continue
         child = fork.Process(target=_become_worker, args=(order, channel.fileno(), outputs, mapped), name=NAME)

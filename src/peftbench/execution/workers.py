@@ -22,9 +22,16 @@ from peftbench.run.messages import WorkRequest, WorkResponse
 STOP_GRACE_S = 10  # after Ctrl-C, how long a worker may take to stop before it is killed
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-_live: set[subprocess.Popen | warm.WarmChild] = (
-    set()
-)  # worker processes under way, so that a cancelled grid can stop them
+
+class _Starting:
+    """A worker not yet started (its warm process may still be importing, for seconds): a grid stopped
+    meanwhile marks it, and it is stopped as soon as it has a pid."""
+
+    stopped = False
+
+
+# worker processes under way, so that a cancelled grid can stop them
+_live: set[subprocess.Popen | warm.WarmChild | _Starting] = set()
 _live_guard = threading.Lock()
 
 
@@ -48,8 +55,12 @@ def stop_all_workers() -> None:
     """Stop every worker process this process started (a grid cancelled by Ctrl-C or SIGTERM)."""
     with _live_guard:
         children = list(_live)
+        for child in children:
+            if isinstance(child, _Starting):
+                child.stopped = True
     for child in children:
-        _stop(child)
+        if not isinstance(child, _Starting):
+            _stop(child)
 
 
 def _in_this_process(request: WorkRequest) -> WorkResponse:
@@ -119,22 +130,50 @@ def _in_child_process(
     full_env = child_environment(env)
     # each data-parallel rank is torchrun's to start
     process = warm.take(full_env) if warm_start and processes == 1 and warm.available() else None
-    child, started = _started(process, request_path, response_path, folder, full_env, processes)
-    with _live_guard:
-        _live.add(child)
     try:
-        code = child.wait()
-    except BaseException:  # Ctrl-C, SIGTERM or anything else: never leave it running
-        _stop(child)
-        raise
+        child, started = _registered(process, request_path, response_path, folder, full_env, processes)
+        try:
+            code = child.wait()
+        except BaseException:  # Ctrl-C, SIGTERM or anything else: never leave it running
+            _stop(child)
+            raise
+        finally:
+            with _live_guard:
+                _live.discard(child)
     finally:
-        with _live_guard:
-            _live.discard(child)
         if process is not None:
             warm.give_back(process)
     response = _response(code, response_path)
     response.worker_start = started
     return response
+
+
+def _registered(
+    process: warm.WarmProcess | None,
+    request_path: Path,
+    response_path: Path,
+    folder: Path,
+    env: dict[str, str],
+    processes: int,
+) -> tuple[subprocess.Popen | warm.WarmChild, str]:
+    """The worker started and known to stop_all_workers; stopped at once if the grid was stopped while it
+    started (a warm process's first worker waits for its imports)."""
+    starting = _Starting()
+    with _live_guard:
+        _live.add(starting)
+    try:
+        child, started = _started(process, request_path, response_path, folder, env, processes)
+    except BaseException:
+        with _live_guard:
+            _live.discard(starting)
+        raise
+    with _live_guard:  # in one step: a grid's stop sees one of the two
+        _live.discard(starting)
+        _live.add(child)
+        stopped = starting.stopped
+    if stopped:
+        _stop(child)
+    return child, started
 
 
 def _started(
