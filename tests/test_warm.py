@@ -110,7 +110,11 @@ def test_a_grid_killed_with_sigkill_leaves_no_process_behind(tiny_model, tmp_pat
         workers = worker_children(grid.pid)
         time.sleep(0.05)
     assert workers, "no worker started"
-    started = [pid for pid, (ppid, _) in processes().items() if ppid == grid.pid] + workers
+    table = processes()
+    children = [pid for pid, (ppid, _) in table.items() if ppid == grid.pid]
+    # one warm process: the one the cli started before its own imports is the one its worker was forked from
+    assert len([pid for pid in children if "peftbench.execution.warm" in table[pid][1]]) == 1, children
+    started = children + workers
     grid.send_signal(signal.SIGKILL)
     grid.wait()
     deadline = time.monotonic() + 10  # its 1,000 epochs would take minutes
@@ -132,23 +136,13 @@ def _living(pids: list[int]) -> list[int]:
     return living
 
 
-def test_a_grid_stopped_while_its_warm_process_imports_stops_that_worker_once_it_starts(tiny_model, tmp_path):
-    """Ctrl-C while the first run's warm process is still importing (seconds): the worker it then forks is
-    stopped at once, instead of training its whole run while the grid waits for it to exit."""
-    command = [sys.executable, "-m", "peftbench.cli", "run", "--model", str(tiny_model), "--out", str(tmp_path)]
-    command += ["--methods", "lora", "--epochs", "5000", "--no-progress", *QUICK]
-    grid = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline, importing = time.monotonic() + 120, False
-    while not importing and time.monotonic() < deadline and grid.poll() is None:
-        table = processes()
-        importing = any(p == grid.pid and "peftbench.execution.warm" in c for p, c in table.values())
-        time.sleep(0.02)
-    assert importing and not worker_children(grid.pid), "no warm process seen before its first worker"
-    os.killpg(grid.pid, signal.SIGINT)
-    try:
-        out, err = grid.communicate(timeout=90)  # its 5,000 epochs would take many minutes
-    finally:
-        if grid.poll() is None:  # a failure: leave nothing training
-            os.killpg(grid.pid, signal.SIGKILL)
-    assert grid.returncode == 130, err[-2000:]
-    assert not list((tmp_path / "runs").glob("*.json"))
+def test_the_cli_prestarts_the_warm_process_its_first_worker_is_forked_from(tiny_model, tmp_path, monkeypatch):
+    """Started before the grid process imports transformers and peft (so that on two cores both import at
+    once), with the very environment the first run's worker then asks for."""
+    prestarted, asked = [], []
+    taken = warm.take
+    monkeypatch.setattr(warm, "prestart", prestarted.append)  # recorded, none started: the worker starts one
+    monkeypatch.setattr(warm, "take", lambda env: asked.append(env) or taken(env))
+    assert _grid(tiny_model, tmp_path, "--no-progress") == 0
+    assert len(prestarted) == 1 and asked
+    assert warm._key(prestarted[0]) == warm._key(asked[0])

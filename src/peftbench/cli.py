@@ -293,6 +293,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _prestart_workers(args: argparse.Namespace) -> None:
+    """The first workers' warm process, started before this process imports the rest (transformers, peft and
+    the reports' libraries: 4-5 s), so that on two cores both import at once; settings it cannot read are left
+    for run_grid to report."""
+    from peftbench.execution.executors import prestart
+
+    try:
+        scale = ScaleConfig(**_section_values(args, ScaleConfig))
+        scale.validate()
+        prestart(scale, progress=not args.no_progress)
+    except (UserError, TypeError, ValueError):
+        return
+
+
 def _main(args: argparse.Namespace) -> int:
     try:
         if args.command == "methods":
@@ -309,6 +323,7 @@ def _main(args: argparse.Namespace) -> int:
             return _predict(args)
         if args.command == "compare":
             return _compare(args.dirs, args.out, _constraints(args))
+        _prestart_workers(args)
         from peftbench.runner.scheduling import run_grid
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:

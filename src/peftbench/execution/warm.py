@@ -51,6 +51,9 @@ PRELOAD = (
 # Variables that change from call to call and that no library reads when imported: a warm process started
 # with another value of them serves a worker as well (each worker gets its exact environment all the same).
 NOT_READ_AT_IMPORT = ("PYTEST_CURRENT_TEST",)
+# Set by scikit-learn's __init__ (os.environ.setdefault) in every process that imports it: a worker's
+# environment taken after the grid process imported it holds them, a warm process started before gets them too.
+SET_ON_IMPORT = {"KMP_DUPLICATE_LIB_OK": "True", "KMP_INIT_AT_FORK": "FALSE"}
 OUTPUTS = (1, 2)  # stdout, stderr: sent with each order, so that a worker writes where a cold one would
 NAME = "peftbench-worker"
 MAX_IDLE = 4  # warm processes kept idle at most (each holds the imported libraries, ~0.5 GB)
@@ -152,22 +155,29 @@ class WarmProcess:
         return self.popen.poll() is None
 
     def close(self) -> None:
+        """End an idle warm process: it holds no worker and nothing to save, and may still be importing
+        (a prestarted one at the end of a grid that had nothing left to run), so it is not waited for."""
         if not self.channel.closed:
-            self.channel.close()  # it ends at the end of its socket
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+            self.channel.close()
+        if self.popen.poll() is None:
             self.popen.kill()
-            self.popen.wait()
+        self.popen.wait()
 
 
 _idle: OrderedDict[frozenset[tuple[str, str]], list[WarmProcess]] = OrderedDict()
 _idle_guard = threading.Lock()
 
 
+def _key(env: dict[str, str]) -> frozenset[tuple[str, str]]:
+    """What a warm process started with env is to a worker: the variables read at import, as the imports
+    leave them (a process that has imported scikit-learn has its defaults, as the warm process has)."""
+    after_imports = {**SET_ON_IMPORT, **env}
+    return frozenset((k, v) for k, v in after_imports.items() if k not in NOT_READ_AT_IMPORT)
+
+
 def take(env: dict[str, str]) -> WarmProcess:
     """An idle warm process started with this environment, or a new one (its imports then under way)."""
-    key = frozenset((k, v) for k, v in env.items() if k not in NOT_READ_AT_IMPORT)
+    key = _key(env)
     with _idle_guard:
         while _idle.get(key):
             process = _idle[key].pop()
@@ -195,13 +205,21 @@ def give_back(process: WarmProcess) -> None:
         stale.close()
 
 
+def prestart(env: dict[str, str]) -> None:
+    """Start a warm process for this environment now, idle until a worker with it is asked for; none when
+    one is idle already (an earlier grid of this process left it)."""
+    key = _key(env)
+    with _idle_guard:
+        if _idle.get(key):
+            return
+    give_back(WarmProcess(env, key))
+
+
 def close_all() -> None:
-    """Close the idle warm processes (at exit): each ends at the end of its socket, all at once."""
+    """End the idle warm processes (at exit)."""
     with _idle_guard:
         processes = [p for ps in _idle.values() for p in ps]
         _idle.clear()
-    for process in processes:
-        process.channel.close()
     for process in processes:
         process.close()
 

@@ -24,7 +24,7 @@ from typing import Any
 from peftbench import hardware
 from peftbench.config.sections import GridConfig
 from peftbench.data import TokenizedData
-from peftbench.execution.executors import RunOutcome, Slot
+from peftbench.execution.executors import RunOutcome, Slot, worker_env
 from peftbench.execution.workers import run_request
 from peftbench.records import Status, better_on_dev
 from peftbench.run.measure import MEASUREMENT_NOTES
@@ -224,9 +224,7 @@ class _Protocol:
     def _send(self, request: WorkRequest, name: str) -> WorkResponse:
         """Run a worker request, its files in this run's scratch folder under `name`."""
         scale = self.grid.scale
-        # tqdm reads its defaults from TQDM_* variables: the worker's bars go under the grid's bar, not over it
-        # (a run in this process finds the grid's bar itself)
-        env = {**self.slot.env, "TQDM_POSITION": "1"} if self.job.bars else self.slot.env
+        env = worker_env(self.slot, self.job.bars)  # a run in this process finds the grid's bar itself
         response = run_request(
             request, self.folder / name, scale.inline, env, scale.num_processes, self.slot.warm_start
         )
