@@ -1,7 +1,7 @@
 # Two commands from a fresh clone, each setting up what it needs (a virtual environment in .venv, torch for
 # this machine, peftbench and its pinned dependencies) and quick the second time (make reinstalls only when
 # pyproject.toml or constraints.txt changed):
-#   make demo   the comparison on the bundled model and data, in about 11 minutes on 2 CPU cores (+ set-up)
+#   make demo   the comparison on the bundled model and data, in 6 (bf16) to 11 (fp32) minutes on 2 CPU cores (+ set-up)
 #   make test   the gate (ruff, mypy, the import layers), then the test suite
 PYTHON ?= python3
 VENV := .venv
