@@ -10,15 +10,14 @@ import time
 from peftbench.execution import workers
 
 
-def test_a_worker_started_after_the_grid_was_stopped_is_stopped_at_once(monkeypatch, tmp_path):
-    def started_meanwhile(*args):
+def test_a_worker_started_after_the_grid_was_stopped_is_stopped_at_once():
+    def started_meanwhile():
         workers.stop_all_workers()  # Ctrl-C arrives while the worker is being started
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
         return child, "cold"
 
-    monkeypatch.setattr(workers, "_started", started_meanwhile)
     began = time.monotonic()
-    child, _ = workers._registered(None, tmp_path / "request.json", tmp_path / "response.json", tmp_path, {}, 1)
+    child, _ = workers._registered(started_meanwhile)
     try:
         assert child.wait(timeout=30) == -signal.SIGTERM
     finally:

@@ -7,11 +7,13 @@ includes what earlier runs left behind)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,9 @@ class _Starting:
     stopped = False
 
 
+Child = subprocess.Popen | warm.WarmChild  # a worker process as the grid holds it
 # worker processes under way, so that a cancelled grid can stop them
-_live: set[subprocess.Popen | warm.WarmChild | _Starting] = set()
+_live: set[Child | _Starting] = set()
 _live_guard = threading.Lock()
 
 
@@ -131,7 +134,8 @@ def _in_child_process(
     # each data-parallel rank is torchrun's to start
     process = warm.take(full_env) if warm_start and processes == 1 and warm.available() else None
     try:
-        child, started = _registered(process, request_path, response_path, folder, full_env, processes)
+        start = functools.partial(_started, process, request_path, response_path, folder, full_env, processes)
+        child, started = _registered(start)
         try:
             code = child.wait()
         except BaseException:  # Ctrl-C, SIGTERM or anything else: never leave it running
@@ -148,21 +152,14 @@ def _in_child_process(
     return response
 
 
-def _registered(
-    process: warm.WarmProcess | None,
-    request_path: Path,
-    response_path: Path,
-    folder: Path,
-    env: dict[str, str],
-    processes: int,
-) -> tuple[subprocess.Popen | warm.WarmChild, str]:
-    """The worker started and known to stop_all_workers; stopped at once if the grid was stopped while it
-    started (a warm process's first worker waits for its imports)."""
+def _registered(start: Callable[[], tuple[Child, str]]) -> tuple[Child, str]:
+    """The worker that start() starts, known to stop_all_workers; stopped at once if the grid was stopped
+    while it started (a warm process's first worker waits for its imports)."""
     starting = _Starting()
     with _live_guard:
         _live.add(starting)
     try:
-        child, started = _started(process, request_path, response_path, folder, env, processes)
+        child, started = start()
     except BaseException:
         with _live_guard:
             _live.discard(starting)
@@ -183,7 +180,7 @@ def _started(
     folder: Path,
     env: dict[str, str],
     processes: int,
-) -> tuple[subprocess.Popen | warm.WarmChild, str]:
+) -> tuple[Child, str]:
     """The worker process: forked by the warm process when there is one that can, else a fresh interpreter;
     and how it started ("warm", or "cold" with why where warm start was asked for)."""
     why = ""
@@ -208,7 +205,7 @@ def _response(code: int, response_path: Path) -> WorkResponse:
     return WorkResponse.died(f"worker process exited with code {code} before writing its result")
 
 
-def _stop(child: subprocess.Popen | warm.WarmChild) -> None:
+def _stop(child: Child) -> None:
     if child.poll() is not None:
         return
     _signal_group(child, signal.SIGTERM)
@@ -219,7 +216,7 @@ def _stop(child: subprocess.Popen | warm.WarmChild) -> None:
         child.wait()
 
 
-def _signal_group(child: subprocess.Popen | warm.WarmChild, signum: int) -> None:
+def _signal_group(child: Child, signum: int) -> None:
     signal_group(child.pid, signum)
 
 
