@@ -17,9 +17,27 @@ def test_a_worker_started_after_the_grid_was_stopped_is_stopped_at_once():
         return child, "cold"
 
     began = time.monotonic()
-    child, _ = workers._registered(started_meanwhile)
+    child, _ = workers._registered(started_meanwhile, None)
     try:
         assert child.wait(timeout=30) == -signal.SIGTERM
     finally:
         child.kill()
     assert time.monotonic() - began < 30
+
+
+def test_a_stop_while_the_warm_process_imports_ends_that_process():
+    """Else the thread starting the worker would wait for its imports (seconds) while the grid exits, and a
+    second Ctrl-C in that time would print a traceback."""
+    import types
+
+    killed = []
+    process = types.SimpleNamespace(popen=types.SimpleNamespace(kill=lambda: killed.append(True)))
+
+    def stopped_while_importing():
+        workers.stop_all_workers()
+        assert killed, "the warm process it waited for was not ended"
+        child = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+        return child, "cold: the warm process ended"
+
+    child, _ = workers._registered(stopped_while_importing, process)
+    child.wait(timeout=30)

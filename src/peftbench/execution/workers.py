@@ -27,9 +27,17 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 class _Starting:
     """A worker not yet started (its warm process may still be importing, for seconds): a grid stopped
-    meanwhile marks it, and it is stopped as soon as it has a pid."""
+    meanwhile marks it and kills that warm process (whose imports it would otherwise wait for), and the worker
+    is stopped as soon as it has a pid."""
 
-    stopped = False
+    def __init__(self, process: warm.WarmProcess | None) -> None:
+        self.process = process
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.process is not None:
+            self.process.popen.kill()
 
 
 Child = subprocess.Popen | warm.WarmChild  # a worker process as the grid holds it
@@ -60,7 +68,7 @@ def stop_all_workers() -> None:
         children = list(_live)
         for child in children:
             if isinstance(child, _Starting):
-                child.stopped = True
+                child.stop()
     for child in children:
         if not isinstance(child, _Starting):
             _stop(child)
@@ -135,7 +143,7 @@ def _in_child_process(
     process = warm.take(full_env) if warm_start and processes == 1 and warm.available() else None
     try:
         start = functools.partial(_started, process, request_path, response_path, folder, full_env, processes)
-        child, started = _registered(start)
+        child, started = _registered(start, process)
         try:
             code = child.wait()
         except BaseException:  # Ctrl-C, SIGTERM or anything else: never leave it running
@@ -152,10 +160,10 @@ def _in_child_process(
     return response
 
 
-def _registered(start: Callable[[], tuple[Child, str]]) -> tuple[Child, str]:
-    """The worker that start() starts, known to stop_all_workers; stopped at once if the grid was stopped
-    while it started (a warm process's first worker waits for its imports)."""
-    starting = _Starting()
+def _registered(start: Callable[[], tuple[Child, str]], process: warm.WarmProcess | None) -> tuple[Child, str]:
+    """The worker that start() starts (forked by process, if any), known to stop_all_workers; stopped at once
+    if the grid was stopped while it started (a warm process's first worker waits for its imports)."""
+    starting = _Starting(process)
     with _live_guard:
         _live.add(starting)
     try:
