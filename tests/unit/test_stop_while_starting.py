@@ -41,3 +41,22 @@ def test_a_stop_while_the_warm_process_imports_ends_that_process():
 
     child, _ = workers._registered(stopped_while_importing, process)
     child.wait(timeout=30)
+
+
+def test_a_stop_inside_a_finalizer_ends_the_worker_without_a_traceback(tmp_path):
+    """CI saw it: the grid's SIGTERM reached a warm worker inside a regex object's __del__, and Python printed
+    the ignored exception's traceback on the grid's terminal."""
+    probe = (
+        "import sys\n"
+        "from peftbench.interrupts import Interrupted\n"
+        "from peftbench.run import worker\n"
+        "sys.unraisablehook = worker._stop_inside_a_finalizer\n"
+        "class Finalized:\n"
+        "    def __del__(self):\n"
+        "        raise Interrupted(15)\n"
+        "Finalized()\n"
+        "print('went on')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143 and "went on" not in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr

@@ -276,8 +276,20 @@ def work(request: WorkRequest) -> WorkResponse:
     return dataclasses.replace(response, **memory.report(), **load.report())
 
 
+def _stop_inside_a_finalizer(unraisable: Any) -> None:
+    """A stop signal (the grid stopping this worker) that lands inside a finalizer (a __del__) cannot
+    propagate: Python would print it as an ignored exception, traceback and all, on the grid's terminal and
+    go on. The worker ends there instead, with the exit code it would have returned."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(getattr(unraisable.exc_value, "exit_code", 130))
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     request_path, response_path = argv or sys.argv[1:]
+    sys.unraisablehook = _stop_inside_a_finalizer
     keep_to_given_cpus()  # before torch starts its threads, which take this thread's cores
     try:
         with stop_signals():
