@@ -216,16 +216,12 @@ def _response(code: int, response_path: Path) -> WorkResponse:
 def _stop(child: Child) -> None:
     if child.poll() is not None:
         return
-    _signal_group(child, signal.SIGTERM)
+    signal_group(child.pid, signal.SIGTERM)
     try:
         child.wait(timeout=STOP_GRACE_S)
     except subprocess.TimeoutExpired:
-        _signal_group(child, signal.SIGKILL)
+        signal_group(child.pid, signal.SIGKILL)
         child.wait()
-
-
-def _signal_group(child: Child, signum: int) -> None:
-    signal_group(child.pid, signum)
 
 
 def signal_group(pid: int, signum: int) -> None:
